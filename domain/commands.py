@@ -1,0 +1,171 @@
+"""Commands: what clients ask runledger to do. Imperative names, frozen, strictly validated."""
+from typing import Annotated, Literal, Union
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Micros = Annotated[int, Field(ge=0, le=2**53 - 1)]
+Count = Annotated[int, Field(ge=0, le=2**53 - 1)]
+RiskTier = Literal["low", "medium", "high", "critical"]
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class RequestRun(Command):
+    type: Literal["RequestRun"] = "RequestRun"
+    run_id: UUID | None = None
+    agent_id: Name
+    project: Name = "default"
+    budget_micros: Micros | None = None
+    labels: dict[Name, Name] = Field(default_factory=dict, max_length=32)
+
+
+class StartRun(Command):
+    type: Literal["StartRun"] = "StartRun"
+    run_id: UUID
+
+
+class StartStep(Command):
+    type: Literal["StartStep"] = "StartStep"
+    run_id: UUID
+    step_id: UUID | None = None
+    kind: Literal["llm", "tool", "approval"]
+    name: Name
+
+
+class FinishStep(Command):
+    type: Literal["FinishStep"] = "FinishStep"
+    run_id: UUID
+    step_id: UUID
+    outcome: Literal["succeeded", "failed"]
+    error: Text | None = None
+
+
+class CompleteRun(Command):
+    type: Literal["CompleteRun"] = "CompleteRun"
+    run_id: UUID
+
+
+class FailRun(Command):
+    type: Literal["FailRun"] = "FailRun"
+    run_id: UUID
+    error: Text
+
+
+class RetryRun(Command):
+    type: Literal["RetryRun"] = "RetryRun"
+    run_id: UUID
+
+
+class CancelRun(Command):
+    type: Literal["CancelRun"] = "CancelRun"
+    run_id: UUID
+    reason: Text
+
+
+class ResumeRun(Command):
+    type: Literal["ResumeRun"] = "ResumeRun"
+    run_id: UUID
+    reason: Text
+
+
+class ForceFailRun(Command):
+    type: Literal["ForceFailRun"] = "ForceFailRun"
+    run_id: UUID
+    reason: Text
+
+
+class RequestToolCall(Command):
+    type: Literal["RequestToolCall"] = "RequestToolCall"
+    tool_call_id: UUID | None = None
+    run_id: UUID
+    tool: Name
+    risk_tier: RiskTier
+    params_digest: Digest
+    step_id: UUID | None = None
+
+
+class DecidePolicy(Command):
+    type: Literal["DecidePolicy"] = "DecidePolicy"
+    tool_call_id: UUID
+    decision: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"]
+    policy_id: Name
+    policy_version: Name
+    reason: Text
+
+
+class CompleteToolCall(Command):
+    type: Literal["CompleteToolCall"] = "CompleteToolCall"
+    tool_call_id: UUID
+    result_digest: Digest | None = None
+
+
+class FailToolCall(Command):
+    type: Literal["FailToolCall"] = "FailToolCall"
+    tool_call_id: UUID
+    error: Text
+
+
+class RequestApproval(Command):
+    type: Literal["RequestApproval"] = "RequestApproval"
+    approval_id: UUID | None = None
+    run_id: UUID
+    tool_call_id: UUID | None = None
+    action: Name
+    risk_tier: RiskTier
+    required_role: Name = "approver"
+    required_approvals: Literal[1, 2] = 1
+    expires_in_seconds: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 3600
+
+
+class GrantApproval(Command):
+    type: Literal["GrantApproval"] = "GrantApproval"
+    approval_id: UUID
+    reason: Text | None = None
+
+
+class DenyApproval(Command):
+    type: Literal["DenyApproval"] = "DenyApproval"
+    approval_id: UUID
+    reason: Text
+
+
+class ExpireApproval(Command):
+    type: Literal["ExpireApproval"] = "ExpireApproval"
+    approval_id: UUID
+
+
+class SetBudget(Command):
+    type: Literal["SetBudget"] = "SetBudget"
+    project: Name
+    period: Literal["day", "month", "total"]
+    limit_micros: Micros
+    currency: Currency
+
+
+class RecordCost(Command):
+    type: Literal["RecordCost"] = "RecordCost"
+    cost_id: UUID | None = None
+    run_id: UUID | None = None
+    project: Name | None = None
+    provider: Name
+    model: Name
+    tokens_in: Count = 0
+    tokens_out: Count = 0
+    amount_micros: Micros
+    currency: Currency
+
+
+AnyCommand = Annotated[Union[
+    RequestRun, StartRun, StartStep, FinishStep, CompleteRun, FailRun, RetryRun, CancelRun,
+    ResumeRun, ForceFailRun, RequestToolCall, DecidePolicy, CompleteToolCall, FailToolCall,
+    RequestApproval, GrantApproval, DenyApproval, ExpireApproval, SetBudget, RecordCost,
+], Field(discriminator="type")]
+
+COMMAND_TYPES = {c.model_fields["type"].default: c for c in AnyCommand.__origin__.__args__}

@@ -1,0 +1,77 @@
+"""What a handler sees while it decides one command: the tenant's aggregates, the actor, the clock."""
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+from uuid import UUID
+
+import uuid6
+from eventsourcing.domain import Aggregate
+
+from domain.errors import InvalidState, NotFound, VersionConflict
+from schemas.envelope import Actor, iso
+
+A = TypeVar("A", bound=Aggregate)
+
+
+@dataclass
+class Context:
+    tenant_id: str
+    aggregates: dict[UUID, Aggregate]
+    actor: Actor
+    now: datetime
+    expected_version: int | None = None
+    touched: list[Aggregate] = field(default_factory=list)
+
+    @property
+    def now_iso(self) -> str:
+        return iso(self.now)
+
+    iso = staticmethod(iso)
+
+    @staticmethod
+    def str_or_none(value: UUID | None) -> str | None:
+        return None if value is None else str(value)
+
+    def new_id(self, given: UUID | None) -> str:
+        if given is not None and given in self.aggregates:
+            raise InvalidState(f"{given} already exists", "already_exists")
+        return str(given if given is not None else uuid6.uuid7())
+
+    def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
+        aggregate = self.aggregates.get(aggregate_id)
+        if aggregate is None or not isinstance(aggregate, kind):
+            return None
+        self.check_expected_version(aggregate)
+        self.touch(aggregate)
+        return aggregate
+
+    def get(self, kind: type[A], aggregate_id: UUID) -> A:
+        aggregate = self.find(kind, aggregate_id)
+        if aggregate is None:
+            raise NotFound(f"no {kind.__name__.lower()} {aggregate_id} in tenant {self.tenant_id}")
+        return aggregate
+
+    def add(self, aggregate: A) -> UUID:
+        self.aggregates[aggregate.id] = aggregate
+        self.touch(aggregate)
+        return aggregate.id
+
+    def touch(self, aggregate: Aggregate) -> None:
+        if all(a is not aggregate for a in self.touched):
+            self.touched.append(aggregate)
+
+    def check_expected_version(self, aggregate: Aggregate) -> None:
+        """The expected version names the first existing aggregate the command addresses."""
+        if self.expected_version is None or self.touched:
+            return
+        if aggregate.version != self.expected_version:
+            raise VersionConflict(f"{type(aggregate).__name__.lower()} {aggregate.id} is at "
+                                  f"version {aggregate.version}, not {self.expected_version}")
+
+    def collect_events(self) -> list:
+        """Return the new events of every touched aggregate in the order they happened."""
+        events = [e for aggregate in self.touched for e in aggregate.collect_events()]
+        return sorted(events, key=lambda e: e.timestamp)
+
+    def has_pending_events(self) -> bool:
+        return any(aggregate.pending_events for aggregate in self.touched)

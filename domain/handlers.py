@@ -1,0 +1,205 @@
+"""Command handlers: plain functions deciding one command against a tenant's aggregates."""
+from datetime import timedelta
+from typing import Callable
+from uuid import UUID
+
+from domain import commands as c
+from domain.approval import Approval
+from domain.budget import Budget, budget_id, check_run_cap
+from domain.context import Context
+from domain.errors import InvalidCommand, InvalidState
+from domain.run import Run
+from domain.tool_call import ToolCall
+
+OPERATORS = frozenset({"operator", "admin"})
+ANYONE = frozenset()
+
+
+def request_run(cmd: c.RequestRun, ctx: Context) -> UUID:
+    budget = ctx.find(Budget, budget_id(ctx.tenant_id, cmd.project))
+    if budget is not None:
+        budget.check_room_for_run(ctx.now_iso)
+    run_id = ctx.new_id(cmd.run_id)
+    return ctx.add(Run.request(run_id, cmd.agent_id, cmd.project, cmd.budget_micros,
+                               dict(cmd.labels)))
+
+
+def start_run(cmd: c.StartRun, ctx: Context) -> UUID:
+    ctx.get(Run, cmd.run_id).start()
+    return cmd.run_id
+
+
+def start_step(cmd: c.StartStep, ctx: Context) -> UUID:
+    run = ctx.get(Run, cmd.run_id)
+    step_id = ctx.new_id(cmd.step_id)
+    run.start_step(step_id, cmd.kind, cmd.name)
+    return UUID(step_id)
+
+
+def finish_step(cmd: c.FinishStep, ctx: Context) -> UUID:
+    ctx.get(Run, cmd.run_id).finish_step(str(cmd.step_id), cmd.outcome, cmd.error)
+    return cmd.step_id
+
+
+def complete_run(cmd: c.CompleteRun, ctx: Context) -> UUID:
+    ctx.get(Run, cmd.run_id).succeed()
+    return cmd.run_id
+
+
+def fail_run(cmd: c.FailRun, ctx: Context) -> UUID:
+    ctx.get(Run, cmd.run_id).fail(cmd.error)
+    return cmd.run_id
+
+
+def retry_run(cmd: c.RetryRun, ctx: Context) -> UUID:
+    ctx.get(Run, cmd.run_id).retry()
+    return cmd.run_id
+
+
+def cancel_run(cmd: c.CancelRun, ctx: Context) -> UUID:
+    ctx.get(Run, cmd.run_id).cancel(cmd.reason)
+    return cmd.run_id
+
+
+def resume_run(cmd: c.ResumeRun, ctx: Context) -> UUID:
+    ctx.get(Run, cmd.run_id).resume(cmd.reason)
+    return cmd.run_id
+
+
+def force_fail_run(cmd: c.ForceFailRun, ctx: Context) -> UUID:
+    ctx.get(Run, cmd.run_id).force_fail(cmd.reason)
+    return cmd.run_id
+
+
+def request_tool_call(cmd: c.RequestToolCall, ctx: Context) -> UUID:
+    run = ctx.get(Run, cmd.run_id)
+    run.check_state("running", action="request a tool call in")
+    if cmd.step_id is not None and str(cmd.step_id) not in run.steps:
+        raise InvalidCommand(f"run {run.id} has no step {cmd.step_id}", "unknown_step")
+    tool_call_id = ctx.new_id(cmd.tool_call_id)
+    return ctx.add(ToolCall.request(tool_call_id, str(cmd.run_id), cmd.tool, cmd.risk_tier,
+                                    cmd.params_digest, ctx.str_or_none(cmd.step_id)))
+
+
+def decide_policy(cmd: c.DecidePolicy, ctx: Context) -> UUID:
+    ctx.get(ToolCall, cmd.tool_call_id).decide(cmd.decision, cmd.policy_id, cmd.policy_version,
+                                               cmd.reason)
+    return cmd.tool_call_id
+
+
+def complete_tool_call(cmd: c.CompleteToolCall, ctx: Context) -> UUID:
+    ctx.get(ToolCall, cmd.tool_call_id).complete(cmd.result_digest)
+    return cmd.tool_call_id
+
+
+def fail_tool_call(cmd: c.FailToolCall, ctx: Context) -> UUID:
+    ctx.get(ToolCall, cmd.tool_call_id).fail(cmd.error)
+    return cmd.tool_call_id
+
+
+def request_approval(cmd: c.RequestApproval, ctx: Context) -> UUID:
+    run = ctx.get(Run, cmd.run_id)
+    run.check_state("running", "waiting_for_approval", action="request an approval in")
+    if cmd.tool_call_id is not None:
+        check_tool_call_awaits_approval(ctx.get(ToolCall, cmd.tool_call_id), str(cmd.run_id))
+    approval_id = ctx.new_id(cmd.approval_id)
+    expires_at = ctx.iso(ctx.now + timedelta(seconds=cmd.expires_in_seconds))
+    ctx.add(Approval.request(approval_id, str(cmd.run_id), ctx.str_or_none(cmd.tool_call_id),
+                             cmd.action, cmd.risk_tier, cmd.required_role,
+                             cmd.required_approvals, ctx.actor.subject, expires_at))
+    run.wait_for_approval(approval_id)
+    return UUID(approval_id)
+
+
+def check_tool_call_awaits_approval(tool_call: ToolCall, run_id: str) -> None:
+    if tool_call.run_id != run_id:
+        raise InvalidCommand(f"tool call {tool_call.id} belongs to run {tool_call.run_id}",
+                             "wrong_run")
+    if tool_call.state != "awaiting_approval":
+        raise InvalidState(f"tool call {tool_call.id} is {tool_call.state}, not awaiting approval")
+
+
+def grant_approval(cmd: c.GrantApproval, ctx: Context) -> UUID:
+    approval = ctx.get(Approval, cmd.approval_id)
+    if approval.grant(ctx.actor.subject, ctx.actor.roles, cmd.reason, ctx.now_iso):
+        resolve(approval, "granted", ctx)
+    return cmd.approval_id
+
+
+def deny_approval(cmd: c.DenyApproval, ctx: Context) -> UUID:
+    approval = ctx.get(Approval, cmd.approval_id)
+    approval.deny(ctx.actor.subject, ctx.actor.roles, cmd.reason, ctx.now_iso)
+    resolve(approval, "denied", ctx)
+    return cmd.approval_id
+
+
+def expire_approval(cmd: c.ExpireApproval, ctx: Context) -> UUID:
+    approval = ctx.get(Approval, cmd.approval_id)
+    approval.expire(ctx.now_iso)
+    resolve(approval, "expired", ctx)
+    return cmd.approval_id
+
+
+def resolve(approval: Approval, outcome: str, ctx: Context) -> None:
+    approval_id = str(approval.id)
+    if approval.tool_call_id:
+        ctx.get(ToolCall, UUID(approval.tool_call_id)).approval_resolved(approval_id, outcome)
+    ctx.get(Run, UUID(approval.run_id)).approval_resolved(approval_id, outcome)
+
+
+def set_budget(cmd: c.SetBudget, ctx: Context) -> UUID:
+    budget = open_budget(cmd.project, ctx)
+    budget.set_limit(cmd.period, cmd.limit_micros, cmd.currency)
+    return budget.id
+
+
+def record_cost(cmd: c.RecordCost, ctx: Context) -> UUID:
+    run = ctx.get(Run, cmd.run_id) if cmd.run_id is not None else None
+    if run is not None and cmd.project not in (None, run.project):
+        raise InvalidCommand(f"run {run.id} belongs to project {run.project!r}, not "
+                             f"{cmd.project!r}", "wrong_project")
+    project = run.project if run is not None else (cmd.project or "default")
+    budget = ctx.find(Budget, budget_id(ctx.tenant_id, project))
+    run_cap = run.budget_micros if run is not None else None
+    cost_id = ctx.new_id(cmd.cost_id)
+    if budget is None:
+        check_run_cap(ctx.str_or_none(cmd.run_id), run_cap, 0, cmd.amount_micros)
+        budget = open_budget(project, ctx)
+    budget.record_cost(cost_id, ctx.str_or_none(cmd.run_id), cmd.provider, cmd.model,
+                       cmd.tokens_in, cmd.tokens_out, cmd.amount_micros, cmd.currency,
+                       run_cap, ctx.now_iso)
+    return UUID(cost_id)
+
+
+def open_budget(project: str, ctx: Context) -> Budget:
+    budget = ctx.find(Budget, budget_id(ctx.tenant_id, project))
+    if budget is None:
+        budget = Budget.open(ctx.tenant_id, project)
+        ctx.add(budget)
+    return budget
+
+
+Handler = Callable[[c.Command, Context], UUID]
+
+HANDLERS: dict[type, tuple[Handler, frozenset[str]]] = {
+    c.RequestRun: (request_run, OPERATORS),
+    c.StartRun: (start_run, OPERATORS),
+    c.StartStep: (start_step, OPERATORS),
+    c.FinishStep: (finish_step, OPERATORS),
+    c.CompleteRun: (complete_run, OPERATORS),
+    c.FailRun: (fail_run, OPERATORS),
+    c.RetryRun: (retry_run, OPERATORS),
+    c.CancelRun: (cancel_run, OPERATORS),
+    c.ResumeRun: (resume_run, OPERATORS),
+    c.ForceFailRun: (force_fail_run, frozenset({"admin"})),
+    c.RequestToolCall: (request_tool_call, OPERATORS),
+    c.DecidePolicy: (decide_policy, frozenset({"policy", "admin"})),
+    c.CompleteToolCall: (complete_tool_call, OPERATORS),
+    c.FailToolCall: (fail_tool_call, OPERATORS),
+    c.RequestApproval: (request_approval, OPERATORS),
+    c.GrantApproval: (grant_approval, ANYONE),
+    c.DenyApproval: (deny_approval, ANYONE),
+    c.ExpireApproval: (expire_approval, frozenset({"system"})),
+    c.SetBudget: (set_budget, frozenset({"admin"})),
+    c.RecordCost: (record_cost, OPERATORS),
+}

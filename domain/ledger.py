@@ -1,0 +1,167 @@
+"""A tenant's ledger state: aggregates, chain head, idempotency records and timers.
+
+All of it is a fold of `ledger.events` (and the replies on `ledger.replies`), so a processor
+that takes over a partition rebuilds it by replay and nothing lives only in memory.
+"""
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import uuid6
+from eventsourcing.domain import Aggregate
+from pydantic import TypeAdapter, ValidationError
+
+from domain.commands import AnyCommand, ExpireApproval
+from domain.context import Context
+from domain.errors import DomainError, Forbidden, InvalidCommand
+from domain.handlers import HANDLERS
+from domain.registry import (AGGREGATE_TYPES, EVENT_TYPES, payload_of, schema_version_of,
+                             to_domain_event)
+from schemas.chain import ChainVerifier
+from schemas.envelope import Actor, iso, seal
+
+COMMAND = TypeAdapter(AnyCommand)
+SYSTEM_ACTOR = Actor(subject="runledger:timer", roles=["system"])
+
+
+class ChainBroken(Exception):
+    """The log does not continue the chain: state cannot be trusted past this point."""
+
+
+class Inconsistent(Exception):
+    """A handler changed state and then rejected: the in-memory state must be rebuilt."""
+
+
+@dataclass
+class TenantLedger:
+    tenant_id: str
+    chain: ChainVerifier = None  # type: ignore[assignment]
+    aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
+    replies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    expiries: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.chain = self.chain or ChainVerifier(self.tenant_id)
+
+    # -- rebuilding from the log -------------------------------------------------------------
+    def apply(self, env: dict[str, Any]) -> None:
+        """Fold one recorded envelope into the state, verifying the chain as it goes."""
+        problem = self.chain.problem_with(env)
+        if problem:
+            raise ChainBroken(f"tenant {self.tenant_id} chain_seq {self.chain.head_seq + 1}: {problem}")
+        event = to_domain_event(env)
+        self.aggregates[event.originator_id] = event.mutate(self.aggregates.get(event.originator_id))
+        self.chain.accept(env)
+        self.track_timers(env["type"], env["aggregate_id"], env["payload"])
+
+    def remember(self, reply: dict[str, Any]) -> None:
+        """Fold one recorded reply: the first outcome for an idempotency key wins."""
+        if not reply.get("replayed"):
+            self.replies.setdefault(reply["idempotency_key"], reply)
+
+    def track_timers(self, event_type: str, aggregate_id: str, payload: dict[str, Any]) -> None:
+        if event_type == "approval.requested":
+            self.expiries[aggregate_id] = payload["expires_at"]
+        elif event_type in ("approval.granted", "approval.denied", "approval.expired"):
+            self.expiries.pop(aggregate_id, None)
+
+    def due_expiries(self, now: datetime) -> list[str]:
+        now_iso = iso(now)
+        return [a for a, at in self.expiries.items() if at <= now_iso]
+
+    # -- deciding ----------------------------------------------------------------------------
+    def execute(self, command: dict[str, Any], now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Decide one command envelope: return its reply and the sealed envelopes to append."""
+        prior = self.replies.get(command["idempotency_key"])
+        if prior is not None:
+            return self.replay(prior, command), []
+        try:
+            aggregate_id, version, envelopes = self.decide(command, now)
+        except DomainError as error:
+            envelopes = []
+            reply = self.reply(command, "rejected", code=error.code, reason=error.reason,
+                               http_status=error.http_status)
+        else:
+            reply = self.reply(command, "accepted", aggregate_id=str(aggregate_id),
+                               aggregate_version=version, events=[summary(e) for e in envelopes])
+        self.replies[command["idempotency_key"]] = reply
+        return reply, envelopes
+
+    def decide(self, command: dict[str, Any], now: datetime) -> tuple[UUID, int, list[dict[str, Any]]]:
+        cmd = parse_command(command["body"])
+        actor = Actor(**command["actor"])
+        handler, roles = HANDLERS[type(cmd)]
+        if roles and not roles.intersection(actor.roles):
+            raise Forbidden(f"{cmd.type} needs one of the roles {sorted(roles)}", "missing_role")
+        ctx = Context(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"))
+        try:
+            aggregate_id = handler(cmd, ctx)
+        except DomainError:
+            if ctx.has_pending_events():
+                raise Inconsistent(f"{cmd.type} changed state before it was rejected")
+            raise
+        events = ctx.collect_events()
+        envelopes = [self.append(e, command, actor, now) for e in events]
+        subject = self.aggregates.get(aggregate_id)
+        return aggregate_id, subject.version if subject else 0, envelopes
+
+    def append(self, event: Any, command: dict[str, Any], actor: Actor, now: datetime) -> dict[str, Any]:
+        env = seal({
+            "event_id": str(uuid6.uuid7()),
+            "tenant_id": self.tenant_id,
+            "chain_seq": self.chain.head_seq + 1,
+            "prev_hash": self.chain.head_hash,
+            "type": EVENT_TYPES[type(event)],
+            "schema_version": schema_version_of(type(event)),
+            "aggregate_type": AGGREGATE_TYPES[type(self.aggregates[event.originator_id])],
+            "aggregate_id": str(event.originator_id),
+            "aggregate_version": event.originator_version,
+            "occurred_at": iso(event.timestamp),
+            "recorded_at": iso(now),
+            "actor": actor.model_dump(),
+            "command_id": command["command_id"],
+            "causation_id": command.get("causation_id") or command["command_id"],
+            "correlation_id": command.get("correlation_id") or command["command_id"],
+            "traceparent": command.get("traceparent"),
+            "payload": payload_of(event),
+        })
+        self.chain.accept(env)
+        self.track_timers(env["type"], env["aggregate_id"], env["payload"])
+        return env
+
+    def reply(self, command: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
+        return {"command_id": command["command_id"], "tenant_id": self.tenant_id,
+                "idempotency_key": command["idempotency_key"],
+                "request_digest": command["request_digest"], "status": status,
+                "replayed": False, **fields}
+
+    def replay(self, prior: dict[str, Any], command: dict[str, Any]) -> dict[str, Any]:
+        if prior["request_digest"] != command["request_digest"]:
+            error = InvalidCommand(f"Idempotency-Key {command['idempotency_key']!r} was already "
+                                   f"used for a different request", "idempotency_key_reused")
+            return {**self.reply(command, "rejected", code=error.code, reason=error.reason,
+                                 http_status=error.http_status), "replayed": True}
+        return {**prior, "command_id": command["command_id"], "replayed": True,
+                "original_command_id": prior["command_id"]}
+
+
+def parse_command(body: dict[str, Any]):
+    try:
+        return COMMAND.validate_python(body)
+    except ValidationError as error:
+        raise InvalidCommand(f"invalid command: {error.errors(include_url=False)}") from None
+
+
+def summary(env: dict[str, Any]) -> dict[str, Any]:
+    return {k: env[k] for k in ("chain_seq", "hash", "type", "event_id", "aggregate_id",
+                                "aggregate_version")}
+
+
+def expire_command(tenant_id: str, approval_id: str, now: datetime) -> dict[str, Any]:
+    """A system command the processor's timer issues for an approval past its expiry."""
+    command_id = str(uuid6.uuid7())
+    return {"command_id": command_id, "tenant_id": tenant_id,
+            "idempotency_key": f"expire:{approval_id}", "request_digest": f"expire:{approval_id}",
+            "actor": SYSTEM_ACTOR.model_dump(), "issued_at": iso(now),
+            "body": ExpireApproval(approval_id=UUID(approval_id)).model_dump(mode="json")}
