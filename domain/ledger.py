@@ -68,7 +68,8 @@ class TenantLedger:
 
     def due_expiries(self, now: datetime) -> list[str]:
         now_iso = iso(now)
-        return [a for a, at in self.expiries.items() if at <= now_iso]
+        return [a for a, at in self.expiries.items()
+                if at <= now_iso and self.aggregates[UUID(a)].state == "pending"]
 
     # -- deciding ----------------------------------------------------------------------------
     def execute(self, command: dict[str, Any], now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -41,14 +41,23 @@ class ChainVerifier:
         self.head_seq = env["chain_seq"]
         self.head_hash = env["hash"]
 
+    def feed(self, env: dict[str, Any]) -> ChainVerdict | None:
+        """Accept env if it continues the chain; otherwise return the failing verdict."""
+        problem = self.problem_with(env)
+        if problem:
+            return ChainVerdict(False, self.head_seq, self.head_hash,
+                                bad_seq=self.head_seq + 1, problem=problem)
+        self.accept(env)
+        return None
+
+    def verdict(self) -> ChainVerdict:
+        return ChainVerdict(True, self.head_seq, self.head_hash)
+
 
 def verify_chain(tenant_id: str, envelopes: Iterable[dict[str, Any]]) -> ChainVerdict:
     """Verify a whole chain from genesis."""
     verifier = ChainVerifier(tenant_id)
     for env in envelopes:
-        problem = verifier.problem_with(env)
-        if problem:
-            return ChainVerdict(False, verifier.head_seq, verifier.head_hash,
-                                bad_seq=verifier.head_seq + 1, problem=problem)
-        verifier.accept(env)
-    return ChainVerdict(True, verifier.head_seq, verifier.head_hash)
+        if failed := verifier.feed(env):
+            return failed
+    return verifier.verdict()

@@ -1,0 +1,81 @@
+"""The command API: authenticate, validate, hand the command to the log, answer once."""
+from contextlib import asynccontextmanager
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
+
+from commands.api import routes_commands
+from commands.auth import AuthError
+from commands.bus import CommandBus
+from commands.intake import Refused
+from domain.commands import AnyCommand
+from infra.settings import Settings
+
+
+def refusal(status: int, code: str, reason: str, details=None) -> JSONResponse:
+    body = {"status": "rejected", "code": code, "reason": reason}
+    if details is not None:
+        body["details"] = details
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Refused)
+    async def on_refused(_: Request, error: Refused) -> JSONResponse:
+        return refusal(error.status, error.code, error.reason, error.details)
+
+    @app.exception_handler(AuthError)
+    async def on_auth(_: Request, error: AuthError) -> JSONResponse:
+        return refusal(401, error.code, error.reason)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        return refusal(422, "invalid_request", str(error.errors()))
+
+
+def add_command_schema(app: FastAPI) -> None:
+    original: Callable = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        defs = TypeAdapter(AnyCommand).json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs.pop("$defs", {}))
+        components["AnyCommand"] = defs
+        return schema
+
+    app.openapi = openapi
+
+
+def create_app(settings: Settings, bus: CommandBus | None = None, health: Callable[[], dict] | None = None) -> FastAPI:
+    bus = bus or CommandBus(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await bus.start()
+        try:
+            yield
+        finally:
+            await bus.stop()
+
+    app = FastAPI(title="runledger", version="0.1.0", lifespan=lifespan,
+                  description="Commands for the runledger system of record.")
+    app.state.settings = settings
+    app.state.bus = bus
+    install_error_handlers(app)
+    app.include_router(routes_commands.router)
+    add_command_schema(app)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> JSONResponse:
+        report = {"api": "ok", **(health() if health else {})}
+        ok = all(v == "ok" for v in report.values() if isinstance(v, str))
+        return JSONResponse(report, status_code=200 if ok else 503)
+
+    return app

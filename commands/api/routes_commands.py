@@ -1,0 +1,54 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+
+from commands.api.deps import BusDep, PrincipalDep, SettingsDep
+from commands.bus import OutcomePending
+from commands.intake import Refused, command_envelope
+
+router = APIRouter(prefix="/v1/commands", tags=["commands"])
+
+EXAMPLE = {"type": "RequestRun", "agent_id": "support-bot", "project": "helpdesk"}
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Refused(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post("", summary="Send a command and wait for its outcome",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/AnyCommand"},
+                                      "example": EXAMPLE}}}})
+async def send_command(request: Request, principal: PrincipalDep, bus: BusDep,
+                       settings: SettingsDep,
+                       idempotency_key: Annotated[str | None, Header()] = None,
+                       traceparent: Annotated[str | None, Header()] = None,
+                       x_correlation_id: Annotated[str | None, Header()] = None) -> JSONResponse:
+    raw = await read_limited(request, settings.max_body_bytes)
+    command = command_envelope(principal, raw, idempotency_key, traceparent, x_correlation_id)
+    try:
+        reply = await bus.submit(command)
+    except OutcomePending:
+        raise Refused(504, "outcome_pending",
+                      f"command {command['command_id']} was queued but no outcome arrived within "
+                      f"{settings.command_timeout_s}s; retry with the same Idempotency-Key to get "
+                      f"its outcome") from None
+    return outcome_response(reply)
+
+
+def outcome_response(reply: dict) -> JSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if reply.get("replayed") else {}
+    body = {k: v for k, v in reply.items()
+            if k not in ("request_digest", "idempotency_key", "http_status", "tenant_id")}
+    status = 200 if reply["status"] == "accepted" else reply.get("http_status", 409)
+    return JSONResponse(body, status_code=status, headers=headers)

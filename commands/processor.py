@@ -1,0 +1,237 @@
+"""The command processor: the single writer of each tenant chain.
+
+It is a member of a consumer group over `ledger.commands`. For every partition it owns it runs
+one transactional producer whose `transactional.id` names the partition, so when ownership
+moves the new owner's `init_transactions` fences the old one at the broker and aborts its open
+transaction. Only after fencing does the new owner replay `ledger.events` and `ledger.replies`
+(read_committed) to rebuild chain heads, aggregates, idempotency records and timers, and only
+then does it read the committed command offset and start deciding. Each batch of commands, the
+events they produce, their replies and the command offset commit in one Kafka transaction.
+
+Every send is awaited before `send_offsets_to_transaction` (aiokafka#1098: offsets added while
+sends are still in flight can race the commit).
+"""
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from domain.ledger import ChainBroken, Inconsistent, TenantLedger, expire_command
+from infra import kafka
+from infra.settings import Settings
+from schemas.envelope import cloudevents_headers, decode, encode
+
+log = logging.getLogger("runledger.processor")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class PartitionOwner:
+    """What the processor holds for one owned partition: its fenced producer and its tenants."""
+
+    partition: int
+    producer: AIOKafkaProducer
+    tenants: dict[str, TenantLedger] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def tenant(self, tenant_id: str) -> TenantLedger:
+        ledger = self.tenants.get(tenant_id)
+        if ledger is None:
+            ledger = self.tenants[tenant_id] = TenantLedger(tenant_id)
+        return ledger
+
+
+class Listener(ConsumerRebalanceListener):
+    def __init__(self, processor: "CommandProcessor"):
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            await self.processor.release(tp.partition)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if assigned:
+            self.processor.consumer.pause(*assigned)
+
+
+class CommandProcessor:
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow):
+        self.settings = settings
+        self.clock = clock
+        self.owners: dict[int, PartitionOwner] = {}
+        self.broken: dict[int, str] = {}
+        self.not_before: dict[int, float] = {}
+        self.fenced_backoff_s = 5.0
+        self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
+        self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        await kafka.ensure_topics(self.settings)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.settings.processor_group,
+            enable_auto_commit=False, isolation_level="read_committed",
+            auto_offset_reset="earliest", max_poll_records=self.settings.batch_max,
+            session_timeout_ms=10000, heartbeat_interval_ms=1000,
+            rebalance_timeout_ms=60000, max_poll_interval_ms=300000)
+        self.consumer.subscribe([self.settings.commands_topic], listener=Listener(self))
+        await self.consumer.start()
+        try:
+            while not stop.is_set():
+                await self.acquire_assigned()
+                batches = await self.consumer.getmany(timeout_ms=self.poll_ms(),
+                                                      max_records=self.settings.batch_max)
+                for tp, records in batches.items():
+                    await self.process(tp, records)
+                await self.fire_timers()
+        finally:
+            for partition in list(self.owners):
+                await self.release(partition)
+            await self.consumer.stop()
+
+    def poll_ms(self) -> int:
+        return int(self.settings.timer_interval_s * 1000)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.broken
+
+    # -- ownership ---------------------------------------------------------------------------
+    async def acquire_assigned(self) -> None:
+        for tp in self.consumer.assignment():
+            if (tp.partition not in self.owners and tp.partition not in self.broken
+                    and time.monotonic() >= self.not_before.get(tp.partition, 0.0)):
+                await self.acquire(tp)
+
+    async def acquire(self, tp: TopicPartition) -> None:
+        """Fence the previous owner, rebuild the partition's state, then resume its commands."""
+        producer = kafka.transactional_producer(self.settings, tp.partition)
+        owner = PartitionOwner(tp.partition, producer)
+        try:
+            await producer.start()
+            await self.rebuild(owner)
+            committed = await self.consumer.committed(tp)
+        except ChainBroken as error:
+            await producer.stop()
+            self.broken[tp.partition] = str(error)
+            log.critical("partition %s stopped, chain broken: %s", tp.partition, error)
+            return
+        except KafkaError as error:
+            await producer.stop()
+            self.not_before[tp.partition] = time.monotonic() + 1.0
+            log.warning("could not take partition %s yet: %r", tp.partition, error)
+            return
+        self.consumer.seek(tp, committed or 0)
+        self.owners[tp.partition] = owner
+        self.consumer.resume(tp)
+        log.info("owning partition %s (%s tenants, from offset %s)", tp.partition,
+                 len(owner.tenants), committed or 0)
+
+    async def release(self, partition: int) -> None:
+        owner = self.owners.pop(partition, None)
+        if owner is None:
+            return
+        async with owner.lock:
+            await owner.producer.stop()
+        log.info("released partition %s", partition)
+
+    async def rebuild(self, owner: PartitionOwner) -> None:
+        """Replay the partition's events and replies into fresh tenant state."""
+        self.stats["rebuilds"] += 1
+        owner.tenants.clear()
+        reader = kafka.reader(self.settings)
+        await reader.start()
+        try:
+            events = TopicPartition(self.settings.events_topic, owner.partition)
+            replies = TopicPartition(self.settings.replies_topic, owner.partition)
+            reader.assign([events, replies])
+            async for record in kafka.read_partition(reader, events):
+                env = decode(record.value)
+                owner.tenant(env["tenant_id"]).apply(env)
+            async for record in kafka.read_partition(reader, replies):
+                reply = json.loads(record.value)
+                owner.tenant(reply["tenant_id"]).remember(reply)
+        finally:
+            await reader.stop()
+
+    # -- deciding and appending --------------------------------------------------------------
+    async def process(self, tp: TopicPartition, records: list) -> None:
+        owner = self.owners.get(tp.partition)
+        if owner is None:
+            return
+        commands = [c for c in map(self.parse, records) if c is not None]
+        await self.guarded(owner, commands, {tp: records[-1].offset + 1}, reply=True)
+
+    def parse(self, record: Any) -> dict[str, Any] | None:
+        try:
+            command = json.loads(record.value)
+        except ValueError:
+            command = None
+        if not isinstance(command, dict) or "command_id" not in command:
+            log.error("skipping unreadable command record at offset %s", record.offset)
+            return None
+        return command
+
+    async def guarded(self, owner: PartitionOwner, commands: list[dict[str, Any]],
+                      offsets: dict[TopicPartition, int] | None, reply: bool) -> None:
+        """Run one transaction; on any failure drop the partition so it is re-acquired afresh."""
+        async with owner.lock:
+            if self.owners.get(owner.partition) is not owner:
+                return
+            try:
+                await self.transact(owner, commands, offsets, reply)
+            except ProducerFenced:
+                self.stats["fenced"] += 1
+                await self.drop(owner, "fenced: another processor owns it", self.fenced_backoff_s)
+            except (Inconsistent, ChainBroken, KafkaError) as error:
+                await self.drop(owner, f"transaction failed ({error!r})", 0.0)
+
+    async def transact(self, owner: PartitionOwner, commands: list[dict[str, Any]],
+                       offsets: dict[TopicPartition, int] | None, reply: bool) -> None:
+        producer = owner.producer
+        async with producer.transaction():
+            sends = []
+            now = self.clock()
+            for command in commands:
+                outcome, envelopes = owner.tenant(command["tenant_id"]).execute(command, now)
+                for env in envelopes:
+                    sends.append(await producer.send(
+                        self.settings.events_topic, value=encode(env),
+                        key=env["tenant_id"].encode(), partition=owner.partition,
+                        headers=cloudevents_headers(env)))
+                if reply:
+                    sends.append(await producer.send(
+                        self.settings.replies_topic, value=kafka.dumps(outcome),
+                        key=command["tenant_id"].encode(), partition=owner.partition))
+                self.stats["events"] += len(envelopes)
+            await asyncio.gather(*sends)
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.settings.processor_group)
+        self.stats["transactions"] += 1
+        self.stats["commands"] += len(commands)
+
+    async def drop(self, owner: PartitionOwner, why: str, backoff_s: float) -> None:
+        """Forget a partition's state; the main loop re-acquires it (fence, replay) if still ours."""
+        log.warning("dropping partition %s: %s", owner.partition, why)
+        self.owners.pop(owner.partition, None)
+        self.consumer.pause(TopicPartition(self.settings.commands_topic, owner.partition))
+        self.not_before[owner.partition] = time.monotonic() + backoff_s
+        await owner.producer.stop()
+
+    # -- timers ------------------------------------------------------------------------------
+    async def fire_timers(self) -> None:
+        now = self.clock()
+        for owner in list(self.owners.values()):
+            due = [expire_command(t.tenant_id, a, now)
+                   for t in owner.tenants.values() for a in t.due_expiries(now)]
+            if due:
+                await self.guarded(owner, due, None, reply=False)

@@ -1,0 +1,95 @@
+"""`runledger`: serve the roles, verify a chain, mint tokens, run the demo workload."""
+import asyncio
+import sys
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="runledger: the system of record for governed AI agent work.")
+
+
+def settings_or_exit(**overrides):
+    from infra.bootstrap import build_settings
+    try:
+        return build_settings(**overrides)
+    except ValidationError as error:
+        for e in error.errors():
+            typer.echo(f"configuration error: {'.'.join(map(str, e['loc']))}: {e['msg']}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
+def serve(api: Annotated[bool, typer.Option(help="serve the HTTP API")] = True,
+          processor: Annotated[bool, typer.Option(help="run a command processor")] = True,
+          port: Annotated[Optional[int], typer.Option(help="API port")] = None) -> None:
+    """Run the API and/or the command processor in this process until Ctrl-C."""
+    from infra.bootstrap import configure_logging, serve as run_roles
+    settings = settings_or_exit(api_port=port)
+    configure_logging()
+    asyncio.run(run_roles(settings, api=api, processor=processor))
+
+
+@app.command()
+def verify(tenant: Annotated[str, typer.Option(help="tenant id whose chain to verify")],
+           progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
+    """Read a tenant's chain from Kafka and confirm it, or name the first bad chain_seq."""
+    from infra.verify import verify_tenant
+    settings = settings_or_exit()
+    try:
+        verdict = asyncio.run(verify_tenant(settings, tenant, progress and sys.stderr.isatty()))
+    except LookupError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2)
+    if not verdict.ok:
+        typer.echo(f"BROKEN tenant {tenant}: first bad chain_seq {verdict.bad_seq}: "
+                   f"{verdict.problem} ({verdict.count} events verified before it)")
+        raise typer.Exit(1)
+    if verdict.count == 0:
+        typer.echo(f"EMPTY tenant {tenant}: no events on {settings.events_topic}; "
+                   f"check the tenant id and RUNLEDGER_TOPIC_PREFIX")
+        raise typer.Exit(1)
+    typer.echo(f"OK tenant {tenant}: {verdict.count} events, chain_seq 1..{verdict.count}, "
+               f"head hash {verdict.head_hash}")
+
+
+@app.command()
+def token(tenant: Annotated[str, typer.Option()], subject: Annotated[str, typer.Option()],
+          roles: Annotated[str, typer.Option(help="comma-separated roles")] = "operator",
+          ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600) -> None:
+    """Mint a bearer token signed with RUNLEDGER_JWT_SECRET."""
+    from commands.auth import ROLES, TENANT_ID, mint
+    wanted = [r.strip() for r in roles.split(",") if r.strip()]
+    if not TENANT_ID.match(tenant):
+        typer.echo(f"error: {tenant!r} is not a valid tenant id ({TENANT_ID.pattern})", err=True)
+        raise typer.Exit(2)
+    if not wanted or not set(wanted) <= ROLES:
+        typer.echo(f"error: roles must be drawn from {sorted(ROLES)}", err=True)
+        raise typer.Exit(2)
+    settings = settings_or_exit()
+    typer.echo(mint(settings.jwt_secret.get_secret_value(), tenant, subject, wanted,
+                    settings.jwt_audience, ttl))
+
+
+@app.command()
+def demo(url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8080",
+         tenant: Annotated[str, typer.Option()] = "demo") -> None:
+    """Drive a demo workload through the API and verify the resulting chain."""
+    from infra.demo import run_demo
+    settings = settings_or_exit()
+    raise typer.Exit(asyncio.run(run_demo(settings, url, tenant)))
+
+
+@app.command()
+def topics() -> None:
+    """Create the ledger topics if they are missing."""
+    from infra.kafka import ensure_topics
+    settings = settings_or_exit()
+    asyncio.run(ensure_topics(settings))
+    typer.echo(f"topics ready: {settings.commands_topic}, {settings.events_topic}, "
+               f"{settings.replies_topic} ({settings.partitions} partitions)")
+
+
+if __name__ == "__main__":
+    app()

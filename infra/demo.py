@@ -1,0 +1,136 @@
+"""A demo workload: agent runs with tool calls, a policy DENY, approvals granted and expired,
+costs against a budget, and completion; then the tenant's chain is verified from Kafka."""
+import asyncio
+import hashlib
+import time
+
+import httpx
+
+from commands.auth import mint
+from infra.client import LedgerClient, Outcome
+from infra.settings import Settings
+from infra.verify import tenant_envelopes, verify_tenant
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Demo:
+    def __init__(self, http: httpx.AsyncClient, settings: Settings, tenant: str):
+        self.settings, self.tenant = settings, tenant
+        secret = settings.jwt_secret.get_secret_value()
+
+        def client(subject: str, *roles: str) -> LedgerClient:
+            return LedgerClient(http, mint(secret, tenant, subject, list(roles), settings.jwt_audience))
+
+        self.agent = client("agent:support-bot", "operator")
+        self.policy = client("policy-engine", "policy")
+        self.alice = client("alice", "approver")
+        self.bob = client("bob", "approver")
+        self.admin = client("ops-admin", "admin")
+
+    async def step(self, who: LedgerClient, label: str, command: dict, **kw) -> Outcome:
+        outcome = await who.send(command, **kw)
+        verdict = "accepted" if outcome.accepted else f"REJECTED {outcome.body.get('code')}"
+        seqs = ",".join(str(e["chain_seq"]) for e in outcome.body.get("events", []))
+        extra = f" seq {seqs}" if seqs else f" — {outcome.body.get('reason', '')}"
+        if outcome.replayed:
+            extra += " (idempotent replay)"
+        print(f"  {outcome.status_code} {label:<46} {verdict}{extra}")
+        return outcome
+
+    async def tool(self, run_id: str, tool: str, risk: str, decision: str, reason: str) -> str:
+        call = await self.step(self.agent, f"request tool call {tool} ({risk})", {
+            "type": "RequestToolCall", "run_id": run_id, "tool": tool, "risk_tier": risk,
+            "params_digest": digest(f"{tool}-params")})
+        await self.step(self.policy, f"policy {decision} for {tool}", {
+            "type": "DecidePolicy", "tool_call_id": call.id, "decision": decision,
+            "policy_id": "tools-default", "policy_version": "2026.11.1", "reason": reason})
+        return call.id
+
+    async def start_run(self, agent: str, budget: int | None = None) -> str:
+        run = await self.step(self.agent, f"request run for {agent}", {
+            "type": "RequestRun", "agent_id": agent, "project": "support",
+            "budget_micros": budget}, idempotency_key=f"demo-{agent}-{time.time_ns()}")
+        await self.step(self.agent, "start run", {"type": "StartRun", "run_id": run.id})
+        return run.id
+
+    async def cost(self, run_id: str, micros: int) -> Outcome:
+        return await self.step(self.agent, f"record cost {micros} micro-USD", {
+            "type": "RecordCost", "run_id": run_id, "provider": "anthropic", "model": "claude",
+            "tokens_in": micros // 3, "tokens_out": micros // 10, "amount_micros": micros,
+            "currency": "USD"})
+
+    async def run(self) -> None:
+        print("budget")
+        await self.step(self.admin, "set project budget 0.50 USD/month", {
+            "type": "SetBudget", "project": "support", "period": "month",
+            "limit_micros": 500_000, "currency": "USD"})
+
+        print("run 1: allowed tool, a DENY that is final, completion")
+        run1 = await self.start_run("support-bot")
+        step = await self.step(self.agent, "start llm step", {
+            "type": "StartStep", "run_id": run1, "kind": "llm", "name": "plan"})
+        await self.cost(run1, 120_000)
+        await self.step(self.agent, "finish llm step", {
+            "type": "FinishStep", "run_id": run1, "step_id": step.id, "outcome": "succeeded"})
+        search = await self.tool(run1, "kb.search", "low", "ALLOW", "read-only tool")
+        await self.step(self.agent, "complete kb.search", {
+            "type": "CompleteToolCall", "tool_call_id": search, "result_digest": digest("hits")})
+        drop = await self.tool(run1, "db.drop_table", "critical", "DENY", "destructive tool")
+        await self.step(self.agent, "try to run the denied tool anyway", {
+            "type": "CompleteToolCall", "tool_call_id": drop})
+        await self.step(self.agent, "complete run", {"type": "CompleteRun", "run_id": run1})
+
+        print("run 2: a two-person approval, granted")
+        run2 = await self.start_run("refund-bot")
+        refund = await self.tool(run2, "payments.refund", "high", "REQUIRE_APPROVAL", "money moves")
+        approval = await self.step(self.agent, "request approval (2 approvers)", {
+            "type": "RequestApproval", "run_id": run2, "tool_call_id": refund,
+            "action": "refund 40 EUR", "risk_tier": "high", "required_approvals": 2})
+        grant = {"type": "GrantApproval", "approval_id": approval.id, "reason": "checked"}
+        await self.step(self.alice, "alice grants", grant, idempotency_key=f"alice-{approval.id}")
+        await self.step(self.alice, "alice grants again (same key)", grant,
+                        idempotency_key=f"alice-{approval.id}")
+        await self.step(self.alice, "alice grants again (new key)", grant)
+        await self.step(self.bob, "bob grants", grant)
+        await self.step(self.agent, "complete refund", {
+            "type": "CompleteToolCall", "tool_call_id": refund})
+        await self.step(self.agent, "complete run", {"type": "CompleteRun", "run_id": run2})
+
+        print("run 3: an approval that expires, then over budget")
+        run3 = await self.start_run("deploy-bot")
+        deploy = await self.tool(run3, "k8s.deploy", "high", "REQUIRE_APPROVAL", "prod change")
+        expiring = await self.step(self.agent, "request approval expiring in 2 s", {
+            "type": "RequestApproval", "run_id": run3, "tool_call_id": deploy,
+            "action": "deploy to prod", "risk_tier": "high", "expires_in_seconds": 2})
+        await self.wait_for("approval.expired", expiring.id)
+        print("  ... the processor's timer appended approval.expired")
+        await self.step(self.alice, "alice grants after expiry", {
+            "type": "GrantApproval", "approval_id": expiring.id})
+        await self.cost(run3, 300_000)
+        await self.cost(run3, 300_000)
+        await self.step(self.agent, "fail run", {"type": "FailRun", "run_id": run3,
+                                                 "error": "deploy not approved"})
+        await self.step(self.agent, "retry run", {"type": "RetryRun", "run_id": run3})
+        await self.step(self.agent, "cancel run", {"type": "CancelRun", "run_id": run3,
+                                                   "reason": "superseded"})
+
+    async def wait_for(self, event_type: str, aggregate_id: str, deadline_s: float = 20) -> None:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            async for env in tenant_envelopes(self.settings, self.tenant):
+                if env["type"] == event_type and env["aggregate_id"] == aggregate_id:
+                    return
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"{event_type} for {aggregate_id} did not appear in {deadline_s}s")
+
+
+async def run_demo(settings: Settings, url: str, tenant: str) -> int:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        await Demo(http, settings, tenant).run()
+    verdict = await verify_tenant(settings, tenant)
+    print(f"chain of tenant {tenant}: {'verified' if verdict.ok else 'BROKEN'}, "
+          f"{verdict.count} events, head {verdict.head_hash}")
+    return 0 if verdict.ok else 1

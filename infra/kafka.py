@@ -1,0 +1,86 @@
+"""Kafka adapter pieces shared by the API, the processor and the CLI (aiokafka)."""
+import json
+from typing import Any, AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
+
+from infra.settings import Settings
+
+
+def partition_for(tenant_id: str, partitions: int) -> int:
+    """Return the partition Kafka's default partitioner picks for a tenant key."""
+    return (murmur2(tenant_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def dumps(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the ledger topics if they do not exist (same partition count, unlimited retention)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        config = {"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"}
+        wanted = [NewTopic(t, settings.partitions, 1, topic_configs=config)
+                  for t in (settings.commands_topic, settings.events_topic, settings.replies_topic)
+                  if t not in existing]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def transactional_producer(settings: Settings, partition: int) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                            transactional_id=settings.transactional_id(partition),
+                            enable_idempotence=True, acks="all", linger_ms=2,
+                            max_batch_size=1024 * 1024, transaction_timeout_ms=30000)
+
+
+def command_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                            enable_idempotence=True, acks="all", linger_ms=0)
+
+
+def reader(settings: Settings, **kwargs: Any) -> AIOKafkaConsumer:
+    """A group-less read_committed consumer for reading partitions by hand."""
+    return AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                            enable_auto_commit=False, isolation_level="read_committed",
+                            auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
+                            fetch_max_bytes=32 * 1024 * 1024, **kwargs)
+
+
+async def partitions_of(settings: Settings, topic: str) -> set[int]:
+    """Return the topic's partitions, or an empty set if it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {p["partition"] for d in described if d["error_code"] == 0 for p in d["partitions"]}
+
+
+async def read_partition(consumer: AIOKafkaConsumer, tp: TopicPartition,
+                         start: int = 0) -> AsyncIterator[Any]:
+    """Yield the committed records of one assigned partition from start up to its current end."""
+    end = (await consumer.end_offsets([tp]))[tp]
+    if end <= start:
+        return
+    consumer.seek(tp, start)
+    while True:
+        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+        for record in batch.get(tp, []):
+            if record.offset >= end:
+                return
+            yield record
+        if await consumer.position(tp) >= end:
+            return
