@@ -81,7 +81,8 @@ class CommandProcessor:
             bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.settings.processor_group,
             enable_auto_commit=False, isolation_level="read_committed",
             auto_offset_reset="earliest", max_poll_records=self.settings.batch_max,
-            session_timeout_ms=10000, heartbeat_interval_ms=1000,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=min(1000, self.settings.session_timeout_ms // 3),
             rebalance_timeout_ms=60000, max_poll_interval_ms=300000)
         self.consumer.subscribe([self.settings.commands_topic], listener=Listener(self))
         await self.consumer.start()

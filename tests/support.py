@@ -1,0 +1,182 @@
+"""Helpers for tests against the real broker: unique topic sets, log reads, processes, waiting."""
+import asyncio
+import inspect
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+from aiokafka import TopicPartition
+
+from commands.auth import Principal, mint
+from commands.intake import command_envelope
+from infra import kafka
+from infra.settings import Settings
+
+SECRET = "test-secret-" + "x" * 40
+REPO = Path(__file__).resolve().parent.parent
+BOOTSTRAP = os.environ.get("RUNLEDGER_KAFKA_BOOTSTRAP") or os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:19092"
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values = {"kafka_bootstrap": BOOTSTRAP, "jwt_secret": SECRET, "topic_prefix": unique("test"),
+              "partitions": 3, "command_timeout_s": 20.0}
+    return Settings(**{**values, **overrides})
+
+
+def token(tenant: str, subject: str = "agent", roles: tuple[str, ...] = ("operator",)) -> str:
+    return mint(SECRET, tenant, subject, list(roles))
+
+
+def command(tenant: str, body: dict, subject: str = "agent", roles: tuple[str, ...] = ("operator",),
+            key: str | None = None) -> dict:
+    """A command envelope exactly as the API would put it on ledger.commands."""
+    return command_envelope(Principal(tenant, subject, roles), json.dumps(body).encode(), key, None, None)
+
+
+async def produce_commands(settings: Settings, commands: list[dict]) -> None:
+    producer = kafka.command_producer(settings)
+    await producer.start()
+    try:
+        for c in commands:
+            await producer.send(settings.commands_topic, kafka.dumps(c), key=c["tenant_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_topic(settings: Settings, topic: str) -> list:
+    """Every committed record of a topic, partition by partition, in offset order."""
+    consumer = kafka.reader(settings)
+    await consumer.start()
+    try:
+        partitions = await kafka.partitions_of(settings, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        return [r for tp in tps async for r in kafka.read_partition(consumer, tp)]
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = kafka.reader(settings)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await kafka.partitions_of(settings, topic))]
+        return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def replies(settings: Settings) -> dict[str, dict]:
+    return {r["command_id"]: r for r in
+            (json.loads(rec.value) for rec in await read_topic(settings, settings.replies_topic))}
+
+
+async def events(settings: Settings) -> list[dict]:
+    return [json.loads(r.value) for r in await read_topic(settings, settings.events_topic)]
+
+
+async def wait_until(check: Callable[[], Any], timeout_s: float = 60, what: str = "condition") -> Any:
+    """Poll a (sync or async) check until it returns something truthy, or fail after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """`runledger serve` as a child process with its own settings, killable at will."""
+
+    def __init__(self, settings: Settings, api: bool = True, processor: bool = True):
+        self.settings = settings
+        self.port = free_port()
+        self.args = [sys.executable, "-m", "infra.cli", "serve", "--port", str(self.port)]
+        self.args += [] if api else ["--no-api"]
+        self.args += [] if processor else ["--no-processor"]
+        self.api = api
+        self.proc: subprocess.Popen | None = None
+        self.log_path = Path(f"/tmp/runledger-test-{settings.topic_prefix}-{self.port}.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+                "RUNLEDGER_JWT_SECRET": s.jwt_secret.get_secret_value(),
+                "RUNLEDGER_TOPIC_PREFIX": s.topic_prefix, "RUNLEDGER_PARTITIONS": str(s.partitions),
+                "RUNLEDGER_COMMAND_TIMEOUT_S": str(s.command_timeout_s),
+                "RUNLEDGER_SESSION_TIMEOUT_MS": str(s.session_timeout_ms), "PYTHONUNBUFFERED": "1"}
+
+    def start(self) -> "Service":
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env(), stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    async def health(self) -> dict:
+        async with httpx.AsyncClient() as http:
+            return (await http.get(f"{self.url}/healthz")).json()
+
+    async def ready(self, timeout_s: float = 60, owning: bool = True) -> dict:
+        async def healthy():
+            assert self.proc.poll() is None, f"service exited: {self.log_path.read_text()[-3000:]}"
+            try:
+                async with httpx.AsyncClient() as http:
+                    response = await http.get(f"{self.url}/healthz")
+                    body = response.json()
+                    owns = body.get("owned_partitions") or not owning
+                    return body if response.status_code == 200 and owns else None
+            except httpx.HTTPError:
+                return None
+        return await wait_until(healthy, timeout_s, f"{self.url}/healthz")
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+        self.log.close()
+
+
+@contextmanager
+def service(settings: Settings, **kw):
+    svc = Service(settings, **kw).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
