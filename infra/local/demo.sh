@@ -17,14 +17,15 @@ SECRET_FILE="$HOME_DIR/jwt_secret"
 [[ -s "$SECRET_FILE" ]] || .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(48))' > "$SECRET_FILE"
 chmod 600 "$SECRET_FILE"
 export RUNLEDGER_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" RUNLEDGER_DATABASE_URL="$DATABASE_URL"
-export RUNLEDGER_JWT_SECRET="$(cat "$SECRET_FILE")"
+RUNLEDGER_JWT_SECRET="$(cat "$SECRET_FILE")"
+export RUNLEDGER_JWT_SECRET
 PORT="${RUNLEDGER_API_PORT:-8080}"
 URL="http://127.0.0.1:$PORT"
 
 .venv/bin/runledger serve --port "$PORT" > "$HOME_DIR/serve.log" 2>&1 &
 SERVE_PID=$!
 cleanup() {
-  kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null || true
+  if kill "$SERVE_PID" 2>/dev/null; then wait "$SERVE_PID" 2>/dev/null || true; fi
   bash "$STACK" down
 }
 trap cleanup EXIT
