@@ -90,7 +90,7 @@ def command_envelope(principal: Principal, raw: bytes, idempotency_key: str | No
     return {
         "command_id": command_id,
         "tenant_id": principal.tenant_id,
-        "idempotency_key": f"client:{idempotency_key}" if idempotency_key else f"command:{command_id}",
+        "idempotency_key": idempotency_key,
         "request_digest": hashlib.sha256(rfc8785.dumps(digest_source)).hexdigest(),
         "expected_version": expected_version,
         "actor": {"subject": principal.subject, "roles": list(principal.roles)},

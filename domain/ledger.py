@@ -57,7 +57,7 @@ class TenantLedger:
 
     def remember(self, reply: dict[str, Any]) -> None:
         """Fold one recorded reply: the first outcome for an idempotency key wins."""
-        if not reply.get("replayed"):
+        if reply.get("idempotency_key") and not reply.get("replayed"):
             self.replies.setdefault(reply["idempotency_key"], reply)
 
     def track_timers(self, event_type: str, aggregate_id: str, payload: dict[str, Any]) -> None:
@@ -74,7 +74,8 @@ class TenantLedger:
     # -- deciding ----------------------------------------------------------------------------
     def execute(self, command: dict[str, Any], now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Decide one command envelope: return its reply and the sealed envelopes to append."""
-        prior = self.replies.get(command["idempotency_key"])
+        key = command.get("idempotency_key")
+        prior = self.replies.get(key) if key else None
         if prior is not None:
             return self.replay(prior, command), []
         try:
@@ -86,7 +87,8 @@ class TenantLedger:
         else:
             reply = self.reply(command, "accepted", aggregate_id=str(aggregate_id),
                                aggregate_version=version, events=[summary(e) for e in envelopes])
-        self.replies[command["idempotency_key"]] = reply
+        if key:
+            self.replies[key] = reply
         return reply, envelopes
 
     def decide(self, command: dict[str, Any], now: datetime) -> tuple[UUID, int, list[dict[str, Any]]]:
@@ -133,7 +135,7 @@ class TenantLedger:
 
     def reply(self, command: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:
         return {"command_id": command["command_id"], "tenant_id": self.tenant_id,
-                "idempotency_key": command["idempotency_key"],
+                "idempotency_key": command.get("idempotency_key"),
                 "request_digest": command["request_digest"], "status": status,
                 "replayed": False, **fields}
 
@@ -163,6 +165,6 @@ def expire_command(tenant_id: str, approval_id: str, now: datetime) -> dict[str,
     """A system command the processor's timer issues for an approval past its expiry."""
     command_id = str(uuid6.uuid7())
     return {"command_id": command_id, "tenant_id": tenant_id,
-            "idempotency_key": f"expire:{approval_id}", "request_digest": f"expire:{approval_id}",
+            "idempotency_key": None, "request_digest": f"expire:{approval_id}",
             "actor": SYSTEM_ACTOR.model_dump(), "issued_at": iso(now),
             "body": ExpireApproval(approval_id=UUID(approval_id)).model_dump(mode="json")}

@@ -25,7 +25,7 @@ class Harness:
              expected_version: int | None = None) -> dict:
         command_id = str(uuid.uuid4())
         command = {"command_id": command_id, "tenant_id": self.ledger.tenant_id,
-                   "idempotency_key": key or command_id, "actor": actor, "body": body,
+                   "idempotency_key": key, "actor": actor, "body": body,
                    "expected_version": expected_version,
                    "request_digest": hashlib.sha256(json.dumps([body, expected_version], sort_keys=True).encode()).hexdigest()}
         reply, envelopes = self.ledger.execute(command, self.now)

@@ -79,4 +79,4 @@ def test_the_digest_ignores_formatting_but_not_content():
     b = command_envelope(OPERATOR, b'{ "agent_id" : "a", "type" : "RequestRun" }', "k", None, None)
     c = command_envelope(OPERATOR, b'{"type":"RequestRun","agent_id":"b"}', "k", None, None)
     assert a["request_digest"] == b["request_digest"] != c["request_digest"]
-    assert (a["tenant_id"], a["idempotency_key"], a["actor"]) == ("acme", "client:k", {"subject": "bot", "roles": ["operator"]})
+    assert (a["tenant_id"], a["idempotency_key"], a["actor"]) == ("acme", "k", {"subject": "bot", "roles": ["operator"]})

@@ -198,3 +198,14 @@ def test_an_unknown_event_type_stops_the_fold(h):
     with pytest.raises(Exception, match="unknown event type 'run.teleported'"):
         from schemas.envelope import seal
         rebuilt.apply(seal({**{k: v for k, v in h.log[0].items() if k != "hash"}, "type": "run.teleported"}))
+
+
+def test_only_commands_with_an_idempotency_key_are_remembered(h):
+    run = h.running_run()
+    h.send({"type": "StartStep", "run_id": run, "kind": "llm", "name": "x"}, key="keep-me")
+    assert list(h.ledger.replies) == ["keep-me"]
+    rebuilt = TenantLedger("acme")
+    rebuilt.remember({"idempotency_key": None, "command_id": "c"})
+    rebuilt.remember(h.ledger.replies["keep-me"])
+    rebuilt.remember({**h.ledger.replies["keep-me"], "command_id": "later", "replayed": True})
+    assert rebuilt.replies == h.ledger.replies
