@@ -65,8 +65,9 @@ class CommandBus:
         future = asyncio.get_running_loop().create_future()
         self.pending[command["command_id"]] = future
         try:
+            headers = [("traceparent", command["traceparent"].encode())] if command.get("traceparent") else None
             await self.producer.send_and_wait(self.settings.commands_topic, kafka.dumps(command),
-                                              key=command["tenant_id"].encode())
+                                              key=command["tenant_id"].encode(), headers=headers)
             return await asyncio.wait_for(future, self.settings.command_timeout_s)
         except asyncio.TimeoutError:
             raise OutcomePending(command["command_id"]) from None

@@ -8,6 +8,7 @@ import uvicorn
 from commands.api.app import create_app
 from commands.processor import CommandProcessor
 from infra.settings import Settings
+from infra.telemetry import setup_tracing
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -27,6 +28,7 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 async def serve(settings: Settings, api: bool = True, processor: bool = True) -> None:
     """Run the chosen roles in this process until SIGINT/SIGTERM."""
+    setup_tracing("runledger", console=settings.otel_console)
     stop = asyncio.Event()
     stop_on_signals(stop)
     tasks = []

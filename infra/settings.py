@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     batch_max: int = Field(1000, ge=1)
     timer_interval_s: float = Field(0.25, gt=0)
+    otel_console: bool = False
     session_timeout_ms: int = Field(10000, ge=6000, description="broker minimum is 6000 by default")
 
     @field_validator("jwt_secret")

@@ -2,10 +2,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 
 from commands.api.deps import BusDep, PrincipalDep, SettingsDep
 from commands.bus import OutcomePending
 from commands.intake import Refused, command_envelope
+from infra import telemetry
 
 router = APIRouter(prefix="/v1/commands", tags=["commands"])
 
@@ -32,10 +34,20 @@ async def read_limited(request: Request, limit: int) -> bytes:
 async def send_command(request: Request, principal: PrincipalDep, bus: BusDep,
                        settings: SettingsDep,
                        idempotency_key: Annotated[str | None, Header()] = None,
-                       traceparent: Annotated[str | None, Header()] = None,
+                       traceparent: Annotated[str | None, Header(description="W3C trace context")] = None,
                        x_correlation_id: Annotated[str | None, Header()] = None) -> JSONResponse:
     raw = await read_limited(request, settings.max_body_bytes)
-    command = command_envelope(principal, raw, idempotency_key, traceparent, x_correlation_id)
+    with telemetry.tracer().start_as_current_span(
+            "runledger.command", context=telemetry.context_from(request.headers),
+            kind=SpanKind.SERVER, attributes={"runledger.tenant_id": principal.tenant_id}) as span:
+        command = command_envelope(principal, raw, idempotency_key,
+                                   telemetry.current_traceparent(), x_correlation_id)
+        span.set_attribute("runledger.command_type", command["body"]["type"])
+        span.set_attribute("runledger.command_id", command["command_id"])
+        return await submit(bus, command, settings)
+
+
+async def submit(bus, command: dict, settings) -> JSONResponse:
     try:
         reply = await bus.submit(command)
     except OutcomePending:

@@ -196,3 +196,19 @@ async def test_health_and_openapi(http):
     spec = (await http.get("/openapi.json")).json()
     assert "RequestApproval" in spec["components"]["schemas"]
     assert "/v1/commands" in spec["paths"]
+
+
+async def test_the_callers_trace_continues_into_the_appended_events(api, http, tenant):
+    from tests.support import events
+    trace_id = uuid.uuid4().hex
+    response = await http.post("/v1/commands", json={"type": "RequestRun", "agent_id": "traced"},
+                               headers={"Authorization": f"Bearer {token(tenant)}",
+                                        "traceparent": f"00-{trace_id}-{'1' * 16}-01"})
+    untraced = await client(http, tenant).send({"type": "RequestRun", "agent_id": "plain"})
+    assert response.status_code == 200 and untraced.accepted
+    mine = {e["event_id"]: e for e in await events(api.settings) if e["tenant_id"] == tenant}
+    traced_env = mine[response.json()["events"][0]["event_id"]]
+    plain_env = mine[untraced.body["events"][0]["event_id"]]
+    version, trace, span, flags = traced_env["traceparent"].split("-")
+    assert (version, trace, flags) == ("00", trace_id, "01") and span != "1" * 16
+    assert plain_env["traceparent"].split("-")[1] not in (trace_id, "0" * 32)
