@@ -336,8 +336,11 @@ kafka_up() {
     kafka_java_opts
     if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
       # A random cluster id: 16 random bytes, base64url without padding (Kafka's Uuid format).
-      local cluster_id
-      cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+      # One that starts with '-' would be read by the tool's argument parser as an option.
+      local cluster_id="-"
+      while [[ "$cluster_id" == -* ]]; do
+        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+      done
       log "kafka: formatting storage $KAFKA_DATA (cluster id $cluster_id)"
       java "${KAFKA_JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format \
           -t "$cluster_id" -c "$KAFKA_CONFIG" >>"$KAFKA_LOG" 2>&1 \
