@@ -1,0 +1,56 @@
+"""The approvals read model (Postgres): the pending queue, votes so far, decisions and expiries."""
+from projectors.base import Envelope
+from projectors.pg import PostgresProjection, Statement
+
+DDL = """
+CREATE TABLE IF NOT EXISTS {s}.approvals (
+    tenant_id text NOT NULL, approval_id uuid NOT NULL, run_id uuid NOT NULL, tool_call_id uuid,
+    action text NOT NULL, risk_tier text NOT NULL, required_role text NOT NULL,
+    required_approvals int NOT NULL, requested_by text NOT NULL, requested_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL, state text NOT NULL, approvers text[] NOT NULL DEFAULT '{{}}',
+    decided_by text, decision_reason text, decided_at timestamptz, last_chain_seq bigint NOT NULL,
+    PRIMARY KEY (tenant_id, approval_id)
+);
+CREATE INDEX IF NOT EXISTS approvals_queue ON {s}.approvals (tenant_id, state, required_role, requested_at, approval_id);
+CREATE TABLE IF NOT EXISTS {s}.approval_votes (
+    tenant_id text NOT NULL, approval_id uuid NOT NULL, approver text NOT NULL, reason text,
+    voted_at timestamptz NOT NULL, chain_seq bigint NOT NULL,
+    PRIMARY KEY (tenant_id, approval_id, approver)
+);
+"""
+
+
+class ApprovalsProjection(PostgresProjection):
+    name = "approvals"
+    ddl = DDL
+
+    def update(self, env: Envelope, assignments: str, *params) -> Statement:
+        return (f"UPDATE {self.schema}.approvals SET {assignments}, last_chain_seq = %s "
+                "WHERE tenant_id = %s AND approval_id = %s",
+                (*params, env["chain_seq"], env["tenant_id"], env["aggregate_id"]))
+
+    def statements(self, env: Envelope) -> list[Statement]:
+        p, at, s = env["payload"], env["occurred_at"], self.schema
+        match env["type"]:
+            case "approval.requested":
+                return [(f"INSERT INTO {s}.approvals (tenant_id, approval_id, run_id, tool_call_id, action, "
+                         "risk_tier, required_role, required_approvals, requested_by, requested_at, expires_at, "
+                         "state, last_chain_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s) "
+                         "ON CONFLICT DO NOTHING",
+                         (env["tenant_id"], env["aggregate_id"], p["run_id"], p["tool_call_id"], p["action"],
+                          p["risk_tier"], p["required_role"], p["required_approvals"], p["requested_by"], at,
+                          p["expires_at"], env["chain_seq"]))]
+            case "approval.vote_recorded":
+                return [(f"INSERT INTO {s}.approval_votes VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                         (env["tenant_id"], env["aggregate_id"], p["approver"], p["reason"], at, env["chain_seq"])),
+                        self.update(env, "approvers = array_append(approvers, %s)", p["approver"])]
+            case "approval.granted":
+                return [self.update(env, "state = 'granted', decided_at = %s, decided_by = %s",
+                                    at, ",".join(p["approvers"]))]
+            case "approval.denied":
+                return [self.update(env, "state = 'denied', decided_at = %s, decided_by = %s, decision_reason = %s",
+                                    at, p["approver"], p["reason"])]
+            case "approval.expired":
+                return [self.update(env, "state = 'expired', decided_at = %s", p["expired_at"])]
+            case _:
+                return []

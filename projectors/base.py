@@ -1,0 +1,43 @@
+"""What a projection is to the runner that feeds it: positions, chain heads, and an atomic apply."""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.envelope import GENESIS_HASH
+
+Envelope = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Position:
+    partition: int
+    next_offset: int
+    last_recorded_at: str | None
+
+
+class Projection(ABC):
+    """A read model fed from `ledger.events`; its position lives with its rows."""
+
+    name: str
+
+    @abstractmethod
+    async def positions(self) -> dict[int, Position]:
+        """Return the next offset to apply per partition (absent: start at 0)."""
+
+    @abstractmethod
+    async def head(self, tenant_id: str) -> tuple[int, str]:
+        """Return the last applied (chain_seq, hash) of a tenant, or (0, genesis)."""
+
+    @abstractmethod
+    async def apply(self, partition: int, envelopes: list[Envelope], next_offset: int) -> None:
+        """Write the rows for a batch and the new position, all or nothing (or idempotently)."""
+
+    @abstractmethod
+    async def record_failure(self, reason: str | None) -> None:
+        """Persist why this projector stopped (None clears it)."""
+
+    @abstractmethod
+    async def failure(self) -> str | None:
+        """Return why this projector stopped, if it did."""
+
+    genesis = (0, GENESIS_HASH)

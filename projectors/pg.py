@@ -1,0 +1,148 @@
+"""Postgres-backed projections: rows, chain heads and position commit in one transaction.
+
+Each projection lives in its own schema, one per generation (`<prefix>_<name>_g<N>`). A registry
+row names the generation queries read. Rebuild fills generation N+1 from offset 0 while N keeps
+serving, then flips the registry row; the live writer re-reads the registry inside every batch
+transaction (FOR SHARE), so it can never write a batch into a generation that is no longer live.
+"""
+import re
+from typing import Any, Iterable
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from projectors.base import Envelope, Position, Projection
+
+Statement = tuple[str, tuple[Any, ...]]
+
+REGISTRY_DDL = """
+CREATE TABLE IF NOT EXISTS public.runledger_projections (
+    name text PRIMARY KEY,
+    active_schema text NOT NULL,
+    generation int NOT NULL,
+    swapped_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+BOOKKEEPING_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.positions (
+    partition int PRIMARY KEY,
+    next_offset bigint NOT NULL,
+    last_recorded_at text,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE IF NOT EXISTS {s}.heads (
+    tenant_id text PRIMARY KEY,
+    chain_seq bigint NOT NULL,
+    hash text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.status (
+    id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    failure text
+);
+"""
+
+
+class SchemaSwapped(Exception):
+    """The live generation changed under this writer: it must re-read positions and continue."""
+
+
+def schema_name(prefix: str, name: str, generation: int) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{name}_g{generation}".lower())
+
+
+class PostgresProjection(Projection):
+    ddl: str = ""
+
+    def __init__(self, pool: AsyncConnectionPool, topic_prefix: str, generation: int | None = None):
+        self.pool = pool
+        self.prefix = topic_prefix
+        self.registry_key = f"{topic_prefix}:{self.name}"
+        self.pinned_generation = generation
+        self.schema = ""
+
+    # -- generations --------------------------------------------------------------------------
+    async def open(self) -> "PostgresProjection":
+        """Create the registry and the live generation if missing; bind to it (or to the pinned one)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(REGISTRY_DDL)
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.registry_key,))
+            row = await (await conn.execute(
+                "SELECT active_schema, generation FROM public.runledger_projections WHERE name = %s",
+                (self.registry_key,))).fetchone()
+            if row is None:
+                generation = self.pinned_generation or 1
+                await self.create_generation(conn, generation)
+                await conn.execute(
+                    "INSERT INTO public.runledger_projections (name, active_schema, generation) "
+                    "VALUES (%s, %s, %s)", (self.registry_key, schema_name(self.prefix, self.name, generation), generation))
+            if self.pinned_generation is not None:
+                await self.create_generation(conn, self.pinned_generation)
+                self.schema = schema_name(self.prefix, self.name, self.pinned_generation)
+            else:
+                self.schema = row[0] if row else schema_name(self.prefix, self.name, 1)
+        return self
+
+    async def create_generation(self, conn: AsyncConnection, generation: int) -> None:
+        schema = schema_name(self.prefix, self.name, generation)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await conn.execute(BOOKKEEPING_DDL.format(s=schema))
+        await conn.execute(self.ddl.format(s=schema))
+
+    async def live(self, conn: AsyncConnection, lock: str = "FOR SHARE") -> tuple[str, int]:
+        row = await (await conn.execute(
+            f"SELECT active_schema, generation FROM public.runledger_projections WHERE name = %s {lock}",
+            (self.registry_key,))).fetchone()
+        return row[0], row[1]
+
+    # -- the Projection port ------------------------------------------------------------------
+    async def positions(self) -> dict[int, Position]:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                f"SELECT partition, next_offset, last_recorded_at FROM {self.schema}.positions")).fetchall()
+        return {p: Position(p, o, at) for p, o, at in rows}
+
+    async def head(self, tenant_id: str) -> tuple[int, str]:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                f"SELECT chain_seq, hash FROM {self.schema}.heads WHERE tenant_id = %s", (tenant_id,))).fetchone()
+        return (row[0], row[1]) if row else self.genesis
+
+    async def apply(self, partition: int, envelopes: list[Envelope], next_offset: int) -> None:
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                if self.pinned_generation is None and (await self.live(conn))[0] != self.schema:
+                    raise SchemaSwapped(self.schema)
+                await self.execute(conn, [s for env in envelopes for s in self.statements(env)])
+                await self.execute(conn, self.bookkeeping(partition, envelopes, next_offset))
+
+    def bookkeeping(self, partition: int, envelopes: list[Envelope], next_offset: int) -> list[Statement]:
+        last_by_tenant = {env["tenant_id"]: env for env in envelopes}
+        heads = [(f"INSERT INTO {self.schema}.heads VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE "
+                  "SET chain_seq = excluded.chain_seq, hash = excluded.hash",
+                  (t, env["chain_seq"], env["hash"])) for t, env in last_by_tenant.items()]
+        last_at = envelopes[-1]["recorded_at"] if envelopes else None
+        return heads + [(
+            f"INSERT INTO {self.schema}.positions (partition, next_offset, last_recorded_at) "
+            "VALUES (%s, %s, %s) ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset, "
+            f"last_recorded_at = COALESCE(excluded.last_recorded_at, {self.schema}.positions.last_recorded_at), "
+            "updated_at = clock_timestamp()", (partition, next_offset, last_at))]
+
+    @staticmethod
+    async def execute(conn: AsyncConnection, statements: Iterable[Statement]) -> None:
+        async with conn.pipeline(), conn.cursor() as cur:
+            for sql, params in statements:
+                await cur.execute(sql, params)
+
+    async def record_failure(self, reason: str | None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(f"INSERT INTO {self.schema}.status (id, failure) VALUES (1, %s) "
+                               "ON CONFLICT (id) DO UPDATE SET failure = excluded.failure", (reason,))
+
+    async def failure(self) -> str | None:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(f"SELECT failure FROM {self.schema}.status")).fetchone()
+        return row[0] if row else None
+
+    def statements(self, env: Envelope) -> list[Statement]:
+        """Return the SQL that folds one event into this read model (none for events it ignores)."""
+        raise NotImplementedError

@@ -1,0 +1,149 @@
+"""Feed one projection from `ledger.events`: resume from the sink's position, verify, apply.
+
+At-least-once delivery with an exactly-once effect: on every assignment the runner seeks to the
+position stored with the projection's rows (not Kafka's committed offset), and every batch's rows
+and new position are written together. The position is also committed to Kafka afterwards, only
+so that Kafka's own tools (kafka-consumer-groups) report the same lag.
+
+The chain is verified as it is applied. A gap, a bad hash, an unknown event type or a schema
+version newer than this code stops the projector (it records why and reports FAILED) instead of
+skipping anything.
+"""
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from domain.registry import EVENT_CLASSES, schema_version_of
+from infra import kafka
+from infra.settings import Settings
+from projectors.base import Envelope, Projection
+from projectors.pg import SchemaSwapped
+from schemas.chain import ChainVerifier
+from schemas.envelope import decode
+
+log = logging.getLogger("runledger.projector")
+
+
+class ProjectionHalted(Exception):
+    """The log cannot be applied past this point; the reason names tenant and chain_seq."""
+
+
+def readable_problem(env: Envelope) -> str | None:
+    cls = EVENT_CLASSES.get(env.get("type"))
+    if cls is None:
+        return f"unknown event type {env.get('type')!r}"
+    if env.get("schema_version", 0) > schema_version_of(cls):
+        return f"{env['type']} schema_version {env['schema_version']} is newer than this code reads"
+    return None
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, runner: "ProjectorRunner"):
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked):
+        pass
+
+    async def on_partitions_assigned(self, assigned):
+        self.runner.unpositioned.update(assigned)
+        if assigned:
+            self.runner.consumer.pause(*assigned)
+
+
+class ProjectorRunner:
+    def __init__(self, settings: Settings, projection: Projection, batch_max: int = 5000):
+        self.settings = settings
+        self.projection = projection
+        self.batch_max = batch_max
+        self.group = f"{settings.topic_prefix}.projector.{projection.name}"
+        self.verifiers: dict[str, ChainVerifier] = {}
+        self.unpositioned: set[TopicPartition] = set()
+        self.failed: str | None = None
+        self.applied = 0
+        self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await kafka.ensure_topics(self.settings)
+        self.failed = await self.projection.failure()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group,
+            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+        self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
+        await self.consumer.start()
+        try:
+            while not stop.is_set():
+                if self.failed:
+                    await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=1.0)
+                    continue
+                await self.position_assigned()
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_max)
+                for tp, records in batches.items():
+                    await self.guarded(tp, records)
+        finally:
+            await self.consumer.stop()
+
+    async def position_assigned(self) -> None:
+        if not self.unpositioned:
+            return
+        positions = await self.projection.positions()
+        for tp in list(self.unpositioned):
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, positions[tp.partition].next_offset if tp.partition in positions else 0)
+                self.consumer.resume(tp)
+        self.unpositioned.clear()
+        self.verifiers.clear()
+
+    async def guarded(self, tp: TopicPartition, records: list) -> None:
+        if tp in self.unpositioned or self.failed:
+            return
+        try:
+            await self.apply(tp, records)
+        except ProjectionHalted as halt:
+            self.failed = f"projector {self.projection.name} stopped: {halt}"
+            log.critical(self.failed)
+            await self.projection.record_failure(self.failed)
+        except SchemaSwapped:
+            log.info("projector %s: a rebuilt generation went live; continuing there", self.projection.name)
+            await self.projection.open()
+            self.reposition_all()
+        except Exception as error:
+            log.error("projector %s: batch on partition %s failed, retrying from the stored position: %r",
+                      self.projection.name, tp.partition, error)
+            self.reposition_all()
+            await asyncio.sleep(1.0)
+
+    def reposition_all(self) -> None:
+        assigned = self.consumer.assignment()
+        self.unpositioned.update(assigned)
+        if assigned:
+            self.consumer.pause(*assigned)
+
+    async def apply(self, tp: TopicPartition, records: list) -> None:
+        envelopes = [decode(r.value) for r in records]
+        heads: dict[str, ChainVerifier] = {}
+        for env in envelopes:
+            await self.verify(env, heads)
+        next_offset = max(records[-1].offset + 1, await self.consumer.position(tp))
+        await self.projection.apply(tp.partition, envelopes, next_offset)
+        self.verifiers.update(heads)
+        self.applied += len(envelopes)
+        await self.consumer.commit({tp: OffsetAndMetadata(next_offset, "")})
+
+    async def verify(self, env: Envelope, heads: dict[str, ChainVerifier]) -> None:
+        """Check env against its tenant's head as it stands after the batch's earlier events."""
+        tenant = env["tenant_id"]
+        if tenant not in heads:
+            known = self.verifiers.get(tenant)
+            seq, hash_ = (known.head_seq, known.head_hash) if known else await self.projection.head(tenant)
+            heads[tenant] = ChainVerifier(tenant, seq, hash_)
+        problem = readable_problem(env) or heads[tenant].problem_with(env)
+        if problem:
+            raise ProjectionHalted(f"tenant {tenant} chain_seq {heads[tenant].head_seq + 1}: {problem}")
+        heads[tenant].accept(env)
+
+    @property
+    def healthy(self) -> bool:
+        return self.failed is None
