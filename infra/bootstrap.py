@@ -1,4 +1,4 @@
-"""The one place that builds settings, clients, the processor and the API for a process."""
+"""The one place that builds settings, clients, the processor, projectors and the API."""
 import asyncio
 import logging
 import signal
@@ -7,8 +7,15 @@ import uvicorn
 
 from commands.api.app import create_app
 from commands.processor import CommandProcessor
+from infra.postgres import open_pool
 from infra.settings import Settings
 from infra.telemetry import setup_tracing
+from projectors.approvals import ApprovalsProjection
+from projectors.runner import ProjectorRunner
+from projectors.runs import RunsProjection
+from queries.readmodels import ReadModels
+
+POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -26,38 +33,62 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def serve(settings: Settings, api: bool = True, processor: bool = True) -> None:
+async def build_projections(settings: Settings, pool) -> list:
+    return [await cls(pool, settings.topic_prefix).open() for cls in POSTGRES_PROJECTIONS]
+
+
+async def serve(settings: Settings, api: bool = True, processor: bool = True,
+                projectors: bool = True) -> None:
     """Run the chosen roles in this process until SIGINT/SIGTERM."""
     setup_tracing("runledger", console=settings.otel_console)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    tasks = []
+    pool = await open_pool(settings) if (api or projectors) else None
+    projections = await build_projections(settings, pool) if pool else []
+    tasks, runners = [], []
     command_processor = CommandProcessor(settings) if processor else None
     if command_processor:
         tasks.append(asyncio.create_task(command_processor.run(stop), name="processor"))
+    if projectors:
+        runners = [ProjectorRunner(settings, p) for p in projections]
+        tasks += [asyncio.create_task(r.run(stop), name=f"projector-{r.projection.name}") for r in runners]
     if api:
-        health = (lambda: processor_health(command_processor)) if command_processor else None
-        app = create_app(settings, health=health)
-        config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                                log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None
-        tasks.append(asyncio.create_task(server.serve(), name="api"))
-        tasks.append(asyncio.create_task(stop_api_on(stop, server), name="api-stopper"))
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        if task.exception():
-            raise task.exception()
+        app = create_app(settings, ReadModels(pool, settings.topic_prefix), projections,
+                         health=lambda: health(command_processor, runners))
+        tasks += serve_api(app, settings, stop)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if task.exception():
+                raise task.exception()
+    finally:
+        if pool:
+            await pool.close()
 
 
-async def stop_api_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
-    await stop.wait()
-    server.should_exit = True
+def serve_api(app, settings: Settings, stop: asyncio.Event) -> list[asyncio.Task]:
+    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
+                            log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None
+
+    async def stop_server() -> None:
+        await stop.wait()
+        server.should_exit = True
+    return [asyncio.create_task(server.serve(), name="api"),
+            asyncio.create_task(stop_server(), name="api-stopper")]
 
 
-def processor_health(processor: CommandProcessor) -> dict:
-    return {"processor": "ok" if processor.healthy else "failed",
-            "owned_partitions": sorted(processor.owners),
-            "broken_partitions": processor.broken, **processor.stats}
+def health(processor: CommandProcessor | None, runners: list[ProjectorRunner]) -> dict:
+    report: dict = {}
+    if processor:
+        report.update({"processor": "ok" if processor.healthy else "failed",
+                       "owned_partitions": sorted(processor.owners),
+                       "broken_partitions": processor.broken, **processor.stats})
+    for runner in runners:
+        report[f"projector:{runner.projection.name}"] = "ok" if runner.healthy else "failed"
+        if runner.failed:
+            report[f"projector:{runner.projection.name}:reason"] = runner.failed
+    return report

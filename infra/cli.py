@@ -23,12 +23,13 @@ def settings_or_exit(**overrides):
 @app.command()
 def serve(api: Annotated[bool, typer.Option(help="serve the HTTP API")] = True,
           processor: Annotated[bool, typer.Option(help="run a command processor")] = True,
+          projectors: Annotated[bool, typer.Option(help="run the projectors")] = True,
           port: Annotated[Optional[int], typer.Option(help="API port")] = None) -> None:
     """Run the API and/or the command processor in this process until Ctrl-C."""
     from infra.bootstrap import configure_logging, serve as run_roles
     settings = settings_or_exit(api_port=port)
     configure_logging()
-    asyncio.run(run_roles(settings, api=api, processor=processor))
+    asyncio.run(run_roles(settings, api=api, processor=processor, projectors=projectors))
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """What a projection is to the runner that feeds it: positions, chain heads, and an atomic apply."""
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from schemas.envelope import GENESIS_HASH
@@ -13,6 +14,7 @@ class Position:
     partition: int
     next_offset: int
     last_recorded_at: str | None
+    updated_at: datetime | None = None
 
 
 class Projection(ABC):

@@ -98,8 +98,8 @@ class PostgresProjection(Projection):
     async def positions(self) -> dict[int, Position]:
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                f"SELECT partition, next_offset, last_recorded_at FROM {self.schema}.positions")).fetchall()
-        return {p: Position(p, o, at) for p, o, at in rows}
+                f"SELECT partition, next_offset, last_recorded_at, updated_at FROM {self.schema}.positions")).fetchall()
+        return {p: Position(p, o, at, up) for p, o, at, up in rows}
 
     async def head(self, tenant_id: str) -> tuple[int, str]:
         async with self.pool.connection() as conn:

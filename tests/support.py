@@ -24,6 +24,8 @@ from infra.settings import Settings
 SECRET = "test-secret-" + "x" * 40
 REPO = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("RUNLEDGER_KAFKA_BOOTSTRAP") or os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:19092"
+DATABASE_URL = (os.environ.get("RUNLEDGER_DATABASE_URL") or os.environ.get("DATABASE_URL")
+                or "postgresql://runledger:runledger@127.0.0.1:15432/runledger")
 
 
 def unique(prefix: str = "t") -> str:
@@ -31,7 +33,7 @@ def unique(prefix: str = "t") -> str:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values = {"kafka_bootstrap": BOOTSTRAP, "jwt_secret": SECRET, "topic_prefix": unique("test"),
+    values = {"kafka_bootstrap": BOOTSTRAP, "database_url": DATABASE_URL, "jwt_secret": SECRET, "topic_prefix": unique("test"),
               "partitions": 3, "command_timeout_s": 20.0}
     return Settings(**{**values, **overrides})
 
@@ -129,6 +131,7 @@ class Service:
     def env(self) -> dict[str, str]:
         s = self.settings
         return {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+                "RUNLEDGER_DATABASE_URL": s.database_url,
                 "RUNLEDGER_JWT_SECRET": s.jwt_secret.get_secret_value(),
                 "RUNLEDGER_TOPIC_PREFIX": s.topic_prefix, "RUNLEDGER_PARTITIONS": str(s.partitions),
                 "RUNLEDGER_COMMAND_TIMEOUT_S": str(s.command_timeout_s),

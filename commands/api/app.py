@@ -1,4 +1,4 @@
-"""The command API: authenticate, validate, hand the command to the log, answer once."""
+"""The HTTP API: commands (authenticate, validate, hand to the log, answer once) and queries."""
 from contextlib import asynccontextmanager
 from typing import Callable
 
@@ -13,6 +13,10 @@ from commands.bus import CommandBus
 from commands.intake import Refused
 from domain.commands import AnyCommand
 from infra.settings import Settings
+from projectors.base import Projection
+from queries.api import routes_approvals, routes_ops, routes_runs
+from queries.pagination import BadCursor
+from queries.readmodels import NotCaughtUp, ReadModels
 
 
 def refusal(status: int, code: str, reason: str, details=None) -> JSONResponse:
@@ -32,9 +36,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_auth(_: Request, error: AuthError) -> JSONResponse:
         return refusal(401, error.code, error.reason)
 
+    @app.exception_handler(NotCaughtUp)
+    async def on_behind(_: Request, error: NotCaughtUp) -> JSONResponse:
+        response = refusal(503, "not_caught_up", str(error),
+                           {"read_model": error.projection, "wanted_seq": error.wanted, "applied_seq": error.applied})
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.exception_handler(BadCursor)
+    async def on_cursor(_: Request, error: BadCursor) -> JSONResponse:
+        return refusal(400, "invalid_cursor", str(error))
+
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        return refusal(422, "invalid_request", str(error.errors()))
+        details = [{"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in error.errors()]
+        return refusal(422, "invalid_request", "; ".join(f"{d['field']}: {d['problem']}" for d in details), details)
 
 
 def add_command_schema(app: FastAPI) -> None:
@@ -53,8 +69,9 @@ def add_command_schema(app: FastAPI) -> None:
     app.openapi = openapi
 
 
-def create_app(settings: Settings, bus: CommandBus | None = None, health: Callable[[], dict] | None = None) -> FastAPI:
-    bus = bus or CommandBus(settings)
+def create_app(settings: Settings, read_models: ReadModels, projections: list[Projection],
+               health: Callable[[], dict] | None = None) -> FastAPI:
+    bus = CommandBus(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -68,8 +85,11 @@ def create_app(settings: Settings, bus: CommandBus | None = None, health: Callab
                   description="Commands for the runledger system of record.")
     app.state.settings = settings
     app.state.bus = bus
+    app.state.read_models = read_models
+    app.state.projections = projections
     install_error_handlers(app)
-    app.include_router(routes_commands.router)
+    for router in (routes_commands.router, routes_runs.router, routes_approvals.router, routes_ops.router):
+        app.include_router(router)
     add_command_schema(app)
 
     @app.get("/healthz", tags=["ops"])

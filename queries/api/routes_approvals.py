@@ -1,0 +1,26 @@
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from commands.intake import Refused
+from queries.api.deps import ApprovalViewer, Limit, MinSeq, ReadModelsDep, WaitMs
+
+router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
+
+
+@router.get("/pending", summary="The pending approval queue, oldest first")
+async def pending(principal: ApprovalViewer, models: ReadModelsDep, limit: Limit = 50,
+                  required_role: str | None = None, cursor: str | None = None,
+                  min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+    await models.wait_for("approvals", principal.tenant_id, min_seq, wait_ms)
+    return await models.approval_queue(principal.tenant_id, required_role, cursor, limit)
+
+
+@router.get("/{approval_id}", summary="One approval with the votes cast so far")
+async def get_approval(approval_id: UUID, principal: ApprovalViewer, models: ReadModelsDep,
+                       min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+    await models.wait_for("approvals", principal.tenant_id, min_seq, wait_ms)
+    approval = await models.get_approval(principal.tenant_id, str(approval_id))
+    if approval is None:
+        raise Refused(404, "not_found", f"no approval {approval_id} in this tenant")
+    return approval

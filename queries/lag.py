@@ -1,0 +1,72 @@
+"""Projector lag per partition: events behind the log end, seconds behind, and a Burrow-like status.
+
+lag_events = log end offset (read_committed) − the projector's stored position;
+lag_seconds = now − recorded_at of the last applied event (0 when caught up);
+status: FAILED (the projector stopped and said why), STALLED (behind and no progress for
+`stall_after_s`), LAGGING (behind by more than `lagging_after_s`), else OK.
+"""
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+from aiokafka import TopicPartition
+
+from infra import kafka
+from infra.settings import Settings
+from projectors.base import Projection
+from schemas.envelope import parse_iso
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    projector: str
+    partition: int
+    position: int
+    end_offset: int
+    lag_events: int
+    lag_seconds: float
+    status: str
+
+
+def status_of(failed: bool, lag_events: int, lag_seconds: float, idle_s: float | None,
+              stall_after_s: float, lagging_after_s: float) -> str:
+    if failed:
+        return "FAILED"
+    if lag_events > 0 and idle_s is not None and idle_s > stall_after_s:
+        return "STALLED"
+    if lag_events > 0 and (idle_s is None or lag_seconds > lagging_after_s):
+        return "LAGGING"
+    return "OK"
+
+
+async def end_offsets(settings: Settings) -> dict[int, int]:
+    consumer = kafka.reader(settings)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.events_topic, p)
+               for p in sorted(await kafka.partitions_of(settings, settings.events_topic))]
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()} if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def projector_lag(settings: Settings, projections: list[Projection], stall_after_s: float = 30,
+                        lagging_after_s: float = 5) -> list[PartitionLag]:
+    ends = await end_offsets(settings)
+    now = datetime.now(timezone.utc)
+    report = []
+    for projection in projections:
+        positions, failed = await projection.positions(), await projection.failure() is not None
+        for partition, end in sorted(ends.items()):
+            pos = positions.get(partition)
+            position = pos.next_offset if pos else 0
+            behind = max(0, end - position)
+            last = parse_iso(pos.last_recorded_at) if pos and pos.last_recorded_at else None
+            seconds = (now - last).total_seconds() if behind and last else 0.0
+            idle = (now - pos.updated_at).total_seconds() if pos and pos.updated_at else None
+            report.append(PartitionLag(projection.name, partition, position, end, behind, round(seconds, 3),
+                                       status_of(failed, behind, seconds, idle, stall_after_s, lagging_after_s)))
+    return report
+
+
+def as_dicts(report: list[PartitionLag]) -> list[dict]:
+    return [asdict(r) for r in report]

@@ -1,0 +1,118 @@
+"""Read the Postgres read models: always the live generation, always one tenant."""
+import asyncio
+import time
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from queries.pagination import decode_cursor, encode_cursor
+
+RUN_COLUMNS = ("run_id, agent_id, project, state, attempt, budget_micros, labels, error, requested_at, "
+               "started_at, ended_at, updated_at, version, step_count, tool_call_count, cost_micros, "
+               "tokens_in, tokens_out, EXTRACT(EPOCH FROM (COALESCE(ended_at, now()) - started_at)) AS duration_s")
+
+
+class NotCaughtUp(Exception):
+    def __init__(self, projection: str, wanted: int, applied: int):
+        super().__init__(f"the {projection} read model has applied this tenant's chain up to "
+                         f"chain_seq {applied}, not yet {wanted}")
+        self.projection, self.wanted, self.applied = projection, wanted, applied
+
+
+class ReadModels:
+    def __init__(self, pool: AsyncConnectionPool, topic_prefix: str):
+        self.pool = pool
+        self.prefix = topic_prefix
+
+    async def schema(self, conn, name: str) -> str | None:
+        row = await (await conn.execute(
+            "SELECT active_schema FROM public.runledger_projections WHERE name = %s",
+            (f"{self.prefix}:{name}",))).fetchone()
+        return row["active_schema"] if row else None
+
+    async def fetch(self, name: str, sql: str, params: tuple) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            conn.row_factory = dict_row
+            schema = await self.schema(conn, name)
+            if schema is None:
+                return []
+            return await (await conn.execute(sql.format(s=schema), params)).fetchall()
+
+    async def applied_seq(self, name: str, tenant_id: str) -> int:
+        rows = await self.fetch(name, "SELECT chain_seq FROM {s}.heads WHERE tenant_id = %s", (tenant_id,))
+        return rows[0]["chain_seq"] if rows else 0
+
+    async def wait_for(self, name: str, tenant_id: str, min_seq: int | None, wait_ms: int) -> None:
+        """Return once the read model has applied the tenant's chain up to min_seq, or raise NotCaughtUp."""
+        if not min_seq:
+            return
+        deadline = time.monotonic() + wait_ms / 1000
+        while (applied := await self.applied_seq(name, tenant_id)) < min_seq:
+            if time.monotonic() >= deadline:
+                raise NotCaughtUp(name, min_seq, applied)
+            await asyncio.sleep(0.02)
+
+    async def list_runs(self, tenant_id: str, state: str | None, agent_id: str | None,
+                        since: str | None, until: str | None, cursor: str | None, limit: int) -> dict:
+        after = decode_cursor(cursor, 2)
+        where, params = ["tenant_id = %s"], [tenant_id]
+        for clause, value in (("state = %s", state), ("agent_id = %s", agent_id),
+                              ("requested_at >= %s", since), ("requested_at < %s", until)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if after:
+            where.append("(requested_at, run_id) < (%s::timestamptz, %s::uuid)")
+            params += after
+        rows = await self.fetch("runs", f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE {' AND '.join(where)} "
+                                        "ORDER BY requested_at DESC, run_id DESC LIMIT %s", (*params, limit + 1))
+        return page(rows, limit, lambda r: [r["requested_at"].isoformat(), str(r["run_id"])])
+
+    async def get_run(self, tenant_id: str, run_id: str) -> dict | None:
+        runs = await self.fetch("runs", f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE tenant_id = %s AND run_id = %s",
+                                (tenant_id, run_id))
+        if not runs:
+            return None
+        steps = await self.fetch("runs", "SELECT step_id, kind, name, attempt, outcome, error, started_at, finished_at "
+                                         "FROM {s}.steps WHERE tenant_id = %s AND run_id = %s ORDER BY started_at, step_id",
+                                 (tenant_id, run_id))
+        calls = await self.fetch("runs", "SELECT tool_call_id, step_id, tool, risk_tier, params_digest, state, decision, "
+                                         "policy_id, policy_version, decision_reason, approval_id, result_digest, error, "
+                                         "requested_at, decided_at, finished_at FROM {s}.tool_calls "
+                                         "WHERE tenant_id = %s AND run_id = %s ORDER BY requested_at, tool_call_id",
+                                 (tenant_id, run_id))
+        return {**runs[0], "steps": steps, "tool_calls": calls}
+
+    async def approval_queue(self, tenant_id: str, role: str | None, cursor: str | None, limit: int) -> dict:
+        after = decode_cursor(cursor, 2)
+        where, params = ["tenant_id = %s", "state = 'pending'"], [tenant_id]
+        if role:
+            where.append("required_role = %s")
+            params.append(role)
+        if after:
+            where.append("(requested_at, approval_id) > (%s::timestamptz, %s::uuid)")
+            params += after
+        rows = await self.fetch("approvals", f"SELECT * FROM {{s}}.approvals WHERE {' AND '.join(where)} "
+                                             "ORDER BY requested_at, approval_id LIMIT %s", (*params, limit + 1))
+        return page([strip(r) for r in rows], limit, lambda r: [r["requested_at"].isoformat(), str(r["approval_id"])])
+
+    async def get_approval(self, tenant_id: str, approval_id: str) -> dict | None:
+        rows = await self.fetch("approvals", "SELECT * FROM {s}.approvals WHERE tenant_id = %s AND approval_id = %s",
+                                (tenant_id, approval_id))
+        if not rows:
+            return None
+        votes = await self.fetch("approvals", "SELECT approver, reason, voted_at FROM {s}.approval_votes "
+                                              "WHERE tenant_id = %s AND approval_id = %s ORDER BY chain_seq",
+                                 (tenant_id, approval_id))
+        return {**strip(rows[0]), "votes": votes}
+
+
+def strip(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in ("tenant_id", "last_chain_seq")}
+
+
+def page(rows: list[dict], limit: int, key) -> dict:
+    more = len(rows) > limit
+    items = rows[:limit]
+    return {"items": items, "next_cursor": encode_cursor(key(items[-1])) if more and items else None}
