@@ -25,19 +25,15 @@ class ReadModels:
         self.pool = pool
         self.prefix = topic_prefix
 
-    async def schema(self, conn, name: str) -> str | None:
-        row = await (await conn.execute(
-            "SELECT active_schema FROM public.runledger_projections WHERE name = %s",
-            (f"{self.prefix}:{name}",))).fetchone()
-        return row["active_schema"] if row else None
-
     async def fetch(self, name: str, sql: str, params: tuple) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn:
-            conn.row_factory = dict_row
-            schema = await self.schema(conn, name)
-            if schema is None:
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute("SELECT active_schema FROM public.runledger_projections WHERE name = %s",
+                              (f"{self.prefix}:{name}",))
+            live = await cur.fetchone()
+            if live is None:
                 return []
-            return await (await conn.execute(sql.format(s=schema), params)).fetchall()
+            await cur.execute(sql.format(s=live["active_schema"]), params)
+            return await cur.fetchall()
 
     async def applied_seq(self, name: str, tenant_id: str) -> int:
         rows = await self.fetch(name, "SELECT chain_seq FROM {s}.heads WHERE tenant_id = %s", (tenant_id,))
