@@ -82,6 +82,34 @@ def demo(url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.
     raise typer.Exit(asyncio.run(run_demo(settings, url, tenant)))
 
 
+projector_app = typer.Typer(help="Inspect and rebuild projectors.", no_args_is_help=True)
+app.add_typer(projector_app, name="projector")
+
+
+@projector_app.command("rebuild")
+def projector_rebuild(name: Annotated[str, typer.Argument(help="runs | approvals")],
+                      swap: Annotated[bool, typer.Option(help="swap the rebuilt tables in when done")] = True) -> None:
+    """Replay the log from offset 0 into fresh tables, then swap them in atomically."""
+    from infra.bootstrap import POSTGRES_PROJECTIONS
+    from infra.postgres import open_pool
+    from projectors.rebuild import rebuild
+    classes = {cls.name: cls for cls in POSTGRES_PROJECTIONS}
+    if name not in classes:
+        typer.echo(f"error: no projector {name!r}; choose from {', '.join(sorted(classes))}", err=True)
+        raise typer.Exit(2)
+    settings = settings_or_exit()
+
+    async def run() -> tuple[str, int]:
+        pool = await open_pool(settings)
+        try:
+            return await rebuild(settings, classes[name], pool, progress=True, go_live=swap)
+        finally:
+            await pool.close()
+    schema, events = asyncio.run(run())
+    verb = "now live" if swap else "built, not swapped in"
+    typer.echo(f"rebuilt {name}: {events} events replayed into {schema} ({verb})")
+
+
 @app.command()
 def topics() -> None:
     """Create the ledger topics if they are missing."""
