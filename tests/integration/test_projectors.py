@@ -150,3 +150,35 @@ async def test_a_broken_chain_stops_the_projector_and_lag_says_failed():
             assert expected in await projections[0].failure()
     finally:
         await pool.close()
+
+
+def kafka_tool_lag(settings, group: str) -> dict[int, tuple[int, int, int]]:
+    import subprocess
+    from tests.support import REPO
+    out = subprocess.run(["bash", "infra/local/kafka-consumer-groups.sh", "--bootstrap-server",
+                          settings.kafka_bootstrap, "--describe", "--group", group],
+                         cwd=REPO, capture_output=True, text=True, timeout=180, check=True).stdout
+    rows = {}
+    for line in out.splitlines():
+        cells = line.split()
+        if len(cells) >= 6 and cells[0] == group and cells[1] == settings.events_topic:
+            rows[int(cells[2])] = (int(cells[3]), int(cells[4]), int(cells[5]))
+    return rows
+
+
+async def test_reported_lag_agrees_with_kafkas_own_consumer_groups_tool():
+    settings = make_settings(partitions=3)
+    pool = await open_pool(settings)
+    tenants = [unique("tenant-") for _ in range(6)]
+    try:
+        async with in_process(settings, pool) as (projections, _):
+            await send_all(settings, envelopes_for(workload(tenants, runs_per_tenant=3, seed=21)))
+            await wait_until(lambda: caught_up(settings, projections), 60, "catch up")
+        async with in_process(settings, pool, with_projectors=False) as (projections, _):
+            await send_all(settings, envelopes_for(workload(tenants, runs_per_tenant=2, seed=22)))
+            ours = {r.partition: (r.position, r.end_offset, r.lag_events)
+                    for r in await projector_lag(settings, projections) if r.projector == "runs"}
+        assert sum(lag for _, _, lag in ours.values()) > 0
+        assert kafka_tool_lag(settings, f"{settings.topic_prefix}.projector.runs") == ours
+    finally:
+        await pool.close()
