@@ -9,8 +9,9 @@ from commands.api.app import create_app
 from commands.processor import CommandProcessor
 from infra.postgres import open_pool
 from infra.settings import Settings
-from infra.telemetry import setup_tracing
+from infra.telemetry import setup_metrics, setup_tracing
 from projectors.approvals import ApprovalsProjection
+from projectors.metrics import LagMetrics
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
 from queries.readmodels import ReadModels
@@ -52,6 +53,9 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     if projectors:
         runners = [ProjectorRunner(settings, p) for p in projections]
         tasks += [asyncio.create_task(r.run(stop), name=f"projector-{r.projection.name}") for r in runners]
+        lag = LagMetrics()
+        lag.register(setup_metrics("runledger", console=settings.otel_console))
+        tasks.append(asyncio.create_task(lag.refresh_forever(settings, projections, stop), name="lag-metrics"))
     if api:
         app = create_app(settings, ReadModels(pool, settings.topic_prefix), projections,
                          health=lambda: health(command_processor, runners))

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -339,3 +340,27 @@ def test_one_chdb_directory_per_process(ctx, tmp_path):
     chdb_only(ctx)
     with pytest.raises(ChdbPathInUse, match="only one"):
         ChdbClickHouse(str(tmp_path / "elsewhere"))
+
+
+BENCH_ROWS = int(os.environ.get("RUNLEDGER_CH_BENCH_ROWS", "0"))
+
+
+@pytest.mark.skipif(not BENCH_ROWS, reason="set RUNLEDGER_CH_BENCH_ROWS=100000 to measure inserts")
+def test_insert_throughput(ctx):
+    """Print rows/s for one insert call of BENCH_ROWS rows of 15 columns (best of 3)."""
+    columns = EVENT_COLUMNS + ["run_id", "project", "model"]
+    ddl = EVENT_DDL.replace("legal_hold Bool", "legal_hold Bool, run_id String, project String, "
+                                                "model LowCardinality(String)")
+    rows = [event(i, tenant=f"t-{i % 50}") + (str(uuid.UUID(int=i * 7)), "project-a", "gpt-x")
+            for i in range(BENCH_ROWS)]
+    best = None
+    for attempt in range(3):
+        table = f"{ctx.db}.bench{attempt}"
+        ctx.ch.command(ddl.format(table=table, engine="ReplacingMergeTree"))
+        started = time.perf_counter()
+        ctx.ch.insert(table, columns, rows)
+        elapsed = time.perf_counter() - started
+        best = elapsed if best is None else min(best, elapsed)
+        assert ctx.ch.query(f"SELECT count() AS n FROM {table}") == [{"n": BENCH_ROWS}]
+    print(f"\n{ctx.kind}: {BENCH_ROWS} rows x {len(columns)} columns in {best:.3f}s "
+          f"= {BENCH_ROWS / best:,.0f} rows/s (best of 3)")

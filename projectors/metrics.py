@@ -1,0 +1,44 @@
+"""Projector lag as OpenTelemetry metrics: gauges read the latest lag report, refreshed in the background."""
+import asyncio
+import logging
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from infra.settings import Settings
+from projectors.base import Projection
+from queries.lag import PartitionLag, projector_lag
+
+log = logging.getLogger("runledger.metrics")
+
+
+class LagMetrics:
+    def __init__(self) -> None:
+        self.report: list[PartitionLag] = []
+
+    def register(self, meter: Meter) -> None:
+        meter.create_observable_gauge("runledger.projector.lag.events", [self.events], unit="{event}",
+                                      description="log end offset minus the projector's stored position")
+        meter.create_observable_gauge("runledger.projector.lag.seconds", [self.seconds], unit="s",
+                                      description="now minus the time of the last applied event, 0 when caught up")
+
+    def observations(self, value) -> list[Observation]:
+        return [Observation(value(r), {"projector": r.projector, "partition": r.partition, "status": r.status})
+                for r in self.report]
+
+    def events(self, _: CallbackOptions) -> list[Observation]:
+        return self.observations(lambda r: r.lag_events)
+
+    def seconds(self, _: CallbackOptions) -> list[Observation]:
+        return self.observations(lambda r: r.lag_seconds)
+
+    async def refresh_forever(self, settings: Settings, projections: list[Projection], stop: asyncio.Event,
+                              every_s: float = 5.0) -> None:
+        while not stop.is_set():
+            try:
+                self.report = await projector_lag(settings, projections)
+            except Exception as error:
+                log.warning("could not measure projector lag: %r", error)
+            try:
+                await asyncio.wait_for(stop.wait(), every_s)
+            except asyncio.TimeoutError:
+                pass
