@@ -114,8 +114,18 @@ class Demo:
         await self.step(self.agent, "fail run", {"type": "FailRun", "run_id": run3,
                                                  "error": "deploy not approved"})
         await self.step(self.agent, "retry run", {"type": "RetryRun", "run_id": run3})
-        await self.step(self.agent, "cancel run", {"type": "CancelRun", "run_id": run3,
-                                                   "reason": "superseded"})
+        last = await self.step(self.agent, "cancel run", {"type": "CancelRun", "run_id": run3,
+                                                          "reason": "superseded"})
+        await self.show_read_models(last.body["events"][-1]["chain_seq"])
+
+    async def show_read_models(self, seq: int) -> None:
+        """Read back what the projectors built, waiting until they have applied the last command."""
+        http, headers = self.agent.http, {"Authorization": f"Bearer {self.admin.token}"}
+        runs = (await http.get("/v1/runs", params={"min_seq": seq, "wait_ms": 5000}, headers=headers)).json()
+        print("read model: runs (GET /v1/runs)")
+        for run in runs["items"]:
+            print(f"  {run['agent_id']:<12} {run['state']:<10} attempt {run['attempt']}  steps {run['step_count']}"
+                  f"  tool calls {run['tool_call_count']}  cost {run['cost_micros']} micro-USD")
 
     async def wait_for(self, event_type: str, aggregate_id: str, deadline_s: float = 20) -> None:
         deadline = time.monotonic() + deadline_s
