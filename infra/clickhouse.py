@@ -9,8 +9,8 @@ So one SQL text serves both, and both return the same Python values:
   the engine parses them as the declared type, so a value can never change the statement.
 - Rows come back as dicts of Python values: int, float, str, bool, None, list, Decimal, date, and
   timezone-aware datetimes (UTC for UTC columns).
-- Inserts are serialised once in ClickHouse's Native format (the column types are read from the
-  table first) and land as one block.
+- Inserts are one INSERT statement per call, in ClickHouse's Native format (clickhouse-connect
+  reads the column types with DESCRIBE first): about 200k rows/s of 15 columns into chdb.
 
 Everything is synchronous; async callers use `asyncio.to_thread`. Importing this module connects
 to nothing and does not load chdb.
@@ -25,7 +25,7 @@ import os
 import re
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 Params = Mapping[str, Any]
 Row = Sequence[Any]
@@ -84,13 +84,16 @@ class _ConnectClickHouse(ClickHouse):
         self._client = client
         self._lock = lock
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        if self._lock is None:
+            return fn(self._open_client())
+        with self._lock:
+            return fn(self._open_client())
+
+    def _open_client(self) -> Any:
         if self._client is None:
             raise RuntimeError(f"{type(self).__name__} is closed")
-        if self._lock is None:
-            return fn(self._client, *args, **kwargs)
-        with self._lock:
-            return fn(self._client, *args, **kwargs)
+        return self._client
 
     def command(self, sql: str, params: Params | None = None) -> None:
         self._call(lambda c: c.command(sql, parameters=check_params(sql, params)))
