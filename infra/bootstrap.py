@@ -10,13 +10,18 @@ from commands.processor import CommandProcessor
 from infra.postgres import open_pool
 from infra.settings import Settings
 from infra.telemetry import setup_metrics, setup_tracing
+from infra.clickhouse import open_clickhouse
 from projectors.approvals import ApprovalsProjection
+from projectors.audit import AuditProjection
+from projectors.cost import CostProjection
 from projectors.metrics import LagMetrics
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
+from queries.discovery import Discovery
 from queries.readmodels import ReadModels
 
 POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection)
+CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -34,8 +39,9 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def build_projections(settings: Settings, pool) -> list:
-    return [await cls(pool, settings.topic_prefix).open() for cls in POSTGRES_PROJECTIONS]
+async def build_projections(settings: Settings, pool, ch) -> list:
+    return ([await cls(pool, settings.topic_prefix).open() for cls in POSTGRES_PROJECTIONS]
+            + [await cls(ch, settings.topic_prefix).open() for cls in CLICKHOUSE_PROJECTIONS])
 
 
 async def serve(settings: Settings, api: bool = True, processor: bool = True,
@@ -45,7 +51,8 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     stop = asyncio.Event()
     stop_on_signals(stop)
     pool = await open_pool(settings) if (api or projectors) else None
-    projections = await build_projections(settings, pool) if pool else []
+    ch = open_clickhouse(settings.clickhouse_url, settings.chdb_path) if (api or projectors) else None
+    projections = await build_projections(settings, pool, ch) if pool else []
     tasks, runners = [], []
     command_processor = CommandProcessor(settings) if processor else None
     if command_processor:
@@ -57,7 +64,9 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
         lag.register(setup_metrics("runledger", console=settings.otel_console))
         tasks.append(asyncio.create_task(lag.refresh_forever(settings, projections, stop), name="lag-metrics"))
     if api:
+        by_name = {p.name: p for p in projections}
         app = create_app(settings, ReadModels(pool, settings.topic_prefix), projections,
+                         Discovery(by_name["audit"], by_name["cost"]),
                          health=lambda: health(command_processor, runners))
         tasks += serve_api(app, settings, stop)
     try:
@@ -70,6 +79,8 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     finally:
         if pool:
             await pool.close()
+        if ch:
+            ch.close()
 
 
 def serve_api(app, settings: Settings, stop: asyncio.Event) -> list[asyncio.Task]:

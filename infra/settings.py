@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     database_url: str = Field("postgresql://runledger:runledger@127.0.0.1:15432/runledger",
                               validation_alias=env("DATABASE_URL"))
     clickhouse_url: str | None = Field(None, validation_alias=env("CLICKHOUSE_URL"))
+    chdb_path: str = Field(".runledger/chdb", validation_alias=env("CHDB_PATH"),
+                           description="data directory of the embedded ClickHouse engine (one process owns it)")
     topic_prefix: str = Field("ledger", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(6, ge=1, le=1000)
     jwt_secret: SecretStr

@@ -132,6 +132,7 @@ class Service:
         s = self.settings
         return {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
                 "RUNLEDGER_DATABASE_URL": s.database_url,
+                "RUNLEDGER_CHDB_PATH": f"/tmp/runledger-test-chdb-{s.topic_prefix}-{self.port}",
                 "RUNLEDGER_JWT_SECRET": s.jwt_secret.get_secret_value(),
                 "RUNLEDGER_TOPIC_PREFIX": s.topic_prefix, "RUNLEDGER_PARTITIONS": str(s.partitions),
                 "RUNLEDGER_COMMAND_TIMEOUT_S": str(s.command_timeout_s),

@@ -14,7 +14,8 @@ from commands.intake import Refused
 from domain.commands import AnyCommand
 from infra.settings import Settings
 from projectors.base import Projection
-from queries.api import routes_approvals, routes_ops, routes_runs
+from queries.api import routes_approvals, routes_discovery, routes_ops, routes_runs
+from queries.discovery import Discovery
 from queries.pagination import BadCursor
 from queries.readmodels import NotCaughtUp, ReadModels
 
@@ -70,7 +71,7 @@ def add_command_schema(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, read_models: ReadModels, projections: list[Projection],
-               health: Callable[[], dict] | None = None) -> FastAPI:
+               discovery: Discovery, health: Callable[[], dict] | None = None) -> FastAPI:
     bus = CommandBus(settings)
 
     @asynccontextmanager
@@ -87,8 +88,10 @@ def create_app(settings: Settings, read_models: ReadModels, projections: list[Pr
     app.state.bus = bus
     app.state.read_models = read_models
     app.state.projections = projections
+    app.state.discovery = discovery
     install_error_handlers(app)
-    for router in (routes_commands.router, routes_runs.router, routes_approvals.router, routes_ops.router):
+    for router in (routes_commands.router, routes_runs.router, routes_approvals.router,
+                   routes_discovery.router, routes_ops.router):
         app.include_router(router)
     add_command_schema(app)
 

@@ -1,0 +1,60 @@
+"""The audit/discovery read model (ClickHouse): one row per event, searchable by who/what/when."""
+import json
+
+from projectors.base import Envelope
+from projectors.ch import ClickHouseProjection, ts
+
+COLUMNS = ["tenant_id", "chain_seq", "event_id", "type", "schema_version", "aggregate_type", "aggregate_id",
+           "aggregate_version", "occurred_at", "recorded_at", "actor_subject", "actor_roles", "command_id",
+           "correlation_id", "run_id", "tool_call_id", "approval_id", "tool", "decision", "policy_id",
+           "policy_version", "prev_hash", "hash", "payload"]
+
+DDL = ["CREATE TABLE IF NOT EXISTS {db}.events (tenant_id String, chain_seq UInt64, event_id String, "
+       "type LowCardinality(String), schema_version UInt16, aggregate_type LowCardinality(String), "
+       "aggregate_id String, aggregate_version UInt32, occurred_at DateTime64(6, 'UTC'), "
+       "recorded_at DateTime64(6, 'UTC'), actor_subject String, actor_roles Array(String), "
+       "command_id Nullable(String), correlation_id Nullable(String), run_id Nullable(String), "
+       "tool_call_id Nullable(String), approval_id Nullable(String), tool Nullable(String), "
+       "decision Nullable(String), policy_id Nullable(String), policy_version Nullable(String), "
+       "prev_hash String, hash String, payload String) "
+       "ENGINE = ReplacingMergeTree ORDER BY (tenant_id, chain_seq)"]
+
+
+class AuditProjection(ClickHouseProjection):
+    name = "audit"
+    ddl = DDL
+
+    def rows(self, envelopes: list[Envelope]) -> dict[str, tuple[list[str], list[tuple]]]:
+        parents = self.parents(envelopes)
+        return {"events": (COLUMNS, [self.row(env, parents) for env in envelopes])}
+
+    def parents(self, envelopes: list[Envelope]) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+        """(tenant, tool call or approval id) → (run_id, tool), from this batch or earlier rows."""
+        found = {(e["tenant_id"], e["aggregate_id"]): (e["payload"].get("run_id"), e["payload"].get("tool"))
+                 for e in envelopes if e["type"] in ("tool_call.requested", "approval.requested")}
+        wanted = {(e["tenant_id"], e["aggregate_id"]) for e in envelopes
+                  if e["aggregate_type"] in ("tool_call", "approval")} - set(found)
+        if wanted:
+            rows = self.ch.query(
+                f"SELECT tenant_id, aggregate_id, run_id, tool FROM {self.db}.events "
+                "WHERE type IN ('tool_call.requested', 'approval.requested') "
+                "AND (tenant_id, aggregate_id) IN {keys:Array(Tuple(String, String))}",
+                {"keys": sorted(wanted)})
+            found.update({(r["tenant_id"], r["aggregate_id"]): (r["run_id"], r["tool"]) for r in rows})
+        return found
+
+    @staticmethod
+    def row(env: Envelope, parents) -> tuple:
+        p, kind, aid = env["payload"], env["aggregate_type"], env["aggregate_id"]
+        run_id, tool = parents.get((env["tenant_id"], aid), (None, None))
+        if kind == "run":
+            run_id = aid
+        elif p.get("run_id"):
+            run_id = p["run_id"]
+        tool_call_id = aid if kind == "tool_call" else p.get("tool_call_id")
+        return (env["tenant_id"], env["chain_seq"], env["event_id"], env["type"], env["schema_version"], kind, aid,
+                env["aggregate_version"], ts(env["occurred_at"]), ts(env["recorded_at"]), env["actor"]["subject"],
+                env["actor"]["roles"], env["command_id"], env["correlation_id"], run_id, tool_call_id,
+                aid if kind == "approval" else p.get("approval_id"), p.get("tool") or tool, p.get("decision"),
+                p.get("policy_id"), p.get("policy_version"), env["prev_hash"], env["hash"],
+                json.dumps(p, separators=(",", ":"), ensure_ascii=False))

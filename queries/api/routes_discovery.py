@@ -1,0 +1,48 @@
+from datetime import datetime, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from commands.auth import Principal
+from queries.api.deps import Limit, MinSeq, WaitMs, require
+from queries.discovery import Discovery
+
+router = APIRouter(tags=["audit", "cost"])
+Auditor = Annotated[Principal, require("auditor", "admin")]
+GroupBy = Literal["project", "run", "model", "provider", "day"]
+
+
+def discovery(request: Request) -> Discovery:
+    return request.app.state.discovery
+
+
+@router.get("/v1/audit/events", summary="Search every event of the tenant, newest first (keyset pagination)")
+async def search(request: Request, principal: Auditor, limit: Limit = 100, actor: str | None = None,
+                 type: str | None = None, run_id: str | None = None, tool: str | None = None,
+                 decision: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"] | None = None,
+                 aggregate_id: str | None = None, tool_call_id: str | None = None, approval_id: str | None = None,
+                 since: datetime | None = None, until: datetime | None = None, cursor: str | None = None,
+                 min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+    d = discovery(request)
+    await d.wait_for(d.audit, principal.tenant_id, min_seq, wait_ms)
+    filters = {"actor": actor, "type": type, "run_id": run_id, "tool": tool, "decision": decision,
+               "aggregate_id": aggregate_id, "tool_call_id": tool_call_id, "approval_id": approval_id}
+    return await d.search(principal.tenant_id, filters, since, until, cursor, limit)
+
+
+@router.get("/v1/costs/rollup", summary="Cost totals grouped by project, run, model, provider and/or day")
+async def rollup(request: Request, principal: Auditor,
+                 group_by: Annotated[list[GroupBy], Query()] = ["project"],
+                 since: datetime | None = None, until: datetime | None = None,
+                 min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+    d = discovery(request)
+    await d.wait_for(d.cost, principal.tenant_id, min_seq, wait_ms)
+    return {"group_by": group_by, "items": await d.rollup(principal.tenant_id, list(dict.fromkeys(group_by)), since, until)}
+
+
+@router.get("/v1/costs/budgets", summary="Each budget's limit and what its current period has used")
+async def budgets(request: Request, principal: Auditor, min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+    d = discovery(request)
+    await d.wait_for(d.cost, principal.tenant_id, min_seq, wait_ms)
+    today = datetime.now(timezone.utc).date().isoformat()
+    return {"items": await d.budgets(principal.tenant_id, today)}

@@ -1,0 +1,95 @@
+"""Audit/discovery search and cost views over ClickHouse: always the live generation, one tenant."""
+import asyncio
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from projectors.ch import ClickHouseProjection
+from queries.pagination import decode_cursor, encode_cursor
+from queries.readmodels import NotCaughtUp
+
+FILTERS = {  # query parameter → (column, ClickHouse type)
+    "actor": ("actor_subject", "String"), "type": ("type", "String"), "run_id": ("run_id", "String"),
+    "tool": ("tool", "String"), "decision": ("decision", "String"), "aggregate_id": ("aggregate_id", "String"),
+    "tool_call_id": ("tool_call_id", "String"), "approval_id": ("approval_id", "String"),
+}
+GROUPS = {"project": "project", "run": "run_id", "model": "model", "provider": "provider", "day": "day"}
+
+
+class Discovery:
+    def __init__(self, audit: ClickHouseProjection, cost: ClickHouseProjection):
+        self.audit, self.cost = audit, cost
+
+    async def query(self, projection: ClickHouseProjection, sql: str, params: dict) -> list[dict[str, Any]]:
+        def run():
+            live = projection.live()
+            return projection.ch.query(sql.replace("{db}", live[0]), params) if live else []
+        return await asyncio.to_thread(run)
+
+    async def wait_for(self, projection: ClickHouseProjection, tenant_id: str, min_seq: int | None, wait_ms: int) -> None:
+        if not min_seq:
+            return
+        deadline = time.monotonic() + wait_ms / 1000
+        while True:
+            rows = await self.query(projection, "SELECT max(chain_seq) AS seq FROM {db}.progress WHERE tenant_id = {t:String}",
+                                    {"t": tenant_id})
+            applied = rows[0]["seq"] if rows else 0
+            if applied >= min_seq:
+                return
+            if time.monotonic() >= deadline:
+                raise NotCaughtUp(projection.name, min_seq, applied)
+            await asyncio.sleep(0.02)
+
+    async def search(self, tenant_id: str, filters: dict[str, str | None], since: datetime | None,
+                     until: datetime | None, cursor: str | None, limit: int) -> dict:
+        where, params = ["tenant_id = {tenant:String}"], {"tenant": tenant_id, "limit": limit + 1}
+        for name, value in filters.items():
+            if value is not None:
+                column, kind = FILTERS[name]
+                where.append(f"{column} = {{{name}:{kind}}}")
+                params[name] = value
+        if since:
+            where.append("recorded_at >= {since:DateTime64(6, 'UTC')}")
+            params["since"] = since
+        if until:
+            where.append("recorded_at < {until:DateTime64(6, 'UTC')}")
+            params["until"] = until
+        after = decode_cursor(cursor, 1)
+        if after:
+            where.append("chain_seq < {after:UInt64}")
+            params["after"] = int(after[0])
+        rows = await self.query(self.audit, "SELECT * EXCEPT (tenant_id) FROM {db}.events FINAL WHERE "
+                                + " AND ".join(where) + " ORDER BY chain_seq DESC LIMIT {limit:UInt32}", params)
+        for row in rows:
+            row["payload"] = json.loads(row["payload"])
+        more = len(rows) > limit
+        items = rows[:limit]
+        return {"items": items, "next_cursor": encode_cursor([items[-1]["chain_seq"]]) if more and items else None}
+
+    async def rollup(self, tenant_id: str, group_by: list[str], since: datetime | None,
+                     until: datetime | None) -> list[dict]:
+        columns = ", ".join(f"{GROUPS[g]} AS {g}" for g in group_by)
+        where, params = ["tenant_id = {tenant:String}"], {"tenant": tenant_id}
+        if since:
+            where.append("recorded_at >= {since:DateTime64(6, 'UTC')}")
+            params["since"] = since
+        if until:
+            where.append("recorded_at < {until:DateTime64(6, 'UTC')}")
+            params["until"] = until
+        keys = ", ".join(group_by + ["currency"])
+        return await self.query(self.cost, f"SELECT {columns + ', ' if columns else ''}currency, "
+                                "sum(amount_micros) AS amount_micros, sum(tokens_in) AS tokens_in, "
+                                "sum(tokens_out) AS tokens_out, count() AS entries FROM {db}.cost_entries FINAL "
+                                f"WHERE {' AND '.join(where)} GROUP BY {keys} ORDER BY {keys}", params)
+
+    async def budgets(self, tenant_id: str, today: str) -> list[dict]:
+        return await self.query(self.cost, """
+            SELECT b.project AS project, b.period AS period, b.limit_micros AS limit_micros, b.currency AS currency,
+                   sumIf(c.amount_micros, c.tenant_id != '' AND (b.period = 'total'
+                        OR (b.period = 'month' AND toStartOfMonth(c.day) = toStartOfMonth(toDate({today:String})))
+                        OR (b.period = 'day' AND c.day = toDate({today:String})))) AS used_micros
+            FROM (SELECT * FROM {db}.budgets FINAL WHERE tenant_id = {tenant:String}) AS b
+            LEFT JOIN (SELECT * FROM {db}.cost_entries FINAL WHERE tenant_id = {tenant:String}) AS c
+                   ON c.project = b.project
+            GROUP BY project, period, limit_micros, currency ORDER BY project""", {"tenant": tenant_id, "today": today})

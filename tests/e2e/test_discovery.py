@@ -1,0 +1,127 @@
+"""Audit/discovery and cost views over HTTP, on the embedded ClickHouse engine."""
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from infra.client import LedgerClient
+from tests.support import Service, make_settings, token, unique
+
+
+@pytest.fixture(scope="module")
+async def api():
+    svc = Service(make_settings()).start()
+    try:
+        await svc.ready(90)
+        yield svc
+    finally:
+        svc.stop()
+
+
+@pytest.fixture
+async def http(api):
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        yield client
+
+
+def auditor(tenant: str) -> dict:
+    return {"Authorization": f"Bearer {token(tenant, 'auditor-1', ('auditor',))}"}
+
+
+async def send(http, tenant, body, subject="agent", *roles) -> dict:
+    outcome = await LedgerClient(http, token(tenant, subject, roles or ("operator",))).send(body)
+    assert outcome.accepted, outcome.body
+    return outcome.body
+
+
+@pytest.fixture(scope="module")
+async def story(api):
+    """One tenant's history: two runs, an ALLOW and a DENY, costs, a budget."""
+    tenant = unique("tenant-")
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        await send(http, tenant, {"type": "SetBudget", "project": "p1", "period": "month",
+                                  "limit_micros": 10_000, "currency": "USD"}, "root", "admin")
+        runs = []
+        for agent in ("alpha", "beta"):
+            run = (await send(http, tenant, {"type": "RequestRun", "agent_id": agent, "project": "p1"}))["aggregate_id"]
+            await send(http, tenant, {"type": "StartRun", "run_id": run})
+            runs.append(run)
+        calls = {}
+        for run, tool, decision in ((runs[0], "search", "ALLOW"), (runs[1], "shell", "DENY")):
+            call = (await send(http, tenant, {"type": "RequestToolCall", "run_id": run, "tool": tool,
+                                              "risk_tier": "high", "params_digest": "e" * 64}))["aggregate_id"]
+            await send(http, tenant, {"type": "DecidePolicy", "tool_call_id": call, "decision": decision,
+                                      "policy_id": "pol", "policy_version": "v7", "reason": "r"}, "pe", "policy")
+            calls[decision] = call
+        for run, model, amount in ((runs[0], "opus", 1200), (runs[0], "haiku", 300), (runs[1], "opus", 500)):
+            last = await send(http, tenant, {"type": "RecordCost", "run_id": run, "provider": "anthropic",
+                                             "model": model, "tokens_in": amount, "tokens_out": 1,
+                                             "amount_micros": amount, "currency": "USD"})
+    return {"tenant": tenant, "runs": runs, "calls": calls, "seq": last["events"][-1]["chain_seq"]}
+
+
+async def test_search_by_type_actor_run_tool_and_decision(http, story):
+    t, seq = story["tenant"], story["seq"]
+
+    async def search(**params):
+        response = await http.get("/v1/audit/events", params={"min_seq": seq, **params}, headers=auditor(t))
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+    everything = await search(limit=500)
+    assert [e["chain_seq"] for e in everything] == list(range(seq, 0, -1))
+    denied = await search(decision="DENY")
+    assert [(e["type"], e["tool"], e["run_id"], e["policy_version"]) for e in denied] == [
+        ("tool_call.policy_decided", "shell", story["runs"][1], "v7")]
+    by_policy_engine = await search(actor="pe")
+    assert {e["type"] for e in by_policy_engine} == {"tool_call.policy_decided"} and len(by_policy_engine) == 2
+    run_events = await search(run_id=story["runs"][0])
+    assert {e["type"] for e in run_events} >= {"run.requested", "run.started", "tool_call.requested",
+                                               "tool_call.policy_decided", "budget.cost_recorded"}
+    assert all(e["run_id"] == story["runs"][0] for e in run_events)
+    assert [e["aggregate_id"] for e in await search(tool="search", type="tool_call.requested")] == [story["calls"]["ALLOW"]]
+    first = everything[-1]
+    assert (first["chain_seq"], first["prev_hash"]) == (1, "0" * 64) and len(first["hash"]) == 64
+    assert first["payload"] == {"project": "p1"}
+
+
+async def test_search_pages_by_keyset_and_filters_by_time(http, story):
+    t, seq, pages, cursor = story["tenant"], story["seq"], [], None
+    while True:
+        params = {"limit": 4, "min_seq": seq, **({"cursor": cursor} if cursor else {})}
+        body = (await http.get("/v1/audit/events", params=params, headers=auditor(t))).json()
+        pages.append([e["chain_seq"] for e in body["items"]])
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert [s for page in pages for s in page] == list(range(seq, 0, -1)) and max(map(len, pages)) == 4
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    assert (await http.get("/v1/audit/events", params={"since": future}, headers=auditor(t))).json()["items"] == []
+
+
+async def test_cost_rollups_and_budget_use(http, story):
+    t, seq = story["tenant"], story["seq"]
+    by_model = (await http.get("/v1/costs/rollup", params={"group_by": "model", "min_seq": seq}, headers=auditor(t))).json()
+    assert [(i["model"], i["amount_micros"], i["entries"]) for i in by_model["items"]] == [("haiku", 300, 1), ("opus", 1700, 2)]
+    by_run = (await http.get("/v1/costs/rollup", params=[("group_by", "run"), ("group_by", "model")], headers=auditor(t))).json()
+    assert {(i["run"], i["model"]): i["amount_micros"] for i in by_run["items"]} == {
+        (story["runs"][0], "opus"): 1200, (story["runs"][0], "haiku"): 300, (story["runs"][1], "opus"): 500}
+    day = (await http.get("/v1/costs/rollup", params={"group_by": "day"}, headers=auditor(t))).json()["items"]
+    assert [(i["day"], i["amount_micros"], i["currency"]) for i in day] == [
+        (datetime.now(timezone.utc).date().isoformat(), 2000, "USD")]
+    budgets = (await http.get("/v1/costs/budgets", headers=auditor(t))).json()["items"]
+    assert budgets == [{"project": "p1", "period": "month", "limit_micros": 10_000, "currency": "USD", "used_micros": 2000}]
+
+
+async def test_discovery_is_for_auditors_and_one_tenant_only(http, story):
+    other = unique("tenant-")
+    operator = {"Authorization": f"Bearer {token(story['tenant'], 'x', ('operator',))}"}
+    assert (await http.get("/v1/audit/events", headers=operator)).status_code == 403
+    for path, params in (("/v1/audit/events", {}), ("/v1/audit/events", {"run_id": story["runs"][0]}),
+                         ("/v1/costs/rollup", {"group_by": "run"}), ("/v1/costs/budgets", {})):
+        response = await http.get(path, params=params, headers=auditor(other))
+        assert (response.status_code, response.json()["items"]) == (200, []), path
+    behind = await http.get("/v1/audit/events", params={"min_seq": 1, "wait_ms": 0}, headers=auditor(other))
+    assert behind.json()["details"]["applied_seq"] == 0
+    assert (await http.get("/v1/costs/rollup", params={"group_by": "color"}, headers=auditor(story["tenant"]))).status_code == 422
+    assert uuid.UUID(story["runs"][0])
