@@ -179,6 +179,7 @@ async def test_reported_lag_agrees_with_kafkas_own_consumer_groups_tool():
             ours = {r.partition: (r.position, r.end_offset, r.lag_events)
                     for r in await projector_lag(settings, projections) if r.projector == "runs"}
         assert sum(lag for _, _, lag in ours.values()) > 0
-        assert kafka_tool_lag(settings, f"{settings.topic_prefix}.projector.runs") == ours
+        used = {p: row for p, row in ours.items() if row[1] > 0}  # the tool lists partitions with a committed offset
+        assert kafka_tool_lag(settings, f"{settings.topic_prefix}.projector.runs") == used
     finally:
         await pool.close()
