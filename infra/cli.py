@@ -87,27 +87,28 @@ app.add_typer(projector_app, name="projector")
 
 
 @projector_app.command("rebuild")
-def projector_rebuild(name: Annotated[str, typer.Argument(help="runs | approvals")],
+def projector_rebuild(name: Annotated[str, typer.Argument(help="runs | approvals | audit | cost")],
+                      url: Annotated[str, typer.Option(help="API of the process serving the model (used "
+                                                            "when the model lives in embedded chdb)")] = "http://127.0.0.1:8080",
                       swap: Annotated[bool, typer.Option(help="swap the rebuilt tables in when done")] = True) -> None:
-    """Replay the log from offset 0 into fresh tables, then swap them in atomically."""
-    from infra.bootstrap import POSTGRES_PROJECTIONS
-    from infra.postgres import open_pool
-    from projectors.rebuild import rebuild
-    classes = {cls.name: cls for cls in POSTGRES_PROJECTIONS}
-    if name not in classes:
-        typer.echo(f"error: no projector {name!r}; choose from {', '.join(sorted(classes))}", err=True)
+    """Replay the log from offset 0 into fresh tables with a progress bar, then swap them in atomically."""
+    from infra.bootstrap import CLICKHOUSE_PROJECTIONS, POSTGRES_PROJECTIONS
+    names = {cls.name for cls in POSTGRES_PROJECTIONS + CLICKHOUSE_PROJECTIONS}
+    if name not in names:
+        typer.echo(f"error: no projector {name!r}; choose from {', '.join(sorted(names))}", err=True)
         raise typer.Exit(2)
     settings = settings_or_exit()
-
-    async def run() -> tuple[str, int]:
-        pool = await open_pool(settings)
-        try:
-            return await rebuild(settings, classes[name], pool, progress=True, go_live=swap)
-        finally:
-            await pool.close()
-    schema, events = asyncio.run(run())
-    verb = "now live" if swap else "built, not swapped in"
-    typer.echo(f"rebuilt {name}: {events} events replayed into {schema} ({verb})")
+    embedded = name in {cls.name for cls in CLICKHOUSE_PROJECTIONS} and not settings.clickhouse_url
+    if embedded and not swap:
+        typer.echo("error: --no-swap needs direct access; the embedded engine belongs to the serving process", err=True)
+        raise typer.Exit(2)
+    from infra import rebuild_cli
+    runner = rebuild_cli.via_api(settings, name, url) if embedded else rebuild_cli.direct(settings, name, swap)
+    try:
+        typer.echo(asyncio.run(runner))
+    except rebuild_cli.RebuildFailed as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

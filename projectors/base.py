@@ -42,4 +42,16 @@ class Projection(ABC):
     async def failure(self) -> str | None:
         """Return why this projector stopped, if it did."""
 
+    @abstractmethod
+    async def live_generation(self) -> int:
+        """Return the generation queries read now."""
+
+    @abstractmethod
+    async def fresh_generation(self, generation: int) -> "Projection":
+        """Return a writer pinned to an empty generation (dropping whatever was there)."""
+
+    @abstractmethod
+    async def go_live(self) -> None:
+        """Make this pinned generation the live one, atomically."""
+
     genesis = (0, GENESIS_HASH)

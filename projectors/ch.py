@@ -80,6 +80,19 @@ class ClickHouseProjection(Projection):
                              {"name": self.registry_key})
         return (rows[0]["db"], rows[0]["gen"]) if rows and rows[0]["n"] else None
 
+    async def live_generation(self) -> int:
+        return (await self.run(self.live))[1]
+
+    async def fresh_generation(self, generation: int) -> "ClickHouseProjection":
+        """Return a writer pinned to an empty generation (dropping whatever was there)."""
+        await self.run(self.ch.command, f"DROP DATABASE IF EXISTS {database_name(self.prefix, self.name, generation)}")
+        return await type(self)(self.ch, self.prefix, generation).open()
+
+    async def go_live(self) -> None:
+        """Make this (pinned) generation the one queries read and the live writer continues."""
+        await self.run(self.ch.insert, f"{META}.registry", ["name", "active_db", "generation", "swapped_at"],
+                       [(self.registry_key, self.db, self.pinned_generation, datetime.now(timezone.utc))])
+
     def create_generation(self, generation: int) -> None:
         db = database_name(self.prefix, self.name, generation)
         self.ch.command(f"CREATE DATABASE IF NOT EXISTS {db}")

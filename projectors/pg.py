@@ -88,6 +88,24 @@ class PostgresProjection(Projection):
         await conn.execute(BOOKKEEPING_DDL.format(s=schema))
         await conn.execute(self.ddl.format(s=schema))
 
+    async def live_generation(self) -> int:
+        async with self.pool.connection() as conn:
+            return (await self.live(conn, lock=""))[1]
+
+    async def fresh_generation(self, generation: int) -> "PostgresProjection":
+        """Return a writer pinned to an empty generation (dropping whatever was there)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema_name(self.prefix, self.name, generation)} CASCADE")
+        return await type(self)(self.pool, self.prefix, generation).open()
+
+    async def go_live(self) -> None:
+        """Make this (pinned) generation the one queries read and the live writer continues."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await self.live(conn, lock="FOR UPDATE")
+            await conn.execute("UPDATE public.runledger_projections SET active_schema = %s, generation = %s, "
+                               "swapped_at = now() WHERE name = %s",
+                               (self.schema, self.pinned_generation, self.registry_key))
+
     async def live(self, conn: AsyncConnection, lock: str = "FOR SHARE") -> tuple[str, int]:
         row = await (await conn.execute(
             f"SELECT active_schema, generation FROM public.runledger_projections WHERE name = %s {lock}",

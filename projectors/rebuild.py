@@ -4,20 +4,22 @@ The live generation keeps serving queries and keeps being written by the running
 until the swap; afterwards the running projector notices (SchemaSwapped) and continues in the
 new generation from the position the rebuild stored, so nothing is skipped or applied twice.
 """
+from typing import Callable
+
 from aiokafka import TopicPartition
-from tqdm import tqdm
 
 from infra import kafka
 from infra.settings import Settings
-from projectors.pg import PostgresProjection, schema_name
+from projectors.base import Projection
 from projectors.runner import ProjectionHalted, readable_problem
 from schemas.chain import ChainVerifier
 from schemas.envelope import decode
 
 BATCH = 5000
+Progress = Callable[[int, int], None]  # (offsets done, offsets to do)
 
 
-async def replay_into(settings: Settings, target: PostgresProjection, progress: bool = False) -> int:
+async def replay_into(settings: Settings, target: Projection, progress: Progress | None = None) -> int:
     """Apply every committed event up to the current log end into target; return how many."""
     reader = kafka.reader(settings)
     await reader.start()
@@ -26,23 +28,22 @@ async def replay_into(settings: Settings, target: PostgresProjection, progress: 
                for p in sorted(await kafka.partitions_of(settings, settings.events_topic))]
         reader.assign(tps)
         ends = await reader.end_offsets(tps)
+        total, finished, applied = sum(ends.values()), 0, 0
         heads: dict[str, ChainVerifier] = {}
-        applied = 0
-        with tqdm(total=sum(ends.values()), unit="ev", disable=not progress,
-                  desc=f"rebuilding {target.name} into {target.schema}") as bar:
-            for tp in tps:
-                batch: list[dict] = []
-                done = 0
-                async for record in kafka.read_partition(reader, tp):
-                    batch.append(verified(decode(record.value), heads))
-                    if len(batch) >= BATCH:
-                        await target.apply(tp.partition, batch, record.offset + 1)
-                        applied += len(batch)
-                        bar.update(record.offset + 1 - done)
-                        done, batch = record.offset + 1, []
-                await target.apply(tp.partition, batch, ends[tp])
-                applied += len(batch)
-                bar.update(ends[tp] - done)
+        for tp in tps:
+            batch: list[dict] = []
+            async for record in kafka.read_partition(reader, tp):
+                batch.append(verified(decode(record.value), heads))
+                if len(batch) >= BATCH:
+                    await target.apply(tp.partition, batch, record.offset + 1)
+                    applied, batch = applied + len(batch), []
+                    if progress:
+                        progress(finished + record.offset + 1, total)
+            await target.apply(tp.partition, batch, ends[tp])
+            applied += len(batch)
+            finished += ends[tp]
+            if progress:
+                progress(finished, total)
         return applied
     finally:
         await reader.stop()
@@ -58,32 +59,11 @@ def verified(env: dict, heads: dict[str, ChainVerifier]) -> dict:
     return env
 
 
-async def next_generation(live: PostgresProjection) -> int:
-    async with live.pool.connection() as conn:
-        _, generation = await live.live(conn, lock="")
-    return generation + 1
-
-
-async def fresh(cls: type[PostgresProjection], pool, prefix: str, generation: int) -> PostgresProjection:
-    async with pool.connection() as conn:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema_name(prefix, cls.name, generation)} CASCADE")
-    return await cls(pool, prefix, generation).open()
-
-
-async def swap(target: PostgresProjection, generation: int) -> None:
-    async with target.pool.connection() as conn, conn.transaction():
-        await target.live(conn, lock="FOR UPDATE")
-        await conn.execute("UPDATE public.runledger_projections SET active_schema = %s, generation = %s, "
-                           "swapped_at = now() WHERE name = %s", (target.schema, generation, target.registry_key))
-
-
-async def rebuild(settings: Settings, cls: type[PostgresProjection], pool, progress: bool = False,
-                  go_live: bool = True) -> tuple[str, int]:
-    """Build the next generation from the log; swap it in unless go_live is False. Return (schema, events)."""
-    live = await cls(pool, settings.topic_prefix).open()
-    generation = await next_generation(live)
-    target = await fresh(cls, pool, settings.topic_prefix, generation)
+async def rebuild(settings: Settings, live: Projection, progress: Progress | None = None,
+                  go_live: bool = True) -> tuple[Projection, int]:
+    """Build the next generation of live's read model from the log; swap it in unless go_live is False."""
+    target = await live.fresh_generation(await live.live_generation() + 1)
     applied = await replay_into(settings, target, progress)
     if go_live:
-        await swap(target, generation)
-    return target.schema, applied
+        await target.go_live()
+    return target, applied

@@ -14,6 +14,7 @@ from commands.intake import Refused
 from domain.commands import AnyCommand
 from infra.settings import Settings
 from projectors.base import Projection
+from projectors.jobs import RebuildJobs
 from queries.api import routes_approvals, routes_discovery, routes_ops, routes_runs
 from queries.discovery import Discovery
 from queries.pagination import BadCursor
@@ -89,6 +90,7 @@ def create_app(settings: Settings, read_models: ReadModels, projections: list[Pr
     app.state.read_models = read_models
     app.state.projections = projections
     app.state.discovery = discovery
+    app.state.rebuilds = RebuildJobs(settings, projections)
     install_error_handlers(app)
     for router in (routes_commands.router, routes_runs.router, routes_approvals.router,
                    routes_discovery.router, routes_ops.router):

@@ -125,3 +125,24 @@ async def test_discovery_is_for_auditors_and_one_tenant_only(http, story):
     assert behind.json()["details"]["applied_seq"] == 0
     assert (await http.get("/v1/costs/rollup", params={"group_by": "color"}, headers=auditor(story["tenant"]))).status_code == 422
     assert uuid.UUID(story["runs"][0])
+
+
+async def test_rebuild_of_the_embedded_audit_model_through_the_cli_changes_nothing_visible(api, http, story):
+    import os
+    import subprocess
+    import sys
+    from tests.support import REPO
+    t, seq = story["tenant"], story["seq"]
+    before = (await http.get("/v1/audit/events", params={"min_seq": seq, "limit": 500}, headers=auditor(t))).json()
+    env = {**os.environ, **{k: v for k, v in api.env().items() if k.startswith("RUNLEDGER_")}}
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "projector", "rebuild", "audit", "--url", api.url],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt audit:" in done.stdout and "generation 2 (now live)" in done.stdout
+    ops = {"Authorization": f"Bearer {token('ops', 'oncall', ('admin',))}"}
+    status = (await http.get("/v1/ops/projectors/audit/rebuild", headers=ops)).json()
+    assert (status["state"], status["generation"]) == ("done", 2) and status["done"] == status["total"]
+    after = (await http.get("/v1/audit/events", params={"limit": 500}, headers=auditor(t))).json()
+    assert after == before
+    unknown = await http.post("/v1/ops/projectors/nope/rebuild", headers=ops)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")

@@ -68,7 +68,8 @@ async def send_all(settings, commands) -> None:
 
 async def assert_equal_to_fresh_rebuild(settings, pool, projections):
     for projection in projections:
-        schema, _ = await rebuild(settings, type(projection), pool, go_live=False)
+        rebuilt_model, _ = await rebuild(settings, projection, go_live=False)
+        schema = rebuilt_model.schema
         for table in TABLES[type(projection)]:
             live = await dump(pool, projection.schema, table)
             rebuilt = await dump(pool, schema, table)
@@ -88,7 +89,8 @@ async def test_a_rebuilt_read_model_is_identical_and_swaps_in_while_serving():
             await assert_equal_to_fresh_rebuild(settings, pool, projections)
             runs = projections[0]
             before = await dump(pool, runs.schema, "runs")
-            schema, count = await rebuild(settings, RunsProjection, pool)
+            rebuilt_model, count = await rebuild(settings, runs)
+            schema = rebuilt_model.schema
             assert count == len(await events(settings)) and schema != runs.schema
             extra = workload([unique("tenant-")], runs_per_tenant=3, seed=12)
             await send_all(settings, envelopes_for(extra))
@@ -181,5 +183,52 @@ async def test_reported_lag_agrees_with_kafkas_own_consumer_groups_tool():
         assert sum(lag for _, _, lag in ours.values()) > 0
         used = {p: row for p, row in ours.items() if row[1] > 0}  # the tool lists partitions with a committed offset
         assert kafka_tool_lag(settings, f"{settings.topic_prefix}.projector.runs") == used
+    finally:
+        await pool.close()
+
+
+async def test_clickhouse_models_after_kill_9_equal_a_fresh_rebuild(tmp_path):
+    from infra.clickhouse import ChdbClickHouse
+    from projectors.audit import AuditProjection
+    from projectors.cost import CostProjection
+    settings = make_settings(partitions=2)
+    pool = await open_pool(settings)
+    rng = random.Random(9)
+    chdb_dir = tmp_path / "chdb"
+    try:
+        async with in_process(settings, pool, with_projectors=False):
+            projector = Service(settings, api=False, processor=False)
+            projector.env = lambda base=projector.env: {**base(), "RUNLEDGER_CHDB_PATH": str(chdb_dir)}
+            projector.start()
+            try:
+                sender = asyncio.create_task(send_all(settings, envelopes_for(
+                    workload([unique("tenant-") for _ in range(4)], runs_per_tenant=20, seed=17))))
+                kills = 0
+                while not sender.done() or kills < 4:
+                    await asyncio.sleep(rng.uniform(1.5, 3.0))
+                    projector.kill()
+                    projector.start()
+                    kills += 1
+                await sender
+
+                async def projector_caught_up():
+                    report = await projector_lag(settings, [await RunsProjection(pool, settings.topic_prefix).open()])
+                    return all(r.lag_events == 0 for r in report)
+                await wait_until(projector_caught_up, 120, "the projector process to catch up")
+            finally:
+                projector.stop()
+        ch = ChdbClickHouse(str(chdb_dir))
+        try:
+            for cls, tables in ((AuditProjection, ("events",)), (CostProjection, ("cost_entries", "budget_projects"))):
+                live = await cls(ch, settings.topic_prefix).open()
+                assert all(r.lag_events == 0 for r in await projector_lag(settings, [live])), f"{cls.name} behind"
+                rebuilt, _ = await rebuild(settings, live, go_live=False)
+                for table in tables:
+                    query = "SELECT * FROM {db}." + table + " FINAL ORDER BY ALL"
+                    ours = ch.query(query.replace("{db}", live.db))
+                    fresh_rows = ch.query(query.replace("{db}", rebuilt.db))
+                    assert ours == fresh_rows and ours, f"{cls.name}.{table} differs from a fresh rebuild"
+        finally:
+            ch.close()
     finally:
         await pool.close()
