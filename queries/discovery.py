@@ -1,13 +1,12 @@
 """Audit/discovery search and cost views over ClickHouse: always the live generation, one tenant."""
 import asyncio
 import json
-import time
 from datetime import datetime
 from typing import Any
 
 from projectors.ch import ClickHouseProjection
 from queries.pagination import decode_cursor, encode_cursor
-from queries.readmodels import NotCaughtUp
+from queries.readmodels import wait_for_seq
 
 FILTERS = {  # query parameter → (column, ClickHouse type)
     "actor": ("actor_subject", "String"), "type": ("type", "String"), "run_id": ("run_id", "String"),
@@ -15,6 +14,16 @@ FILTERS = {  # query parameter → (column, ClickHouse type)
     "tool_call_id": ("tool_call_id", "String"), "approval_id": ("approval_id", "String"),
 }
 GROUPS = {"project": "project", "run": "run_id", "model": "model", "provider": "provider", "day": "day"}
+
+
+def time_range(where: list[str], params: dict, since: datetime | None, until: datetime | None) -> None:
+    """Add a recorded_at window [since, until) to a query being built."""
+    if since:
+        where.append("recorded_at >= {since:DateTime64(6, 'UTC')}")
+        params["since"] = since
+    if until:
+        where.append("recorded_at < {until:DateTime64(6, 'UTC')}")
+        params["until"] = until
 
 
 class Discovery:
@@ -28,18 +37,11 @@ class Discovery:
         return await asyncio.to_thread(run)
 
     async def wait_for(self, projection: ClickHouseProjection, tenant_id: str, min_seq: int | None, wait_ms: int) -> None:
-        if not min_seq:
-            return
-        deadline = time.monotonic() + wait_ms / 1000
-        while True:
-            rows = await self.query(projection, "SELECT max(chain_seq) AS seq FROM {db}.progress WHERE tenant_id = {t:String}",
-                                    {"t": tenant_id})
-            applied = rows[0]["seq"] if rows else 0
-            if applied >= min_seq:
-                return
-            if time.monotonic() >= deadline:
-                raise NotCaughtUp(projection.name, min_seq, applied)
-            await asyncio.sleep(0.02)
+        async def applied() -> int:
+            rows = await self.query(projection, "SELECT max(chain_seq) AS seq FROM {db}.progress "
+                                                "WHERE tenant_id = {t:String}", {"t": tenant_id})
+            return rows[0]["seq"] if rows else 0
+        await wait_for_seq(projection.name, min_seq, wait_ms, applied)
 
     async def search(self, tenant_id: str, filters: dict[str, str | None], since: datetime | None,
                      until: datetime | None, cursor: str | None, limit: int) -> dict:
@@ -49,12 +51,7 @@ class Discovery:
                 column, kind = FILTERS[name]
                 where.append(f"{column} = {{{name}:{kind}}}")
                 params[name] = value
-        if since:
-            where.append("recorded_at >= {since:DateTime64(6, 'UTC')}")
-            params["since"] = since
-        if until:
-            where.append("recorded_at < {until:DateTime64(6, 'UTC')}")
-            params["until"] = until
+        time_range(where, params, since, until)
         after = decode_cursor(cursor, 1)
         if after:
             where.append("chain_seq < {after:UInt64}")
@@ -71,12 +68,7 @@ class Discovery:
                      until: datetime | None) -> list[dict]:
         columns = ", ".join(f"{GROUPS[g]} AS {g}" for g in group_by)
         where, params = ["tenant_id = {tenant:String}"], {"tenant": tenant_id}
-        if since:
-            where.append("recorded_at >= {since:DateTime64(6, 'UTC')}")
-            params["since"] = since
-        if until:
-            where.append("recorded_at < {until:DateTime64(6, 'UTC')}")
-            params["until"] = until
+        time_range(where, params, since, until)
         keys = ", ".join(group_by + ["currency"])
         return await self.query(self.cost, f"SELECT {columns + ', ' if columns else ''}currency, "
                                 "sum(amount_micros) AS amount_micros, sum(tokens_in) AS tokens_in, "

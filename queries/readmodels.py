@@ -1,7 +1,7 @@
 """Read the Postgres read models: always the live generation, always one tenant."""
 import asyncio
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -18,6 +18,17 @@ class NotCaughtUp(Exception):
         super().__init__(f"the {projection} read model has applied this tenant's chain up to "
                          f"chain_seq {applied}, not yet {wanted}")
         self.projection, self.wanted, self.applied = projection, wanted, applied
+
+
+async def wait_for_seq(name: str, min_seq: int | None, wait_ms: int, applied: Callable[[], Awaitable[int]]) -> None:
+    """Return once applied() reaches min_seq, or raise NotCaughtUp after wait_ms."""
+    if not min_seq:
+        return
+    deadline = time.monotonic() + wait_ms / 1000
+    while (seq := await applied()) < min_seq:
+        if time.monotonic() >= deadline:
+            raise NotCaughtUp(name, min_seq, seq)
+        await asyncio.sleep(0.02)
 
 
 class ReadModels:
@@ -41,13 +52,7 @@ class ReadModels:
 
     async def wait_for(self, name: str, tenant_id: str, min_seq: int | None, wait_ms: int) -> None:
         """Return once the read model has applied the tenant's chain up to min_seq, or raise NotCaughtUp."""
-        if not min_seq:
-            return
-        deadline = time.monotonic() + wait_ms / 1000
-        while (applied := await self.applied_seq(name, tenant_id)) < min_seq:
-            if time.monotonic() >= deadline:
-                raise NotCaughtUp(name, min_seq, applied)
-            await asyncio.sleep(0.02)
+        await wait_for_seq(name, min_seq, wait_ms, lambda: self.applied_seq(name, tenant_id))
 
     async def list_runs(self, tenant_id: str, state: str | None, agent_id: str | None,
                         since: str | None, until: str | None, cursor: str | None, limit: int) -> dict:

@@ -4,30 +4,11 @@ import json
 import time
 import uuid
 
-import httpx
-import jwt
 import pytest
 
 from commands.auth import mint
 from infra.client import LedgerClient
-from tests.support import SECRET, Service, end_offsets, make_settings, token, unique
-
-
-@pytest.fixture(scope="module")
-async def api():
-    settings = make_settings()
-    svc = Service(settings).start()
-    try:
-        await svc.ready(90)
-        yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-async def http(api):
-    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        yield client
+from tests.support import SECRET, end_offsets, token, unique
 
 
 @pytest.fixture

@@ -6,23 +6,7 @@ import httpx
 import pytest
 
 from infra.client import LedgerClient
-from tests.support import Service, make_settings, token, unique
-
-
-@pytest.fixture(scope="module")
-async def api():
-    svc = Service(make_settings()).start()
-    try:
-        await svc.ready(90)
-        yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-async def http(api):
-    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        yield client
+from tests.support import token, unique
 
 
 def auditor(tenant: str) -> dict:

@@ -1,27 +1,9 @@
 """Queries over HTTP: read-your-writes, filters, keyset pages, the approval queue, isolation, lag."""
 import uuid
 
-import httpx
-import pytest
 
 from infra.client import LedgerClient
-from tests.support import Service, make_settings, token, unique
-
-
-@pytest.fixture(scope="module")
-async def api():
-    svc = Service(make_settings()).start()
-    try:
-        await svc.ready(90)
-        yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture
-async def http(api):
-    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
-        yield client
+from tests.support import token, unique
 
 
 def auth(tenant: str, subject: str = "agent", *roles: str) -> dict:

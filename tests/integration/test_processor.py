@@ -7,7 +7,7 @@ import uuid
 from contextlib import asynccontextmanager
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
 
 from commands.processor import CommandProcessor

@@ -5,7 +5,7 @@ import pytest
 
 from domain.ledger import TenantLedger
 from schemas.chain import verify_chain
-from tests.unit.harness import ADMIN, OPERATOR, POLICY, Harness, approver
+from tests.unit.harness import ADMIN, OPERATOR, Harness, approver
 
 
 @pytest.fixture
