@@ -89,10 +89,9 @@ class CommandProcessor:
         try:
             while not stop.is_set():
                 await self.acquire_assigned()
-                batches = await self.consumer.getmany(timeout_ms=self.poll_ms(),
-                                                      max_records=self.settings.batch_max)
-                for tp, records in batches.items():
-                    await self.process(tp, records)
+                batches = await self.consumer.getmany(
+                    timeout_ms=self.poll_ms(), max_records=self.settings.batch_max * max(1, len(self.owners)))
+                await asyncio.gather(*(self.process(tp, records) for tp, records in batches.items()))
                 await self.fire_timers()
         finally:
             for partition in list(self.owners):

@@ -105,11 +105,16 @@ class TenantLedger:
                 raise Inconsistent(f"{cmd.type} changed state before it was rejected")
             raise
         events = ctx.collect_events()
-        envelopes = [self.append(e, command, actor, now) for e in events]
+        stamp = {"recorded_at": iso(now), "actor": actor.model_dump(), "command_id": command["command_id"],
+                 "causation_id": command.get("causation_id") or command["command_id"],
+                 "correlation_id": command.get("correlation_id") or command["command_id"],
+                 "traceparent": command.get("traceparent")}
+        envelopes = [self.append(e, stamp) for e in events]
         subject = self.aggregates.get(aggregate_id)
         return aggregate_id, subject.version if subject else 0, envelopes
 
-    def append(self, event: Any, command: dict[str, Any], actor: Actor, now: datetime) -> dict[str, Any]:
+    def append(self, event: Any, stamp: dict[str, Any]) -> dict[str, Any]:
+        """Seal one new event onto the chain; stamp holds the fields shared by a command's events."""
         env = seal({
             "event_id": str(uuid6.uuid7()),
             "tenant_id": self.tenant_id,
@@ -121,12 +126,7 @@ class TenantLedger:
             "aggregate_id": str(event.originator_id),
             "aggregate_version": event.originator_version,
             "occurred_at": iso(event.timestamp),
-            "recorded_at": iso(now),
-            "actor": actor.model_dump(),
-            "command_id": command["command_id"],
-            "causation_id": command.get("causation_id") or command["command_id"],
-            "correlation_id": command.get("correlation_id") or command["command_id"],
-            "traceparent": command.get("traceparent"),
+            **stamp,
             "payload": payload_of(event),
         })
         self.chain.accept(env)

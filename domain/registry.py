@@ -1,5 +1,6 @@
 """The catalogue of event types: envelope `type` ⇄ aggregate event class, payloads and upcasting."""
 import dataclasses
+import functools
 import re
 from datetime import datetime
 from typing import Any
@@ -41,8 +42,9 @@ class UnknownEventType(Exception):
     pass
 
 
-def payload_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.name not in BASE_FIELDS]
+@functools.cache
+def payload_fields(cls: type) -> tuple[dataclasses.Field, ...]:
+    return tuple(f for f in dataclasses.fields(cls) if f.name not in BASE_FIELDS)
 
 
 def payload_of(event: Any) -> dict[str, Any]:

@@ -41,7 +41,7 @@ async def ensure_topics(settings: Settings) -> None:
 def transactional_producer(settings: Settings, partition: int) -> AIOKafkaProducer:
     return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
                             transactional_id=settings.transactional_id(partition),
-                            enable_idempotence=True, acks="all", linger_ms=2,
+                            enable_idempotence=True, acks="all", linger_ms=0,
                             max_batch_size=1024 * 1024, transaction_timeout_ms=30000)
 
 

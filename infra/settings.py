@@ -10,7 +10,7 @@ def env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RUNLEDGER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RUNLEDGER_", extra="ignore", populate_by_name=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:19092", validation_alias=env("KAFKA_BOOTSTRAP"))
     database_url: str = Field("postgresql://runledger:runledger@127.0.0.1:15432/runledger",

@@ -114,3 +114,46 @@ def test_cloudevents_binary_headers():
         "ce_time": b"2026-11-22T10:00:00.000001Z",
         "ce_subject": b"run/01a20000-0000-7000-8000-000000000001",
         "content-type": b"application/json"}
+
+
+def random_value(rng, depth=0):
+    import string
+    kinds = ["str", "int", "bool", "none"] + (["dict", "list"] if depth < 3 else [])
+    kind = rng.choice(kinds)
+    alphabet = string.printable + "\x00\x01\x1f\x7f\"\\/é€𝄞\u2028"
+    if kind == "str":
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+    if kind == "int":
+        return rng.choice([0, -1, 2**53 - 1, -(2**53 - 1), rng.randint(-10**12, 10**12)])
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "none":
+        return None
+    if kind == "list":
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {"".join(rng.choice("abcXYZ_é𝄞") for _ in range(rng.randint(1, 5))): random_value(rng, depth + 1)
+            for _ in range(rng.randint(0, 5))}
+
+
+def test_the_fast_canonical_form_equals_rfc8785_on_thousands_of_random_envelopes():
+    import random
+    import rfc8785
+    from schemas.envelope import canonical
+    rng = random.Random(8785)
+    for _ in range(3000):
+        env = unsealed(rng.randint(1, 10**6), "a" * 64, **{f"k{i}": random_value(rng) for i in range(4)})
+        assert canonical(env) == rfc8785.dumps(env)
+
+
+def test_floats_and_unsafe_integers_take_the_strict_path():
+    import rfc8785
+    from schemas.envelope import canonical
+    assert canonical(unsealed(1, GENESIS_HASH, amount=1.5)) == rfc8785.dumps(unsealed(1, GENESIS_HASH, amount=1.5))
+    with pytest.raises(rfc8785.IntegerDomainError):
+        canonical(unsealed(1, GENESIS_HASH, amount=2**53))
+
+
+def test_the_record_value_is_the_envelope_as_json():
+    env = chain(2)[1]
+    from schemas.envelope import encode
+    assert json.loads(encode(env)) == dict(env)
