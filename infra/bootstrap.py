@@ -12,6 +12,7 @@ from infra.settings import Settings
 from infra.telemetry import setup_metrics, setup_tracing
 from infra.clickhouse import open_clickhouse
 from projectors.approvals import ApprovalsProjection
+from projectors.channels import ChannelsProjection
 from projectors.audit import AuditProjection
 from projectors.cost import CostProjection
 from projectors.metrics import LagMetrics
@@ -19,8 +20,9 @@ from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
 from queries.discovery import Discovery
 from queries.readmodels import ReadModels
+from streams.hub import ChannelHub
 
-POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection)
+POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection)
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
 
 
@@ -65,8 +67,10 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
         tasks.append(asyncio.create_task(lag.refresh_forever(settings, projections, stop), name="lag-metrics"))
     if api:
         by_name = {p.name: p for p in projections}
+        hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
+        tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
         app = create_app(settings, ReadModels(pool, settings.topic_prefix), projections,
-                         Discovery(by_name["audit"], by_name["cost"]),
+                         Discovery(by_name["audit"], by_name["cost"]), hub,
                          health=lambda: health(command_processor, runners))
         tasks += serve_api(app, settings, stop)
     try:

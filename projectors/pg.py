@@ -130,8 +130,12 @@ class PostgresProjection(Projection):
             async with conn.transaction():
                 if self.pinned_generation is None and (await self.live(conn))[0] != self.schema:
                     raise SchemaSwapped(self.schema)
-                await self.execute(conn, [s for env in envelopes for s in self.statements(env)])
+                await self.write(conn, envelopes)
                 await self.execute(conn, self.bookkeeping(partition, envelopes, next_offset))
+
+    async def write(self, conn: AsyncConnection, envelopes: list[Envelope]) -> None:
+        """Write a batch's rows inside the batch transaction."""
+        await self.execute(conn, [s for env in envelopes for s in self.statements(env)])
 
     def bookkeeping(self, partition: int, envelopes: list[Envelope], next_offset: int) -> list[Statement]:
         last_by_tenant = {env["tenant_id"]: env for env in envelopes}

@@ -19,6 +19,8 @@ from queries.api import routes_approvals, routes_discovery, routes_ops, routes_r
 from queries.discovery import Discovery
 from queries.pagination import BadCursor
 from queries.readmodels import NotCaughtUp, ReadModels
+from streams import routes as streams_routes
+from streams.hub import ChannelHub
 
 
 def refusal(status: int, code: str, reason: str, details=None) -> JSONResponse:
@@ -72,7 +74,7 @@ def add_command_schema(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, read_models: ReadModels, projections: list[Projection],
-               discovery: Discovery, health: Callable[[], dict] | None = None) -> FastAPI:
+               discovery: Discovery, hub: ChannelHub, health: Callable[[], dict] | None = None) -> FastAPI:
     bus = CommandBus(settings)
 
     @asynccontextmanager
@@ -90,10 +92,11 @@ def create_app(settings: Settings, read_models: ReadModels, projections: list[Pr
     app.state.read_models = read_models
     app.state.projections = projections
     app.state.discovery = discovery
+    app.state.hub = hub
     app.state.rebuilds = RebuildJobs(settings, projections)
     install_error_handlers(app)
     for router in (routes_commands.router, routes_runs.router, routes_approvals.router,
-                   routes_discovery.router, routes_ops.router):
+                   routes_discovery.router, routes_ops.router, streams_routes.router):
         app.include_router(router)
     add_command_schema(app)
 

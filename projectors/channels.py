@@ -1,0 +1,111 @@
+"""SSE channels read model (Postgres): per-channel ordered copies of events with a channel sequence.
+
+Channels of a tenant: `tenant` (every event), `run:<run_id>` (the run's own events and those of
+its tool calls and approvals) and `approvals` (every approval event). The channel sequence is the
+SSE `id`. Rows, channel heads and the projector position commit in one transaction, and a
+NOTIFY in that transaction wakes the streams API only once the rows are visible.
+"""
+import json
+
+from psycopg import AsyncConnection
+
+from projectors.base import Envelope
+from projectors.pg import PostgresProjection
+
+NOTIFY_CHANNEL = "runledger_sse"
+
+DDL = """
+CREATE TABLE IF NOT EXISTS {s}.channel_events (
+    tenant_id text NOT NULL, channel text NOT NULL, seq bigint NOT NULL, chain_seq bigint NOT NULL,
+    type text NOT NULL, envelope jsonb NOT NULL,
+    PRIMARY KEY (tenant_id, channel, seq)
+);
+CREATE TABLE IF NOT EXISTS {s}.channel_heads (
+    tenant_id text NOT NULL, channel text NOT NULL, seq bigint NOT NULL, oldest bigint NOT NULL DEFAULT 1,
+    PRIMARY KEY (tenant_id, channel)
+);
+CREATE TABLE IF NOT EXISTS {s}.aggregate_runs (
+    tenant_id text NOT NULL, aggregate_id text NOT NULL, run_id text NOT NULL,
+    PRIMARY KEY (tenant_id, aggregate_id)
+);
+"""
+
+
+def channels_of(env: Envelope, run_id: str | None) -> list[str]:
+    channels = ["tenant"]
+    if run_id:
+        channels.append(f"run:{run_id}")
+    if env["aggregate_type"] == "approval":
+        channels.append("approvals")
+    return channels
+
+
+class ChannelsProjection(PostgresProjection):
+    name = "channels"
+    ddl = DDL
+
+    def __init__(self, *args, retain: int = 100_000, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.retain = retain
+
+    async def write(self, conn: AsyncConnection, envelopes: list[Envelope]) -> None:
+        runs = await self.run_ids(conn, envelopes)
+        placed = [(env, channels_of(env, runs.get((env["tenant_id"], env["aggregate_id"])))) for env in envelopes]
+        keys = sorted({(env["tenant_id"], c) for env, cs in placed for c in cs})
+        heads, oldest = await self.heads_of(conn, keys)
+        rows = []
+        for env, channels in placed:
+            for channel in channels:
+                key = (env["tenant_id"], channel)
+                heads[key] = heads.get(key, 0) + 1
+                rows.append((env["tenant_id"], channel, heads[key], env["chain_seq"], env["type"], json.dumps(dict(env))))
+        async with conn.cursor() as cur:
+            await cur.executemany(f"INSERT INTO {self.schema}.channel_events VALUES (%s, %s, %s, %s, %s, %s) "
+                                  "ON CONFLICT DO NOTHING", rows)
+            await cur.executemany(
+                f"INSERT INTO {self.schema}.channel_heads (tenant_id, channel, seq) VALUES (%s, %s, %s) "
+                "ON CONFLICT (tenant_id, channel) DO UPDATE SET seq = excluded.seq",
+                [(t, c, heads[(t, c)]) for t, c in keys])
+            await self.trim(cur, heads, oldest)
+            await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, json.dumps(
+                {"schema": self.schema, "channels": [[t, c, heads[(t, c)]] for t, c in keys]})))
+
+    async def trim(self, cur, heads: dict[tuple[str, str], int], oldest: dict[tuple[str, str], int]) -> None:
+        """Keep the newest `retain` events of each channel (a little more, to trim in bulk)."""
+        for (tenant, channel), head in heads.items():
+            keep_from = head - self.retain + 1
+            if keep_from - oldest.get((tenant, channel), 1) > max(1, self.retain // 10):
+                await cur.execute(f"DELETE FROM {self.schema}.channel_events WHERE tenant_id = %s AND channel = %s "
+                                  "AND seq < %s", (tenant, channel, keep_from))
+                await cur.execute(f"UPDATE {self.schema}.channel_heads SET oldest = %s WHERE tenant_id = %s "
+                                  "AND channel = %s", (keep_from, tenant, channel))
+
+    async def run_ids(self, conn: AsyncConnection, envelopes: list[Envelope]) -> dict[tuple[str, str], str]:
+        """(tenant, aggregate id) → run id, remembering tool calls and approvals as they are requested."""
+        found = {(e["tenant_id"], e["aggregate_id"]): e["aggregate_id"] for e in envelopes if e["aggregate_type"] == "run"}
+        new = {(e["tenant_id"], e["aggregate_id"]): e["payload"]["run_id"] for e in envelopes
+               if e["type"] in ("tool_call.requested", "approval.requested")}
+        found.update(new)
+        if new:
+            async with conn.cursor() as cur:
+                await cur.executemany(f"INSERT INTO {self.schema}.aggregate_runs VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                                      [(t, a, r) for (t, a), r in new.items()])
+        wanted = {(e["tenant_id"], e["aggregate_id"]) for e in envelopes
+                  if e["aggregate_type"] in ("tool_call", "approval")} - set(found)
+        if wanted:
+            rows = await (await conn.execute(
+                f"SELECT tenant_id, aggregate_id, run_id FROM {self.schema}.aggregate_runs "
+                "WHERE (tenant_id, aggregate_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                ([t for t, _ in wanted], [a for _, a in wanted]))).fetchall()
+            found.update({(t, a): r for t, a, r in rows})
+        return found
+
+    async def heads_of(self, conn: AsyncConnection, keys: list[tuple[str, str]]) -> tuple[dict, dict]:
+        """Return each channel's last seq and oldest retained seq."""
+        if not keys:
+            return {}, {}
+        rows = await (await conn.execute(
+            f"SELECT tenant_id, channel, seq, oldest FROM {self.schema}.channel_heads "
+            "WHERE (tenant_id, channel) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([t for t, _ in keys], [c for _, c in keys]))).fetchall()
+        return {(t, c): s for t, c, s, _ in rows}, {(t, c): o for t, c, _, o in rows}

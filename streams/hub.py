@@ -1,0 +1,109 @@
+"""Fan-out of SSE channel events: one LISTEN connection per process, one read per notification.
+
+The channels projector NOTIFYs in the transaction that writes a batch, naming each channel's new
+head. The hub reads the new rows of a channel once and offers them to every subscriber of that
+channel through a bounded queue. A subscriber whose queue is full is marked overflowed: its
+queue is replaced by a single marker, so a slow client costs at most `buffer` events of memory.
+"""
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from projectors.channels import NOTIFY_CHANNEL
+
+log = logging.getLogger("runledger.streams")
+OVERFLOW = object()
+
+
+@dataclass(eq=False)
+class Subscription:
+    tenant_id: str
+    channel: str
+    queue: asyncio.Queue
+    overflowed: bool = False
+
+    def offer(self, row: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(OVERFLOW)
+
+
+@dataclass
+class ChannelHub:
+    database_url: str
+    pool: AsyncConnectionPool
+    topic_prefix: str
+    buffer: int = 1000
+    subscribers: dict[tuple[str, str], set[Subscription]] = field(default_factory=dict)
+    delivered: dict[tuple[str, str], int] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def subscribe(self, tenant_id: str, channel: str) -> Subscription:
+        sub = Subscription(tenant_id, channel, asyncio.Queue(self.buffer))
+        self.subscribers.setdefault((tenant_id, channel), set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self.subscribers.get((sub.tenant_id, sub.channel))
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subscribers[(sub.tenant_id, sub.channel)]
+                self.delivered.pop((sub.tenant_id, sub.channel), None)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """LISTEN and fan out until stop is set; reconnect if the connection drops."""
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.ready.set()
+                    notifies = conn.notifies()
+                    while not stop.is_set():
+                        waiter = asyncio.ensure_future(anext(notifies))
+                        stopper = asyncio.ensure_future(stop.wait())
+                        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                        stopper.cancel()
+                        if waiter not in done:
+                            waiter.cancel()
+                            break
+                        await self.dispatch(json.loads(waiter.result().payload))
+            except (psycopg.Error, OSError) as error:
+                self.ready.clear()
+                log.warning("SSE hub lost its LISTEN connection (%r); reconnecting", error)
+                await asyncio.sleep(1.0)
+
+    async def dispatch(self, note: dict[str, Any]) -> None:
+        for tenant_id, channel, head in note["channels"]:
+            key = (tenant_id, channel)
+            if key not in self.subscribers:
+                continue
+            after = self.delivered.get(key, head - 1)
+            if head <= after:
+                continue
+            for row in await self.rows(note["schema"], tenant_id, channel, after, head):
+                for sub in list(self.subscribers.get(key, ())):
+                    sub.offer(row)
+            self.delivered[key] = head
+
+    async def rows(self, schema: str, tenant_id: str, channel: str, after: int, upto: int | None = None,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+        """Return a channel's events with after < seq ≤ upto, oldest first."""
+        bound = "AND seq <= %s" if upto is not None else ""
+        params = (tenant_id, channel, after, *((upto,) if upto is not None else ()), limit)
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(f"SELECT seq, type, envelope FROM {schema}.channel_events WHERE tenant_id = %s "
+                              f"AND channel = %s AND seq > %s {bound} ORDER BY seq LIMIT %s", params)
+            return await cur.fetchall()

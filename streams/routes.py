@@ -1,0 +1,143 @@
+"""SSE streams: replay from Last-Event-ID, then the live tail, with no gap and no duplicate at the seam.
+
+A subscriber registers with the hub *before* it replays, so every event committed after the replay
+query is also in its queue; the seam is closed by dropping queued events it already sent and by
+reading from the database any it has not seen yet (a gap). Its position is the channel `seq`,
+which is the SSE `id`.
+"""
+import json
+from typing import Annotated, Any, AsyncIterator
+
+from fastapi import APIRouter, Header, Query, Request
+from psycopg.rows import dict_row
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+
+from commands.auth import AuthError, Principal, authenticate
+from commands.intake import Refused
+from streams.hub import OVERFLOW, ChannelHub, Subscription
+
+router = APIRouter(prefix="/v1/streams", tags=["streams"])
+RETRY_MS = 2000
+PAGE = 1000
+
+
+def principal_of(request: Request, access_token: str | None) -> Principal:
+    """Bearer header, or `access_token` in the query for EventSource, which cannot set headers."""
+    settings = request.app.state.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else (access_token or "")
+    if not token:
+        raise AuthError("missing_token", "send 'Authorization: Bearer <token>' or ?access_token=")
+    return authenticate(token, settings.jwt_secret.get_secret_value(), settings.jwt_audience)
+
+
+def check_roles(principal: Principal, *roles: str) -> None:
+    if not set(roles).intersection(principal.roles):
+        raise Refused(403, "missing_role", f"this stream needs one of the roles {sorted(roles)}")
+
+
+def resume_point(header: str | None, query: str | None) -> int | None:
+    raw = header if header is not None else query
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise Refused(400, "invalid_last_event_id", f"Last-Event-ID must be a channel position (digits), not {raw!r}")
+    return int(raw)
+
+
+async def channel_state(request: Request, tenant_id: str, channel: str) -> tuple[str, int, int] | None:
+    """Return (schema, head, oldest retained) of a channel, or None if it has no event yet."""
+    async with request.app.state.read_models.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT active_schema FROM public.runledger_projections WHERE name = %s",
+                          (f"{request.app.state.settings.topic_prefix}:channels",))
+        live = await cur.fetchone()
+        if live is None:
+            return None
+        await cur.execute(f"SELECT seq, oldest FROM {live['active_schema']}.channel_heads "
+                          "WHERE tenant_id = %s AND channel = %s", (tenant_id, channel))
+        head = await cur.fetchone()
+    return (live["active_schema"], head["seq"], head["oldest"]) if head else (live["active_schema"], 0, 1)
+
+
+def event(row: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(json.dumps(row["envelope"], separators=(",", ":")), event=row["type"], id=str(row["seq"]))
+
+
+def notice(name: str, **data: Any) -> ServerSentEvent:
+    return ServerSentEvent(json.dumps(data), event=name)
+
+
+async def follow(hub: ChannelHub, sub: Subscription, schema: str, head: int, oldest: int,
+                 after: int | None, request: Request) -> AsyncIterator[ServerSentEvent]:
+    try:
+        yield ServerSentEvent(comment="runledger stream", retry=RETRY_MS)
+        last = head if after is None else after
+        if after is not None and after > head:
+            yield notice("replay_incomplete", reason="unknown_id", requested_after=after, resumes_after=head)
+            last = head
+        elif after is not None and after < oldest - 1:
+            yield notice("replay_incomplete", reason="trimmed", requested_after=after, resumes_after=oldest - 1)
+            last = oldest - 1
+        while rows := await hub.rows(schema, sub.tenant_id, sub.channel, last, limit=PAGE):
+            for row in rows:
+                yield event(row)
+            last = rows[-1]["seq"]
+        while True:
+            item = await sub.queue.get()
+            if item is OVERFLOW:
+                yield notice("overflow", reason="this client fell too far behind", resume_after=last)
+                return
+            if item["seq"] <= last:
+                continue
+            while item["seq"] > last + 1:
+                gap = await hub.rows(schema, sub.tenant_id, sub.channel, last, item["seq"] - 1, PAGE)
+                for row in gap:
+                    yield event(row)
+                last = gap[-1]["seq"] if gap else item["seq"] - 1
+            yield event(item)
+            last = item["seq"]
+    finally:
+        hub.unsubscribe(sub)
+
+
+async def stream(request: Request, principal: Principal, channel: str, last_event_id: str | None,
+                 query_last_event_id: str | None, must_exist: bool) -> EventSourceResponse:
+    after = resume_point(last_event_id, query_last_event_id)
+    hub: ChannelHub = request.app.state.hub
+    sub = hub.subscribe(principal.tenant_id, channel)
+    state = await channel_state(request, principal.tenant_id, channel)
+    if state is None or (must_exist and state[1] == 0):
+        hub.unsubscribe(sub)
+        raise Refused(404, "not_found", f"no stream {channel} in this tenant")
+    schema, head, oldest = state
+    return EventSourceResponse(follow(hub, sub, schema, head, oldest, after, request), ping=15,
+                               send_timeout=30, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+TokenQuery = Annotated[str | None, Query(description="bearer token, for EventSource clients")]
+LastIdQuery = Annotated[str | None, Query(alias="last_event_id", description="resume after this id (first connection)")]
+LastIdHeader = Annotated[str | None, Header(alias="Last-Event-ID")]
+
+
+@router.get("/tenant", summary="Every event of the caller's tenant")
+async def tenant_feed(request: Request, access_token: TokenQuery = None, last_event_id: LastIdHeader = None,
+                      last_event_id_query: LastIdQuery = None) -> EventSourceResponse:
+    principal = principal_of(request, access_token)
+    check_roles(principal, "operator", "admin", "auditor")
+    return await stream(request, principal, "tenant", last_event_id, last_event_id_query, must_exist=False)
+
+
+@router.get("/approvals", summary="The approval queue: requested, votes, granted, denied, expired")
+async def approvals_feed(request: Request, access_token: TokenQuery = None, last_event_id: LastIdHeader = None,
+                         last_event_id_query: LastIdQuery = None) -> EventSourceResponse:
+    principal = principal_of(request, access_token)
+    check_roles(principal, "operator", "admin", "approver", "auditor")
+    return await stream(request, principal, "approvals", last_event_id, last_event_id_query, must_exist=False)
+
+
+@router.get("/runs/{run_id}", summary="One run's events, with its tool calls and approvals")
+async def run_feed(run_id: str, request: Request, access_token: TokenQuery = None,
+                   last_event_id: LastIdHeader = None, last_event_id_query: LastIdQuery = None) -> EventSourceResponse:
+    principal = principal_of(request, access_token)
+    check_roles(principal, "operator", "admin", "auditor")
+    return await stream(request, principal, f"run:{run_id.lower()}", last_event_id, last_event_id_query, must_exist=True)
