@@ -14,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
 from commands.auth import AuthError, Principal, authenticate
 from commands.intake import Refused
+from queries.api.deps import MinSeq, WaitMs
 from streams.hub import OVERFLOW, ChannelHub, Subscription
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
@@ -68,7 +69,7 @@ def notice(name: str, **data: Any) -> ServerSentEvent:
 
 
 async def follow(hub: ChannelHub, sub: Subscription, schema: str, head: int, oldest: int,
-                 after: int | None, request: Request) -> AsyncIterator[ServerSentEvent]:
+                 after: int | None) -> AsyncIterator[ServerSentEvent]:
     try:
         yield ServerSentEvent(comment="runledger stream", retry=RETRY_MS)
         last = head if after is None else after
@@ -101,8 +102,10 @@ async def follow(hub: ChannelHub, sub: Subscription, schema: str, head: int, old
 
 
 async def stream(request: Request, principal: Principal, channel: str, last_event_id: str | None,
-                 query_last_event_id: str | None, must_exist: bool) -> EventSourceResponse:
+                 query_last_event_id: str | None, must_exist: bool, min_seq: int | None = None,
+                 wait_ms: int = 2000) -> EventSourceResponse:
     after = resume_point(last_event_id, query_last_event_id)
+    await request.app.state.read_models.wait_for("channels", principal.tenant_id, min_seq, wait_ms)
     hub: ChannelHub = request.app.state.hub
     sub = hub.subscribe(principal.tenant_id, channel)
     state = await channel_state(request, principal.tenant_id, channel)
@@ -110,7 +113,7 @@ async def stream(request: Request, principal: Principal, channel: str, last_even
         hub.unsubscribe(sub)
         raise Refused(404, "not_found", f"no stream {channel} in this tenant")
     schema, head, oldest = state
-    return EventSourceResponse(follow(hub, sub, schema, head, oldest, after, request), ping=15,
+    return EventSourceResponse(follow(hub, sub, schema, head, oldest, after), ping=15,
                                send_timeout=30, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
@@ -137,7 +140,11 @@ async def approvals_feed(request: Request, access_token: TokenQuery = None, last
 
 @router.get("/runs/{run_id}", summary="One run's events, with its tool calls and approvals")
 async def run_feed(run_id: str, request: Request, access_token: TokenQuery = None,
-                   last_event_id: LastIdHeader = None, last_event_id_query: LastIdQuery = None) -> EventSourceResponse:
+                   last_event_id: LastIdHeader = None, last_event_id_query: LastIdQuery = None,
+                   min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> EventSourceResponse:
+    """A run that does not exist in the caller's tenant is a 404; pass the chain_seq of the command
+    that created it as `min_seq` to wait until the stream knows it."""
     principal = principal_of(request, access_token)
     check_roles(principal, "operator", "admin", "auditor")
-    return await stream(request, principal, f"run:{run_id.lower()}", last_event_id, last_event_id_query, must_exist=True)
+    return await stream(request, principal, f"run:{run_id.lower()}", last_event_id, last_event_id_query,
+                        must_exist=True, min_seq=min_seq, wait_ms=wait_ms)
