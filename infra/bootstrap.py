@@ -107,7 +107,8 @@ def health(processor: CommandProcessor | None, runners: list[ProjectorRunner]) -
                        "owned_partitions": sorted(processor.owners),
                        "broken_partitions": processor.broken, **processor.stats})
     for runner in runners:
-        report[f"projector:{runner.projection.name}"] = "ok" if runner.healthy else "failed"
-        if runner.failed:
-            report[f"projector:{runner.projection.name}:reason"] = runner.failed
+        name = f"projector:{runner.projection.name}"
+        report[name] = "failed" if runner.failed else "retrying" if runner.last_error else "ok"
+        if runner.failed or runner.last_error:
+            report[f"{name}:reason"] = runner.failed or runner.last_error
     return report

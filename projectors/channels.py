@@ -31,6 +31,22 @@ CREATE TABLE IF NOT EXISTS {s}.aggregate_runs (
 """
 
 
+NOTIFY_LIMIT = 7000  # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more
+
+
+def notifications(schema: str, heads: list[list]) -> list[str]:
+    """Split the new channel heads into NOTIFY payloads that each fit the server's limit."""
+    notes, chunk = [], []
+    for head in heads:
+        if chunk and len(json.dumps({"schema": schema, "channels": chunk + [head]})) > NOTIFY_LIMIT:
+            notes.append(json.dumps({"schema": schema, "channels": chunk}))
+            chunk = []
+        chunk.append(head)
+    if chunk:
+        notes.append(json.dumps({"schema": schema, "channels": chunk}))
+    return notes
+
+
 def channels_of(env: Envelope, run_id: str | None) -> list[str]:
     channels = ["tenant"]
     if run_id:
@@ -67,8 +83,8 @@ class ChannelsProjection(PostgresProjection):
                 "ON CONFLICT (tenant_id, channel) DO UPDATE SET seq = excluded.seq",
                 [(t, c, heads[(t, c)]) for t, c in keys])
             await self.trim(cur, heads, oldest)
-            await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, json.dumps(
-                {"schema": self.schema, "channels": [[t, c, heads[(t, c)]] for t, c in keys]})))
+            for note in notifications(self.schema, [[t, c, heads[(t, c)]] for t, c in keys]):
+                await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, note))
 
     async def trim(self, cur, heads: dict[tuple[str, str], int], oldest: dict[tuple[str, str], int]) -> None:
         """Keep the newest `retain` events of each channel (a little more, to trim in bulk)."""

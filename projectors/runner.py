@@ -61,6 +61,7 @@ class ProjectorRunner:
         self.verifiers: dict[str, ChainVerifier] = {}
         self.unpositioned: set[TopicPartition] = set()
         self.failed: str | None = None
+        self.last_error: str | None = None
         self.applied = 0
         self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
 
@@ -110,10 +111,12 @@ class ProjectorRunner:
             await self.projection.open()
             self.reposition_all()
         except Exception as error:
-            log.error("projector %s: batch on partition %s failed, retrying from the stored position: %r",
-                      self.projection.name, tp.partition, error)
+            self.last_error = f"batch on partition {tp.partition} failed: {error!r}"
+            log.error("projector %s: %s; retrying from the stored position", self.projection.name, self.last_error)
             self.reposition_all()
             await asyncio.sleep(1.0)
+        else:
+            self.last_error = None
 
     def reposition_all(self) -> None:
         assigned = self.consumer.assignment()

@@ -124,18 +124,22 @@ LastIdHeader = Annotated[str | None, Header(alias="Last-Event-ID")]
 
 @router.get("/tenant", summary="Every event of the caller's tenant")
 async def tenant_feed(request: Request, access_token: TokenQuery = None, last_event_id: LastIdHeader = None,
-                      last_event_id_query: LastIdQuery = None) -> EventSourceResponse:
+                      last_event_id_query: LastIdQuery = None, min_seq: MinSeq = None,
+                      wait_ms: WaitMs = 2000) -> EventSourceResponse:
     principal = principal_of(request, access_token)
     check_roles(principal, "operator", "admin", "auditor")
-    return await stream(request, principal, "tenant", last_event_id, last_event_id_query, must_exist=False)
+    return await stream(request, principal, "tenant", last_event_id, last_event_id_query, must_exist=False,
+                        min_seq=min_seq, wait_ms=wait_ms)
 
 
 @router.get("/approvals", summary="The approval queue: requested, votes, granted, denied, expired")
 async def approvals_feed(request: Request, access_token: TokenQuery = None, last_event_id: LastIdHeader = None,
-                         last_event_id_query: LastIdQuery = None) -> EventSourceResponse:
+                      last_event_id_query: LastIdQuery = None, min_seq: MinSeq = None,
+                      wait_ms: WaitMs = 2000) -> EventSourceResponse:
     principal = principal_of(request, access_token)
     check_roles(principal, "operator", "admin", "approver", "auditor")
-    return await stream(request, principal, "approvals", last_event_id, last_event_id_query, must_exist=False)
+    return await stream(request, principal, "approvals", last_event_id, last_event_id_query, must_exist=False,
+                        min_seq=min_seq, wait_ms=wait_ms)
 
 
 @router.get("/runs/{run_id}", summary="One run's events, with its tool calls and approvals")

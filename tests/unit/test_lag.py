@@ -27,3 +27,12 @@ def test_gauges_publish_the_latest_report():
                       ("runledger.projector.lag.events", "audit", 1): 0,
                       ("runledger.projector.lag.seconds", "runs", 0): 2.5,
                       ("runledger.projector.lag.seconds", "audit", 1): 0.0}
+
+
+def test_notify_payloads_are_split_under_the_server_limit():
+    import json
+    from projectors.channels import NOTIFY_LIMIT, notifications
+    heads = [["tenant-x", f"run:{i:036d}", i] for i in range(500)]
+    notes = notifications("schema_g1", heads)
+    assert len(notes) > 1 and all(len(n.encode()) <= NOTIFY_LIMIT for n in notes)
+    assert [h for n in notes for h in json.loads(n)["channels"]] == heads
