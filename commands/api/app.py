@@ -20,6 +20,7 @@ from queries.discovery import Discovery
 from queries.pagination import BadCursor
 from queries.readmodels import NotCaughtUp, ReadModels
 from streams import routes as streams_routes
+from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
 
 
@@ -96,7 +97,7 @@ def create_app(settings: Settings, read_models: ReadModels, projections: list[Pr
     app.state.rebuilds = RebuildJobs(settings, projections)
     install_error_handlers(app)
     for router in (routes_commands.router, routes_runs.router, routes_approvals.router,
-                   routes_discovery.router, routes_ops.router, streams_routes.router):
+                   routes_discovery.router, routes_ops.router, streams_viewer.router, streams_routes.router):
         app.include_router(router)
     add_command_schema(app)
 

@@ -8,6 +8,14 @@ cd "$REPO_ROOT"
 STACK=infra/local/stack.sh
 
 bash infra/local/setup.sh
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "test: installing Debian's chromium for the browser test ..."
+  if [[ $EUID -eq 0 ]]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  else
+    echo "test: ERROR: chromium is missing; run 'sudo apt-get install -y chromium' first" >&2; exit 1
+  fi
+fi
 if bash "$STACK" status >/dev/null 2>&1; then
   echo "test: using the local stack that is already running"
 else
