@@ -42,8 +42,12 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def build_projections(settings: Settings, pool, ch) -> list:
-    return ([await cls(pool, settings.topic_prefix).open() for cls in POSTGRES_PROJECTIONS]
-            + [await cls(ch, settings.topic_prefix).open() for cls in CLICKHOUSE_PROJECTIONS])
+    projections = ([await cls(pool, settings.topic_prefix).open() for cls in POSTGRES_PROJECTIONS]
+                   + [await cls(ch, settings.topic_prefix).open() for cls in CLICKHOUSE_PROJECTIONS])
+    for projection in projections:
+        if isinstance(projection, ChannelsProjection):
+            projection.retain = settings.sse_retain
+    return projections
 
 
 async def serve(settings: Settings, api: bool = True, processor: bool = True,

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(1000, ge=1)
     timer_interval_s: float = Field(0.25, gt=0)
     otel_console: bool = False
+    sse_retain: int = Field(100_000, ge=10, description="newest events kept per SSE channel for replay")
     sse_buffer: int = Field(1000, ge=10, description="events buffered per SSE subscriber before it is cut off")
     ops_tenant: str = Field("ops", description="admins of this tenant see platform-wide ops views")
     session_timeout_ms: int = Field(10000, ge=6000, description="broker minimum is 6000 by default")

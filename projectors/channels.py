@@ -60,9 +60,12 @@ class ChannelsProjection(PostgresProjection):
     name = "channels"
     ddl = DDL
 
-    def __init__(self, *args, retain: int = 100_000, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.retain = retain
+    retain = 100_000  # newest events kept per channel; set from RUNLEDGER_SSE_RETAIN by bootstrap
+
+    async def fresh_generation(self, generation: int) -> "ChannelsProjection":
+        target = await super().fresh_generation(generation)
+        target.retain = self.retain
+        return target
 
     async def write(self, conn: AsyncConnection, envelopes: list[Envelope]) -> None:
         runs = await self.run_ids(conn, envelopes)

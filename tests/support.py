@@ -137,7 +137,8 @@ class Service:
                 "RUNLEDGER_TOPIC_PREFIX": s.topic_prefix, "RUNLEDGER_PARTITIONS": str(s.partitions),
                 "RUNLEDGER_COMMAND_TIMEOUT_S": str(s.command_timeout_s),
                 "RUNLEDGER_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
-                "RUNLEDGER_SSE_BUFFER": str(s.sse_buffer), "PYTHONUNBUFFERED": "1"}
+                "RUNLEDGER_SSE_BUFFER": str(s.sse_buffer), "RUNLEDGER_SSE_RETAIN": str(s.sse_retain),
+                "PYTHONUNBUFFERED": "1"}
 
     def start(self) -> "Service":
         self.log = open(self.log_path, "ab")

@@ -54,3 +54,29 @@ async def _channel_head(http, tenant: str, n: int) -> bool:
     async with http.stream("GET", "/v1/streams/tenant", params={"min_seq": n, "wait_ms": 0},
                            headers={"Authorization": f"Bearer {token(tenant)}"}) as response:
         return response.status_code == 200
+
+
+async def test_an_id_older_than_the_channel_retains_is_announced_and_replay_resumes_at_the_oldest():
+    settings = make_settings(sse_retain=20)
+    tenant = unique("tenant-")
+    svc = Service(settings).start()
+    try:
+        await svc.ready(90)
+        sent = [command(tenant, {"type": "RequestRun", "agent_id": f"a{i}"}) for i in range(40)]
+        await produce_commands(settings, sent)
+        async with httpx.AsyncClient(base_url=svc.url, timeout=60) as http:
+            await wait_until(lambda: _channel_head(http, tenant, 40), 120, "the channels model to hold every event")
+            got = []
+            headers = {"Authorization": f"Bearer {token(tenant)}", "Last-Event-ID": "1"}
+            async with http.stream("GET", "/v1/streams/tenant", headers=headers) as response:
+                async for message in messages(response):
+                    if message.id is not None or message.event == "replay_incomplete":
+                        got.append(message)
+                    if got and got[-1].id == "40":
+                        break
+    finally:
+        svc.stop()
+    notice, events = got[0], got[1:]
+    assert (notice.event, notice.json["reason"], notice.json["requested_after"]) == ("replay_incomplete", "trimmed", 1)
+    first = notice.json["resumes_after"] + 1
+    assert 2 < first <= 21 and [int(m.id) for m in events] == list(range(first, 41))
