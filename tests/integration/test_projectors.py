@@ -154,6 +154,15 @@ async def test_a_broken_chain_stops_the_projector_and_lag_says_failed():
         await pool.close()
 
 
+async def every_projector_caught_up(svc: Service) -> bool:
+    import httpx
+    from tests.support import token
+    async with httpx.AsyncClient(base_url=svc.url, timeout=30) as http:
+        response = await http.get("/v1/ops/projectors", headers={"Authorization": f"Bearer {token('ops', 'ci', ('admin',))}"})
+    rows = response.json()["partitions"] if response.status_code == 200 else []
+    return bool(rows) and all(r["lag_events"] == 0 for r in rows)
+
+
 def kafka_tool_lag(settings, group: str) -> dict[int, tuple[int, int, int]]:
     import subprocess
     from tests.support import REPO
@@ -197,7 +206,7 @@ async def test_clickhouse_models_after_kill_9_equal_a_fresh_rebuild(tmp_path):
     chdb_dir = tmp_path / "chdb"
     try:
         async with in_process(settings, pool, with_projectors=False):
-            projector = Service(settings, api=False, processor=False)
+            projector = Service(settings, processor=False)  # API on, so ops can read lag inside chdb
             projector.env = lambda base=projector.env: {**base(), "RUNLEDGER_CHDB_PATH": str(chdb_dir)}
             projector.start()
             try:
@@ -210,11 +219,9 @@ async def test_clickhouse_models_after_kill_9_equal_a_fresh_rebuild(tmp_path):
                     projector.start()
                     kills += 1
                 await sender
-
-                async def projector_caught_up():
-                    report = await projector_lag(settings, [await RunsProjection(pool, settings.topic_prefix).open()])
-                    return all(r.lag_events == 0 for r in report)
-                await wait_until(projector_caught_up, 120, "the projector process to catch up")
+                await projector.ready(90, owning=False)
+                await wait_until(lambda: every_projector_caught_up(projector), 120,
+                                 "every projector in that process to catch up")
             finally:
                 projector.stop()
         ch = ChdbClickHouse(str(chdb_dir))
