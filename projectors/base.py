@@ -21,6 +21,7 @@ class Projection(ABC):
     """A read model fed from `ledger.events`; its position lives with its rows."""
 
     name: str
+    linger_ms: int = 20  # how long the broker may hold a fetch to gather a bigger batch
 
     @abstractmethod
     async def positions(self) -> dict[int, Position]:

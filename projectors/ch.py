@@ -43,6 +43,7 @@ def ts(iso: str) -> datetime:
 
 class ClickHouseProjection(Projection):
     ddl: list[str] = []
+    linger_ms = 100  # every insert makes a part: fewer, bigger inserts
 
     def __init__(self, ch: ClickHouse, topic_prefix: str, generation: int | None = None):
         self.ch = ch

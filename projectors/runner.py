@@ -71,7 +71,10 @@ class ProjectorRunner:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+            max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            # Let the broker gather a batch for up to linger_ms: a write per trickling event would
+            # cost a transaction (Postgres) or a part (ClickHouse) each and starve the event loop.
+            fetch_min_bytes=1024 * 1024, fetch_max_wait_ms=self.projection.linger_ms)
         self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
         await self.consumer.start()
         try:
