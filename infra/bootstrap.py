@@ -65,7 +65,8 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
         tasks.append(asyncio.create_task(command_processor.run(stop), name="processor"))
     if projectors:
         runners = [ProjectorRunner(settings, p) for p in projections]
-        tasks += [asyncio.create_task(r.run(stop), name=f"projector-{r.projection.name}") for r in runners]
+        tasks.append(asyncio.create_task(asyncio.to_thread(run_projectors, settings, ch, runners, stop,
+                                                           asyncio.get_running_loop()), name="projectors"))
         lag = LagMetrics()
         lag.register(setup_metrics("runledger", console=settings.otel_console))
         tasks.append(asyncio.create_task(lag.refresh_forever(settings, projections, stop), name="lag-metrics"))
@@ -89,6 +90,35 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
             await pool.close()
         if ch:
             ch.close()
+
+
+def run_projectors(settings: Settings, ch, runners: list[ProjectorRunner], stop: asyncio.Event,
+                   main_loop: asyncio.AbstractEventLoop) -> None:
+    """Run the projectors on their own thread and event loop, with their own connection pool.
+
+    Applying a batch (decoding, verifying, building rows) runs in long synchronous stretches;
+    on the API's loop those stretches would sit in front of every request. On a thread they
+    only compete for the GIL, which Python hands over every few milliseconds.
+    """
+    async def main() -> None:
+        pool = await open_pool(settings)
+        try:
+            mine = {p.name: p for p in await build_projections(settings, pool, ch)}
+            for runner in runners:
+                runner.projection = mine[runner.projection.name]
+            local_stop = asyncio.Event()
+            watcher = asyncio.create_task(relay(stop, local_stop, main_loop))
+            await asyncio.gather(*(r.run(local_stop) for r in runners))
+            watcher.cancel()
+        finally:
+            await pool.close()
+    asyncio.run(main())
+
+
+async def relay(stop: asyncio.Event, local_stop: asyncio.Event, main_loop: asyncio.AbstractEventLoop) -> None:
+    """Set local_stop once stop (an event of another loop) is set."""
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop.wait(), main_loop))
+    local_stop.set()
 
 
 def serve_api(app, settings: Settings, stop: asyncio.Event) -> list[asyncio.Task]:
