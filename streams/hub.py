@@ -8,6 +8,7 @@ queue is replaced by a single marker, so a slow client costs at most `buffer` ev
 import asyncio
 import json
 import logging
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,21 @@ class Subscription:
             self.queue.put_nowait(OVERFLOW)
 
 
+async def next_unless_stopped(notifies, stop: asyncio.Event):
+    """Return the next notification, or None once stop is set (the pending read is cancelled)."""
+    if stop.is_set():
+        return None
+    waiter = asyncio.ensure_future(anext(notifies))
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if waiter in done:
+        return waiter.result()
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    return None
+
+
 @dataclass
 class ChannelHub:
     database_url: str
@@ -70,16 +86,11 @@ class ChannelHub:
                 async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self.ready.set()
-                    notifies = conn.notifies()
-                    while not stop.is_set():
-                        waiter = asyncio.ensure_future(anext(notifies))
-                        stopper = asyncio.ensure_future(stop.wait())
-                        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                        stopper.cancel()
-                        if waiter not in done:
-                            waiter.cancel()
-                            break
-                        await self.dispatch(json.loads(waiter.result().payload))
+                    # psycopg's notifies() holds the connection lock while suspended at a yield;
+                    # leaving it unclosed would deadlock the connection's exit on shutdown.
+                    async with aclosing(conn.notifies()) as notifies:
+                        while (note := await next_unless_stopped(notifies, stop)) is not None:
+                            await self.dispatch(json.loads(note.payload))
             except (psycopg.Error, OSError) as error:
                 self.ready.clear()
                 log.warning("SSE hub lost its LISTEN connection (%r); reconnecting", error)
