@@ -54,6 +54,34 @@ class Sealed(dict):
     __slots__ = ("record",)
 
 
+class Plain(dict):
+    """An envelope decoded from JSON that holds no float and no integer beyond ±(2^53−1).
+
+    For such content RFC 8785 is json.dumps with sorted keys (see `canonical`), so hashing it
+    needs no walk of the tree to find out; the decoder learnt that while parsing.
+    """
+
+    __slots__ = ()
+
+
+class _NotPlain(ValueError):
+    pass
+
+
+def _refuse(text: str) -> Any:
+    raise _NotPlain(text)
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if not -SAFE_INT <= value <= SAFE_INT:
+        raise _NotPlain(text)
+    return value
+
+
+_PLAIN_JSON = json.JSONDecoder(parse_float=_refuse, parse_int=_safe_int, parse_constant=_refuse)
+
+
 def needs_full_jcs(value: Any) -> bool:
     """True if value holds a float or an integer beyond ±(2^53−1), where RFC 8785 and json differ."""
     if isinstance(value, dict):
@@ -69,9 +97,10 @@ def canonical(envelope: dict[str, Any]) -> bytes:
     For ASCII text, integers within ±(2^53−1), strings, booleans and null, RFC 8785 is exactly
     json.dumps with sorted keys and no whitespace (same escapes, same key order), which is
     several times faster than the general implementation; anything else takes the general path.
+    A Plain envelope is known to hold no float or unsafe integer, so only its text is checked.
     """
     body = {k: v for k, v in envelope.items() if k != "hash"}
-    if not needs_full_jcs(body):
+    if isinstance(envelope, Plain) or not needs_full_jcs(body):
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         if text.isascii():
             return text.encode()
@@ -101,7 +130,16 @@ def encode(envelope: dict[str, Any]) -> bytes:
 
 
 def decode(value: bytes) -> dict[str, Any]:
-    return json.loads(value)
+    """Return the envelope in a record value: a Plain one when it holds no float or unsafe integer.
+
+    Anything the plain parse refuses (a float, a big integer, not UTF-8, not JSON) is parsed again
+    by json.loads, so the result and the errors are exactly json.loads's.
+    """
+    try:
+        parsed = _PLAIN_JSON.decode(value.decode())
+    except ValueError:  # _NotPlain, JSONDecodeError, UnicodeDecodeError
+        return json.loads(value)
+    return Plain(parsed) if isinstance(parsed, dict) else parsed
 
 
 def iso(at: datetime) -> str:
