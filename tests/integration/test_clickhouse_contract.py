@@ -137,6 +137,17 @@ def test_insert_many_rows_reads_back_exact_values(ctx):
     assert isinstance(first["amount"], int) and isinstance(first["tags"], list)
 
 
+def test_inserts_that_name_the_column_types_store_the_same_values(ctx):
+    described, named = ctx.table("events_described"), ctx.table("events_named")
+    types = {r["name"]: r["type"] for r in ctx.ch.query(f"DESCRIBE TABLE {named}")}
+    rows = [event(i, tenant=f"t-{i % 3}") for i in range(1, 301)]
+    ctx.ch.insert(described, EVENT_COLUMNS, rows)
+    ctx.ch.insert(named, EVENT_COLUMNS, rows, [types[c] for c in EVENT_COLUMNS])
+    query = "SELECT * FROM {t} ORDER BY tenant_id, chain_seq"
+    back = ctx.ch.query(query.format(t=named))
+    assert back == ctx.ch.query(query.format(t=described)) and len(back) == 300
+
+
 def test_datetimes_round_trip_as_utc_instants(ctx):
     table = ctx.table("events")
     plus_five = timezone(timedelta(hours=5, minutes=30))

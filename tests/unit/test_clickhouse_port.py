@@ -45,8 +45,8 @@ class FakeClient:
     def command(self, sql, parameters=None):
         self.calls.append(("command", sql, parameters))
 
-    def insert(self, table, rows, column_names):
-        self.calls.append(("insert", table, rows, column_names))
+    def insert(self, table, rows, column_names, **named):
+        self.calls.append(("insert", table, rows, column_names, *named.items()))
 
     def query(self, sql, parameters=None):
         self.calls.append(("query", sql, parameters))
@@ -66,10 +66,12 @@ def test_adapter_body_passes_params_for_server_side_binding(locked):
     assert ch.query("SELECT {n:Int64} AS one", {"n": 1}) == [{"one": 1}]
     ch.insert("db.t", ["a"], [])
     ch.insert("db.t", ["a"], [("x",)])
+    ch.insert("db.t", ["a", "b"], [("x", 1)], ("String", "UInt8"))
     assert client.calls == [
         ("command", "ALTER TABLE t DELETE WHERE a = {a:String}", {"a": "x'"}),
         ("query", "SELECT {n:Int64} AS one", {"n": 1}),
         ("insert", "db.t", [("x",)], ["a"]),
+        ("insert", "db.t", [("x", 1)], ["a", "b"], ("column_type_names", ["String", "UInt8"])),
     ]
     ch.close()
     ch.close()
