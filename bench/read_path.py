@@ -658,15 +658,16 @@ class ApplyWatch:
     def install(self, name: str, projection) -> None:
         inner = projection.apply
 
-        async def watched(partition: int, envelopes: list[dict], next_offset: int) -> None:
-            await inner(partition, envelopes, next_offset)
+        async def watched(batches: list) -> None:
+            await inner(batches)
             at = time.time()
-            last = envelopes[-1]["recorded_at"] if envelopes else self.positions[name].get(partition, (0, None))[1]
-            self.positions[name][partition] = (next_offset, last)
-            if self.prober:
-                heads = {e["tenant_id"]: e["chain_seq"] for e in envelopes if e["tenant_id"] in self.probes}
-                for tenant, seq in heads.items():
-                    self.prober.note(at, name, tenant, seq)
+            for b in batches:
+                last = b.envelopes[-1]["recorded_at"] if b.envelopes else self.positions[name].get(b.partition, (0, None))[1]
+                self.positions[name][b.partition] = (b.next_offset, last)
+                if self.prober:
+                    heads = {e["tenant_id"]: e["chain_seq"] for e in b.envelopes if e["tenant_id"] in self.probes}
+                    for tenant, seq in heads.items():
+                        self.prober.note(at, name, tenant, seq)
         projection.apply = watched
 
 
@@ -682,10 +683,10 @@ class BatchLog:
     def install(self, name: str, projection) -> None:
         inner = projection.apply
 
-        async def logged(partition: int, envelopes: list[dict], next_offset: int) -> None:
+        async def logged(batches: list) -> None:
             started = time.perf_counter()
-            await inner(partition, envelopes, next_offset)
-            self.batches.append((time.time(), name, len(envelopes), time.perf_counter() - started))
+            await inner(batches)
+            self.batches.append((time.time(), name, sum(len(b.envelopes) for b in batches), time.perf_counter() - started))
         projection.apply = logged
 
     def remove(self) -> None:

@@ -29,18 +29,19 @@ class AuditProjection(ClickHouseProjection):
         return {"events": (COLUMNS, [self.row(env, parents) for env in envelopes])}
 
     def parents(self, envelopes: list[Envelope]) -> dict[tuple[str, str], tuple[str | None, str | None]]:
-        """(tenant, tool call or approval id) → (run_id, tool), from this batch or earlier rows."""
-        found = {(e["tenant_id"], e["aggregate_id"]): (e["payload"].get("run_id"), e["payload"].get("tool"))
-                 for e in envelopes if e["type"] in ("tool_call.requested", "approval.requested")}
-        wanted = {(e["tenant_id"], e["aggregate_id"]) for e in envelopes
-                  if e["aggregate_type"] in ("tool_call", "approval")} - set(found)
-        if wanted:
+        """(tenant, tool call or approval id) → (run_id, tool): remembered, from this batch, or from earlier rows."""
+        keys = {(e["tenant_id"], e["aggregate_id"]) for e in envelopes if e["aggregate_type"] in ("tool_call", "approval")}
+        found = {key: self.known[key] for key in keys if key in self.known}
+        found.update({(e["tenant_id"], e["aggregate_id"]): (e["payload"].get("run_id"), e["payload"].get("tool"))
+                      for e in envelopes if e["type"] in ("tool_call.requested", "approval.requested")})
+        if wanted := keys - found.keys():
             rows = self.ch.query(
                 f"SELECT tenant_id, aggregate_id, run_id, tool FROM {self.db}.events "
                 "WHERE type IN ('tool_call.requested', 'approval.requested') "
                 "AND (tenant_id, aggregate_id) IN {keys:Array(Tuple(String, String))}",
                 {"keys": sorted(wanted)})
             found.update({(r["tenant_id"], r["aggregate_id"]): (r["run_id"], r["tool"]) for r in rows})
+        self.known.remember(found)
         return found
 
     @staticmethod

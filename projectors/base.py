@@ -17,6 +17,14 @@ class Position:
     updated_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One partition's share of a poll: its events in log order and the offset after them."""
+    partition: int
+    envelopes: list[Envelope]
+    next_offset: int
+
+
 class Projection(ABC):
     """A read model fed from `ledger.events`; its position lives with its rows."""
 
@@ -32,8 +40,8 @@ class Projection(ABC):
         """Return the last applied (chain_seq, hash) of a tenant, or (0, genesis)."""
 
     @abstractmethod
-    async def apply(self, partition: int, envelopes: list[Envelope], next_offset: int) -> None:
-        """Write the rows for a batch and the new position, all or nothing (or idempotently)."""
+    async def apply(self, batches: list[Batch]) -> None:
+        """Write the rows of a poll's batches and their new positions, all or nothing (or idempotently)."""
 
     @abstractmethod
     async def record_failure(self, reason: str | None) -> None:

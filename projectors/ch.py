@@ -1,21 +1,24 @@
 """ClickHouse-backed projections: idempotent rows by (tenant_id, chain_seq), derived positions.
 
-ClickHouse has no multi-table transactions, so a batch is written as: the rows (ReplacingMergeTree
-ordered by tenant_id, chain_seq, so a replayed batch collapses), then one block into `progress`
-holding the partition's new position and each tenant's new head. A single-block insert is
-atomic, so position and heads never disagree; a crash between the two inserts replays the batch,
-which changes nothing visible (queries read with FINAL).
+ClickHouse has no multi-table transactions, so a poll's batches (every partition it fetched) are
+written as: the rows (ReplacingMergeTree ordered by tenant_id, chain_seq, so a replayed batch
+collapses), one insert per table, then one block into `progress` holding each partition's new
+position and each tenant's new head. A single-block insert is atomic, so positions and heads never
+disagree; a crash between the inserts replays the poll, which changes nothing visible (queries
+read with FINAL). Every statement is costly (chdb runs one at a time per process), hence one
+insert per table per poll, and the column types named so no insert needs a DESCRIBE.
 
 Each projection lives in one database per generation; `runledger_meta.registry` names the live
-one (latest row wins), and the writer re-checks it before every batch.
+one (latest row wins), and the writer re-checks it before every poll's inserts.
 """
 import asyncio
 import re
 from datetime import datetime, timezone
+from itertools import islice
 from typing import Any
 
 from infra.clickhouse import ClickHouse
-from projectors.base import Envelope, Position, Projection
+from projectors.base import Batch, Envelope, Position, Projection
 from projectors.pg import SchemaSwapped
 
 META = "runledger_meta"
@@ -31,6 +34,28 @@ BOOKKEEPING_DDL = [
     "CREATE TABLE IF NOT EXISTS {db}.status (failure Nullable(String), at DateTime64(6, 'UTC')) "
     "ENGINE = MergeTree ORDER BY at",
 ]
+PROGRESS_COLUMNS = ["partition", "next_offset", "tenant_id", "chain_seq", "hash", "last_recorded_at", "written_at"]
+
+
+def progress_rows(batch: Batch, now: datetime) -> list[tuple]:
+    """The partition's new position (tenant_id ''), and the new head of each tenant in the batch."""
+    last = {env["tenant_id"]: env for env in batch.envelopes}
+    last_at = batch.envelopes[-1]["recorded_at"] if batch.envelopes else ""
+    return [(batch.partition, batch.next_offset, "", 0, "", last_at, now)] + [
+        (batch.partition, batch.next_offset, t, e["chain_seq"], e["hash"], e["recorded_at"], now) for t, e in last.items()]
+
+
+class Recent(dict):
+    """Facts already looked up that never change (a tool call's run), at most `limit`, oldest forgotten first."""
+
+    def __init__(self, limit: int = 50_000):
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, found: dict) -> None:
+        self.update(found)
+        for key in list(islice(self, max(0, len(self) - self.limit))):
+            del self[key]
 
 
 def database_name(prefix: str, name: str, generation: int) -> str:
@@ -51,6 +76,8 @@ class ClickHouseProjection(Projection):
         self.registry_key = f"{topic_prefix}:{self.name}"
         self.pinned_generation = generation
         self.db = ""
+        self.column_types: dict[str, dict[str, str]] = {}  # table → column → type, read once
+        self.known = Recent()  # what rows() looked up in earlier batches
 
     async def run(self, fn, *args) -> Any:
         return await asyncio.to_thread(fn, *args)
@@ -113,21 +140,24 @@ class ClickHouseProjection(Projection):
                               f"FROM {self.db}.progress WHERE tenant_id = {{t:String}}", {"t": tenant_id})
         return (rows[0]["seq"], rows[0]["h"]) if rows and rows[0]["n"] else self.genesis
 
-    async def apply(self, partition: int, envelopes: list[Envelope], next_offset: int) -> None:
-        await self.run(self._apply, partition, envelopes, next_offset)
+    async def apply(self, batches: list[Batch]) -> None:
+        await self.run(self._apply, batches)
 
-    def _apply(self, partition: int, envelopes: list[Envelope], next_offset: int) -> None:
+    def _apply(self, batches: list[Batch]) -> None:
         if self.pinned_generation is None and (self.live() or ("",))[0] != self.db:
             raise SchemaSwapped(self.db)
-        for table, (columns, rows) in self.rows(envelopes).items():
-            self.ch.insert(f"{self.db}.{table}", columns, rows)
+        for table, (columns, rows) in self.rows([env for batch in batches for env in batch.envelopes]).items():
+            self.insert(table, columns, rows)
         now = datetime.now(timezone.utc)
-        last = {env["tenant_id"]: env for env in envelopes}
-        last_at = envelopes[-1]["recorded_at"] if envelopes else ""
-        progress = [(partition, next_offset, "", 0, "", last_at, now)]
-        progress += [(partition, next_offset, t, e["chain_seq"], e["hash"], e["recorded_at"], now) for t, e in last.items()]
-        self.ch.insert(f"{self.db}.progress", ["partition", "next_offset", "tenant_id", "chain_seq", "hash",
-                                               "last_recorded_at", "written_at"], progress)
+        self.insert("progress", PROGRESS_COLUMNS, [row for batch in batches for row in progress_rows(batch, now)])
+
+    def insert(self, table: str, columns: list[str], rows: list[tuple]) -> None:
+        """Insert into a table of this generation, naming the column types (no DESCRIBE per insert)."""
+        if rows:
+            name = f"{self.db}.{table}"
+            if name not in self.column_types:
+                self.column_types[name] = {r["name"]: r["type"] for r in self.ch.query(f"DESCRIBE TABLE {name}")}
+            self.ch.insert(name, columns, rows, [self.column_types[name][c] for c in columns])
 
     async def record_failure(self, reason: str | None) -> None:
         await self.run(self.ch.insert, f"{self.db}.status", ["failure", "at"], [(reason, datetime.now(timezone.utc))])

@@ -42,14 +42,16 @@ class CostProjection(ClickHouseProjection):
                 "cost_entries": (ENTRY_COLUMNS, entries), "budgets": (BUDGET_COLUMNS, budgets)}
 
     def projects(self, envelopes: list[Envelope]) -> dict[tuple[str, str], str]:
-        """(tenant, budget aggregate id) → project, from this batch's budget.opened or earlier ones."""
-        found = {(e["tenant_id"], e["aggregate_id"]): e["payload"]["project"]
-                 for e in envelopes if e["type"] == "budget.opened"}
-        missing = {(e["tenant_id"], e["aggregate_id"]) for e in envelopes
-                   if e["type"] in ("budget.cost_recorded", "budget.limit_set")} - set(found)
-        if missing:
+        """(tenant, budget aggregate id) → project: remembered, from this batch's budget.opened, or earlier ones."""
+        keys = {(e["tenant_id"], e["aggregate_id"]) for e in envelopes
+                if e["type"] in ("budget.cost_recorded", "budget.limit_set")}
+        found = {key: self.known[key] for key in keys if key in self.known}
+        found.update({(e["tenant_id"], e["aggregate_id"]): e["payload"]["project"]
+                      for e in envelopes if e["type"] == "budget.opened"})
+        if missing := keys - found.keys():
             rows = self.ch.query(f"SELECT DISTINCT tenant_id, budget_id, project FROM {self.db}.budget_projects "
                                  "WHERE (tenant_id, budget_id) IN {keys:Array(Tuple(String, String))}",
                                  {"keys": sorted(missing)})
             found.update({(r["tenant_id"], r["budget_id"]): r["project"] for r in rows})
+        self.known.remember(found)
         return found

@@ -2,8 +2,9 @@
 
 Each projection lives in its own schema, one per generation (`<prefix>_<name>_g<N>`). A registry
 row names the generation queries read. Rebuild fills generation N+1 from offset 0 while N keeps
-serving, then flips the registry row; the live writer re-reads the registry inside every batch
+serving, then flips the registry row; the live writer re-reads the registry inside every
 transaction (FOR SHARE), so it can never write a batch into a generation that is no longer live.
+One transaction holds a whole poll: every partition's rows, the heads and each partition's position.
 """
 import re
 from typing import Any, Iterable
@@ -11,7 +12,7 @@ from typing import Any, Iterable
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from projectors.base import Envelope, Position, Projection
+from projectors.base import Batch, Envelope, Position, Projection
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -125,29 +126,29 @@ class PostgresProjection(Projection):
                 f"SELECT chain_seq, hash FROM {self.schema}.heads WHERE tenant_id = %s", (tenant_id,))).fetchone()
         return (row[0], row[1]) if row else self.genesis
 
-    async def apply(self, partition: int, envelopes: list[Envelope], next_offset: int) -> None:
+    async def apply(self, batches: list[Batch]) -> None:
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 if self.pinned_generation is None and (await self.live(conn))[0] != self.schema:
                     raise SchemaSwapped(self.schema)
-                await self.write(conn, envelopes)
-                await self.execute(conn, self.bookkeeping(partition, envelopes, next_offset))
+                await self.write(conn, [env for batch in batches for env in batch.envelopes])
+                await self.execute(conn, self.bookkeeping(batches))
 
     async def write(self, conn: AsyncConnection, envelopes: list[Envelope]) -> None:
-        """Write a batch's rows inside the batch transaction."""
+        """Write a poll's rows inside its transaction."""
         await self.execute(conn, [s for env in envelopes for s in self.statements(env)])
 
-    def bookkeeping(self, partition: int, envelopes: list[Envelope], next_offset: int) -> list[Statement]:
-        last_by_tenant = {env["tenant_id"]: env for env in envelopes}
+    def bookkeeping(self, batches: list[Batch]) -> list[Statement]:
+        last_by_tenant = {env["tenant_id"]: env for batch in batches for env in batch.envelopes}
         heads = [(f"INSERT INTO {self.schema}.heads VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE "
                   "SET chain_seq = excluded.chain_seq, hash = excluded.hash",
                   (t, env["chain_seq"], env["hash"])) for t, env in last_by_tenant.items()]
-        last_at = envelopes[-1]["recorded_at"] if envelopes else None
         return heads + [(
             f"INSERT INTO {self.schema}.positions (partition, next_offset, last_recorded_at) "
             "VALUES (%s, %s, %s) ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset, "
             f"last_recorded_at = COALESCE(excluded.last_recorded_at, {self.schema}.positions.last_recorded_at), "
-            "updated_at = clock_timestamp()", (partition, next_offset, last_at))]
+            "updated_at = clock_timestamp()",
+            (b.partition, b.next_offset, b.envelopes[-1]["recorded_at"] if b.envelopes else None)) for b in batches]
 
     @staticmethod
     async def execute(conn: AsyncConnection, statements: Iterable[Statement]) -> None:

@@ -10,7 +10,7 @@ from aiokafka import TopicPartition
 
 from infra import kafka
 from infra.settings import Settings
-from projectors.base import Projection
+from projectors.base import Batch, Projection
 from projectors.runner import ProjectionHalted, readable_problem
 from schemas.chain import ChainVerifier
 from schemas.envelope import decode
@@ -21,7 +21,8 @@ Progress = Callable[[int, int], None]  # (offsets done, offsets to do)
 
 async def replay_into(settings: Settings, target: Projection, progress: Progress | None = None) -> int:
     """Apply every committed event up to the current log end into target; return how many."""
-    reader = kafka.reader(settings)
+    # Partitions are read one after another: a long fetch wait would idle at each switch.
+    reader = kafka.reader(settings, fetch_max_wait_ms=10)
     await reader.start()
     try:
         tps = [TopicPartition(settings.events_topic, p)
@@ -35,11 +36,11 @@ async def replay_into(settings: Settings, target: Projection, progress: Progress
             async for record in kafka.read_partition(reader, tp):
                 batch.append(verified(decode(record.value), heads))
                 if len(batch) >= BATCH:
-                    await target.apply(tp.partition, batch, record.offset + 1)
+                    await target.apply([Batch(tp.partition, batch, record.offset + 1)])
                     applied, batch = applied + len(batch), []
                     if progress:
                         progress(finished + record.offset + 1, total)
-            await target.apply(tp.partition, batch, ends[tp])
+            await target.apply([Batch(tp.partition, batch, ends[tp])])
             applied += len(batch)
             finished += ends[tp]
             if progress:

@@ -18,7 +18,7 @@ from aiokafka.structs import OffsetAndMetadata
 from domain.registry import EVENT_CLASSES, schema_version_of
 from infra import kafka
 from infra.settings import Settings
-from projectors.base import Envelope, Projection
+from projectors.base import Batch, Envelope, Projection
 from projectors.pg import SchemaSwapped
 from schemas.chain import ChainVerifier
 from schemas.envelope import decode
@@ -83,9 +83,8 @@ class ProjectorRunner:
                     await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=1.0)
                     continue
                 await self.position_assigned()
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_max)
-                for tp, records in batches.items():
-                    await self.guarded(tp, records)
+                fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_max)
+                await self.guarded(fetched)
         finally:
             await self.consumer.stop()
 
@@ -100,11 +99,12 @@ class ProjectorRunner:
         self.unpositioned.clear()
         self.verifiers.clear()
 
-    async def guarded(self, tp: TopicPartition, records: list) -> None:
-        if tp in self.unpositioned or self.failed:
+    async def guarded(self, fetched: dict[TopicPartition, list]) -> None:
+        fetched = {tp: records for tp, records in fetched.items() if records and tp not in self.unpositioned}
+        if not fetched or self.failed:
             return
         try:
-            await self.apply(tp, records)
+            await self.apply(fetched)
         except ProjectionHalted as halt:
             self.failed = f"projector {self.projection.name} stopped: {halt}"
             log.critical(self.failed)
@@ -114,7 +114,7 @@ class ProjectorRunner:
             await self.projection.open()
             self.reposition_all()
         except Exception as error:
-            self.last_error = f"batch on partition {tp.partition} failed: {error!r}"
+            self.last_error = f"batch on partitions {sorted(tp.partition for tp in fetched)} failed: {error!r}"
             log.error("projector %s: %s; retrying from the stored position", self.projection.name, self.last_error)
             self.reposition_all()
             await asyncio.sleep(1.0)
@@ -127,16 +127,20 @@ class ProjectorRunner:
         if assigned:
             self.consumer.pause(*assigned)
 
-    async def apply(self, tp: TopicPartition, records: list) -> None:
-        envelopes = [decode(r.value) for r in records]
+    async def apply(self, fetched: dict[TopicPartition, list]) -> None:
+        """Verify a poll's records, then store all its partitions' batches in one apply."""
         heads: dict[str, ChainVerifier] = {}
+        batches = [await self.verified_batch(tp, records, heads) for tp, records in fetched.items()]
+        await self.projection.apply(batches)
+        self.verifiers.update(heads)
+        self.applied += sum(len(b.envelopes) for b in batches)
+        await self.consumer.commit({tp: OffsetAndMetadata(b.next_offset, "") for tp, b in zip(fetched, batches)})
+
+    async def verified_batch(self, tp: TopicPartition, records: list, heads: dict[str, ChainVerifier]) -> Batch:
+        envelopes = [decode(r.value) for r in records]
         for env in envelopes:
             await self.verify(env, heads)
-        next_offset = max(records[-1].offset + 1, await self.consumer.position(tp))
-        await self.projection.apply(tp.partition, envelopes, next_offset)
-        self.verifiers.update(heads)
-        self.applied += len(envelopes)
-        await self.consumer.commit({tp: OffsetAndMetadata(next_offset, "")})
+        return Batch(tp.partition, envelopes, max(records[-1].offset + 1, await self.consumer.position(tp)))
 
     async def verify(self, env: Envelope, heads: dict[str, ChainVerifier]) -> None:
         """Check env against its tenant's head as it stands after the batch's earlier events."""
