@@ -8,20 +8,20 @@ from commands.intake import Refused
 from queries.readmodels import ReadModels
 
 
-def get_read_models(request: Request) -> ReadModels:
+async def get_read_models(request: Request) -> ReadModels:
     return request.app.state.read_models
 
 
 def require(*roles: str):
     """A dependency that admits only principals holding one of the roles."""
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if not set(roles).intersection(principal.roles):
             raise Refused(403, "missing_role", f"this view needs one of the roles {sorted(roles)}")
         return principal
     return Depends(check)
 
 
-def require_ops(request: Request, principal: PrincipalDep) -> Principal:
+async def require_ops(request: Request, principal: PrincipalDep) -> Principal:
     """Platform-wide views need an admin of the operations tenant, never a customer tenant's token."""
     if principal.tenant_id != request.app.state.settings.ops_tenant or "admin" not in principal.roles:
         raise Refused(403, "ops_only", "platform views need an admin token of the operations tenant")
