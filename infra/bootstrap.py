@@ -4,6 +4,7 @@ import logging
 import signal
 
 import uvicorn
+import uvloop
 
 from commands.api.app import create_app
 from commands.processor import CommandProcessor
@@ -112,7 +113,7 @@ def run_projectors(settings: Settings, ch, runners: list[ProjectorRunner], stop:
             watcher.cancel()
         finally:
             await pool.close()
-    asyncio.run(main())
+    uvloop.run(main())
 
 
 async def relay(stop: asyncio.Event, local_stop: asyncio.Event, main_loop: asyncio.AbstractEventLoop) -> None:

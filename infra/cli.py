@@ -26,10 +26,11 @@ def serve(api: Annotated[bool, typer.Option(help="serve the HTTP API")] = True,
           projectors: Annotated[bool, typer.Option(help="run the projectors")] = True,
           port: Annotated[Optional[int], typer.Option(help="API port")] = None) -> None:
     """Run the API and/or the command processor in this process until Ctrl-C."""
+    import uvloop
     from infra.bootstrap import configure_logging, serve as run_roles
     settings = settings_or_exit(api_port=port)
     configure_logging()
-    asyncio.run(run_roles(settings, api=api, processor=processor, projectors=projectors))
+    uvloop.run(run_roles(settings, api=api, processor=processor, projectors=projectors))
 
 
 @app.command()
