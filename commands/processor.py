@@ -42,6 +42,9 @@ class PartitionOwner:
     producer: AIOKafkaProducer
     tenants: dict[str, TenantLedger] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    pending: list = field(default_factory=list)
+    worker: asyncio.Task | None = None
+    timer: asyncio.Task | None = None
 
     def tenant(self, tenant_id: str) -> TenantLedger:
         ledger = self.tenants.get(tenant_id)
@@ -71,6 +74,7 @@ class CommandProcessor:
         self.broken: dict[int, str] = {}
         self.not_before: dict[int, float] = {}
         self.fenced_backoff_s = 5.0
+        self.timers_next_at = 0.0
         self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
         self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0}
 
@@ -91,7 +95,8 @@ class CommandProcessor:
                 await self.acquire_assigned()
                 batches = await self.consumer.getmany(
                     timeout_ms=self.poll_ms(), max_records=self.settings.batch_max * max(1, len(self.owners)))
-                await asyncio.gather(*(self.process(tp, records) for tp, records in batches.items()))
+                for tp, records in batches.items():
+                    self.enqueue(tp, records)
                 await self.fire_timers()
         finally:
             for partition in list(self.owners):
@@ -142,6 +147,7 @@ class CommandProcessor:
             return
         async with owner.lock:
             await owner.producer.stop()
+        await asyncio.gather(*(t for t in (owner.worker, owner.timer) if t), return_exceptions=True)
         log.info("released partition %s", partition)
 
     async def rebuild(self, owner: PartitionOwner) -> None:
@@ -164,6 +170,29 @@ class CommandProcessor:
             await reader.stop()
 
     # -- deciding and appending --------------------------------------------------------------
+    def enqueue(self, tp: TopicPartition, records: list) -> None:
+        """Hand records to the partition's worker; pause the partition while its backlog is full.
+
+        Each owned partition commits on its own, so one slow transaction never holds back the
+        others, and whatever arrives while a transaction is open joins the next one.
+        """
+        owner = self.owners.get(tp.partition)
+        if owner is None:
+            return
+        owner.pending.extend(records)
+        if len(owner.pending) >= self.settings.batch_max:
+            self.consumer.pause(tp)
+        if owner.worker is None or owner.worker.done():
+            owner.worker = asyncio.create_task(self.drain(tp, owner), name=f"partition-{tp.partition}")
+
+    async def drain(self, tp: TopicPartition, owner: PartitionOwner) -> None:
+        while owner.pending and self.owners.get(tp.partition) is owner:
+            records = owner.pending[:self.settings.batch_max]
+            del owner.pending[:len(records)]
+            await self.process(tp, records)
+            if self.owners.get(tp.partition) is owner and len(owner.pending) < self.settings.batch_max:
+                self.consumer.resume(tp)
+
     async def process(self, tp: TopicPartition, records: list) -> None:
         owner = self.owners.get(tp.partition)
         if owner is None:
@@ -229,9 +258,15 @@ class CommandProcessor:
 
     # -- timers ------------------------------------------------------------------------------
     async def fire_timers(self) -> None:
+        """Every timer interval, expire what is due, as a transaction queued behind the partition's work."""
+        if time.monotonic() < self.timers_next_at:
+            return
+        self.timers_next_at = time.monotonic() + self.settings.timer_interval_s
         now = self.clock()
         for owner in list(self.owners.values()):
+            if owner.timer is not None and not owner.timer.done():
+                continue
             due = [expire_command(t.tenant_id, a, now)
                    for t in owner.tenants.values() for a in t.due_expiries(now)]
             if due:
-                await self.guarded(owner, due, None, reply=False)
+                owner.timer = asyncio.create_task(self.guarded(owner, due, None, reply=False))
