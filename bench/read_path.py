@@ -401,7 +401,6 @@ async def follow_processor(processor, task: asyncio.Task, sent: int, args) -> No
 async def baselines(args, settings: Settings, report: Report) -> int:
     from projectors.rebuild import verified
     from schemas.chain import ChainVerifier
-    from schemas.envelope import decode
 
     sizes = [0]
     started = time.perf_counter()
@@ -411,7 +410,7 @@ async def baselines(args, settings: Settings, report: Report) -> int:
     raw_s = time.perf_counter() - started
     heads: dict[str, ChainVerifier] = {}
     started = time.perf_counter()
-    await read_range(settings, settings.events_topic, None, lambda r: verified(decode(r.value), heads),
+    await read_range(settings, settings.events_topic, None, lambda r: verified(r.partition, r, heads),
                      "raw read + decode + verify", args.progress)
     verify_s = time.perf_counter() - started
     report.data["baseline"] = {"events": count, "bytes": sizes[0], "raw_s": raw_s, "verify_s": verify_s}

@@ -11,9 +11,8 @@ from aiokafka import TopicPartition
 from infra import kafka
 from infra.settings import Settings
 from projectors.base import Batch, Projection
-from projectors.runner import ProjectionHalted, readable_problem
+from projectors.runner import check, envelope_of
 from schemas.chain import ChainVerifier
-from schemas.envelope import decode
 
 BATCH = 5000
 Progress = Callable[[int, int], None]  # (offsets done, offsets to do)
@@ -34,7 +33,7 @@ async def replay_into(settings: Settings, target: Projection, progress: Progress
         for tp in tps:
             batch: list[dict] = []
             async for record in kafka.read_partition(reader, tp):
-                batch.append(verified(decode(record.value), heads))
+                batch.append(verified(tp.partition, record, heads))
                 if len(batch) >= BATCH:
                     await target.apply([Batch(tp.partition, batch, record.offset + 1)])
                     applied, batch = applied + len(batch), []
@@ -50,13 +49,11 @@ async def replay_into(settings: Settings, target: Projection, progress: Progress
         await reader.stop()
 
 
-def verified(env: dict, heads: dict[str, ChainVerifier]) -> dict:
+def verified(partition: int, record, heads: dict[str, ChainVerifier]) -> dict:
+    """Decode a record and check it continues its tenant's chain; ProjectionHalted says where if not."""
+    env = envelope_of(partition, record)
     tenant = env["tenant_id"]
-    verifier = heads.setdefault(tenant, ChainVerifier(tenant))
-    problem = readable_problem(env) or verifier.problem_with(env)
-    if problem:
-        raise ProjectionHalted(f"tenant {tenant} chain_seq {verifier.head_seq + 1}: {problem}")
-    verifier.accept(env)
+    check(partition, record, env, heads.setdefault(tenant, ChainVerifier(tenant)))
     return env
 
 

@@ -5,15 +5,17 @@ position stored with the projection's rows (not Kafka's committed offset), and e
 and new position are written together. The position is also committed to Kafka afterwards, only
 so that Kafka's own tools (kafka-consumer-groups) report the same lag.
 
-The chain is verified as it is applied. A gap, a bad hash, an unknown event type or a schema
-version newer than this code stops the projector (it records why and reports FAILED) instead of
-skipping anything.
+The chain is verified as it is applied. A record that is not an envelope (not JSON, not an object,
+a value the hash rule cannot canonicalise), a gap, a bad hash, an unknown event type or a schema
+version newer than this code stops the projector (it records why, naming partition and offset, and
+reports FAILED) instead of skipping anything; nothing of that poll is stored, so the position stays
+before the bad record. Any other error (a database down, say) is retried from the stored position.
 """
 import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from domain.registry import EVENT_CLASSES, schema_version_of
 from infra import kafka
@@ -27,7 +29,54 @@ log = logging.getLogger("runledger.projector")
 
 
 class ProjectionHalted(Exception):
-    """The log cannot be applied past this point; the reason names tenant and chain_seq."""
+    """The log cannot be applied past this point; the reason names the record (partition, offset) and why."""
+
+
+JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def decoded(value: bytes | None) -> tuple[Envelope, str | None]:
+    """Return the envelope a record value holds, or why it holds none (which no retry can change)."""
+    if value is None:
+        return {}, "the record has no value (a tombstone)"
+    try:
+        env = decode(value)
+    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, a number too long, nested too deep
+        return {}, f"the value is not JSON ({error})"
+    if not isinstance(env, dict):
+        return {}, f"the value is {JSON_KINDS.get(type(env), 'null')}, not an envelope object"
+    if not isinstance(env.get("tenant_id"), str):
+        return {}, f"the envelope's tenant_id is {env.get('tenant_id')!r}, not a string"
+    return env, None
+
+
+def envelope_of(partition: int, record: ConsumerRecord) -> Envelope:
+    env, problem = decoded(record.value)
+    if problem:
+        raise ProjectionHalted(f"{place(partition, record, key=True)}: {problem}")
+    return env
+
+
+def place(partition: int, record: ConsumerRecord, key: bool = False) -> str:
+    """Name a record's position in the log, and (key=True) the tenant its key names, if it has one."""
+    where = f"partition {partition} offset {record.offset}"
+    return f"{where}, tenant {record.key.decode(errors='replace')!r} (record key)" if key and record.key else where
+
+
+def check(partition: int, record: ConsumerRecord, env: Envelope, verifier: ChainVerifier) -> None:
+    """Accept env as its tenant's next event, or halt naming the record and why it cannot follow."""
+    if problem := problem_of(env, verifier):
+        raise ProjectionHalted(f"{place(partition, record)}, tenant {verifier.tenant_id} "
+                               f"chain_seq {verifier.head_seq + 1}: {problem}")
+    verifier.accept(env)
+
+
+def problem_of(env: Envelope, verifier: ChainVerifier) -> str | None:
+    """Why env cannot follow verifier's head, or None. The checks are pure: what they raise, they always will."""
+    try:
+        return readable_problem(env) or verifier.problem_with(env)
+    except (ValueError, TypeError, RecursionError) as error:  # e.g. RFC 8785 refuses NaN or an integer beyond 2^53
+        return f"the envelope cannot be checked ({error!r})"
 
 
 def readable_problem(env: Envelope) -> str | None:
@@ -53,6 +102,8 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class ProjectorRunner:
+    retry_delay_s = 1.0  # after a transient error, before reading again from the stored position
+
     def __init__(self, settings: Settings, projection: Projection, batch_max: int = 5000):
         self.settings = settings
         self.projection = projection
@@ -117,7 +168,7 @@ class ProjectorRunner:
             self.last_error = f"batch on partitions {sorted(tp.partition for tp in fetched)} failed: {error!r}"
             log.error("projector %s: %s; retrying from the stored position", self.projection.name, self.last_error)
             self.reposition_all()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.retry_delay_s)
         else:
             self.last_error = None
 
@@ -137,22 +188,19 @@ class ProjectorRunner:
         await self.consumer.commit({tp: OffsetAndMetadata(b.next_offset, "") for tp, b in zip(fetched, batches)})
 
     async def verified_batch(self, tp: TopicPartition, records: list, heads: dict[str, ChainVerifier]) -> Batch:
-        envelopes = [decode(r.value) for r in records]
-        for env in envelopes:
-            await self.verify(env, heads)
+        envelopes = [await self.verified(tp.partition, r, heads) for r in records]
         return Batch(tp.partition, envelopes, max(records[-1].offset + 1, await self.consumer.position(tp)))
 
-    async def verify(self, env: Envelope, heads: dict[str, ChainVerifier]) -> None:
-        """Check env against its tenant's head as it stands after the batch's earlier events."""
+    async def verified(self, partition: int, record: ConsumerRecord, heads: dict[str, ChainVerifier]) -> Envelope:
+        """Decode a record and check it against its tenant's head as it stands after the poll's earlier events."""
+        env = envelope_of(partition, record)
         tenant = env["tenant_id"]
         if tenant not in heads:
             known = self.verifiers.get(tenant)
             seq, hash_ = (known.head_seq, known.head_hash) if known else await self.projection.head(tenant)
             heads[tenant] = ChainVerifier(tenant, seq, hash_)
-        problem = readable_problem(env) or heads[tenant].problem_with(env)
-        if problem:
-            raise ProjectionHalted(f"tenant {tenant} chain_seq {heads[tenant].head_seq + 1}: {problem}")
-        heads[tenant].accept(env)
+        check(partition, record, env, heads[tenant])
+        return env
 
     @property
     def healthy(self) -> bool:

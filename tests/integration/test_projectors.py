@@ -1,15 +1,17 @@
 """Projectors on the real broker and database: rebuild equals incremental, kill -9 changes nothing,
-a broken chain stops a projector loudly."""
+a broken chain or a record that is not an envelope stops a projector loudly."""
 import asyncio
 import json
 import random
 from contextlib import asynccontextmanager
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from commands.auth import Principal
 from commands.intake import command_envelope
 from commands.processor import CommandProcessor
+from infra.bootstrap import health
 from infra.postgres import open_pool
 from infra.workload import workload
 from projectors.approvals import ApprovalsProjection
@@ -150,6 +152,38 @@ async def test_a_broken_chain_stops_the_projector_and_lag_says_failed():
             report = await projector_lag(settings, projections)
             assert {r.status for r in report} == {"FAILED"} and {r.lag_events for r in report} == {1}
             assert expected in await projections[0].failure()
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("garbage, problem", [(b"{not json", "the value is not JSON (Expecting property name"),
+                                                (b"[1, 2, 3]", "the value is an array, not an envelope object")])
+async def test_a_record_that_is_not_an_envelope_stops_the_projector_at_it(garbage, problem):
+    settings = make_settings(partitions=1)
+    pool = await open_pool(settings)
+    tenant = unique("tenant-")
+    try:
+        async with in_process(settings, pool) as (projections, runners):
+            await send_all(settings, envelopes_for(workload([tenant], runs_per_tenant=1, seed=3)))
+            await wait_until(lambda: caught_up(settings, projections), 60, "catch up")
+            applied = {p.name: await dump(pool, p.schema, TABLES[type(p)][0]) for p in projections}
+            assert [len(applied["runs"]), applied["runs"][0][0]] == [1, tenant]
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+            await producer.start()
+            try:
+                sent = await producer.send_and_wait(settings.events_topic, garbage, key=tenant.encode(), partition=0)
+            finally:
+                await producer.stop()
+            await wait_until(lambda: all(r.failed for r in runners), 60, "both projectors to stop")
+            expected = f"partition 0 offset {sent.offset}, tenant {tenant!r} (record key): {problem}"
+            assert [expected in r.failed for r in runners] == [True, True], [r.failed for r in runners]
+            assert [expected in await p.failure() for p in projections] == [True, True]
+            assert health(None, runners) == {**{f"projector:{r.projection.name}": "failed" for r in runners},
+                                             **{f"projector:{r.projection.name}:reason": r.failed for r in runners}}
+            report = await projector_lag(settings, projections)
+            assert [(r.status, r.lag_events) for r in report] == [("FAILED", 1), ("FAILED", 1)]
+            assert [(await p.positions())[0].next_offset for p in projections] == [sent.offset, sent.offset]
+            assert {p.name: await dump(pool, p.schema, TABLES[type(p)][0]) for p in projections} == applied
     finally:
         await pool.close()
 
