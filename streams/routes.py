@@ -5,6 +5,7 @@ query is also in its queue; the seam is closed by dropping queued events it alre
 reading from the database any it has not seen yet (a gap). Its position is the channel `seq`,
 which is the SSE `id`.
 """
+import asyncio
 import json
 from typing import Annotated, Any, AsyncIterator
 
@@ -60,16 +61,29 @@ async def channel_state(request: Request, tenant_id: str, channel: str) -> tuple
     return (live["active_schema"], head["seq"], head["oldest"]) if head else (live["active_schema"], 0, 1)
 
 
-def event(row: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(json.dumps(row["envelope"], separators=(",", ":")), event=row["type"], id=str(row["seq"]))
+def event(row: dict[str, Any]) -> bytes:
+    """The SSE frame of a channel row, encoded once: the hub hands the same row to every subscriber."""
+    frame = row.get("frame")
+    if frame is None:
+        frame = row["frame"] = ServerSentEvent(json.dumps(row["envelope"], separators=(",", ":")),
+                                               event=row["type"], id=str(row["seq"])).encode()
+    return frame
 
 
 def notice(name: str, **data: Any) -> ServerSentEvent:
     return ServerSentEvent(json.dumps(data), event=name)
 
 
+async def queued(queue: asyncio.Queue) -> list:
+    """Wait for the next item, then take whatever else is already queued (sent as one write)."""
+    items = [await queue.get()]
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
 async def follow(hub: ChannelHub, sub: Subscription, schema: str, head: int, oldest: int,
-                 after: int | None) -> AsyncIterator[ServerSentEvent]:
+                 after: int | None) -> AsyncIterator[ServerSentEvent | bytes]:
     try:
         yield ServerSentEvent(comment="runledger stream", retry=RETRY_MS)
         last = head if after is None else after
@@ -80,23 +94,26 @@ async def follow(hub: ChannelHub, sub: Subscription, schema: str, head: int, old
             yield notice("replay_incomplete", reason="trimmed", requested_after=after, resumes_after=oldest - 1)
             last = oldest - 1
         while rows := await hub.rows(schema, sub.tenant_id, sub.channel, last, limit=PAGE):
-            for row in rows:
-                yield event(row)
+            yield b"".join(map(event, rows))
             last = rows[-1]["seq"]
         while True:
-            item = await sub.queue.get()
-            if item is OVERFLOW:
-                yield notice("overflow", reason="this client fell too far behind", resume_after=last)
-                return
-            if item["seq"] <= last:
-                continue
-            while item["seq"] > last + 1:
-                gap = await hub.rows(schema, sub.tenant_id, sub.channel, last, item["seq"] - 1, PAGE)
-                for row in gap:
-                    yield event(row)
-                last = gap[-1]["seq"] if gap else item["seq"] - 1
-            yield event(item)
-            last = item["seq"]
+            frames = []
+            for item in await queued(sub.queue):
+                if item is OVERFLOW:
+                    if frames:
+                        yield b"".join(frames)
+                    yield notice("overflow", reason="this client fell too far behind", resume_after=last)
+                    return
+                if item["seq"] <= last:
+                    continue
+                while item["seq"] > last + 1:
+                    gap = await hub.rows(schema, sub.tenant_id, sub.channel, last, item["seq"] - 1, PAGE)
+                    frames += [event(row) for row in gap]
+                    last = gap[-1]["seq"] if gap else item["seq"] - 1
+                frames.append(event(item))
+                last = item["seq"]
+            if frames:
+                yield b"".join(frames)
     finally:
         hub.unsubscribe(sub)
 

@@ -24,6 +24,16 @@ from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
 
 
+def is_stream(scope) -> bool:
+    return scope.get("path", "").startswith("/v1/streams/")
+
+
+# FastAPI's own request spans stay; its per-dependency and per-serialisation spans would double
+# the tracing cost of a command, and on an SSE stream it would wrap every frame sent to every
+# subscriber (streams are traced from the events they carry, which hold their traceparent).
+TELEMETRY = {"operation_spans": False, "exclude": is_stream}
+
+
 def refusal(status: int, code: str, reason: str, details=None) -> JSONResponse:
     body = {"status": "rejected", "code": code, "reason": reason}
     if details is not None:
@@ -87,7 +97,7 @@ def create_app(settings: Settings, read_models: ReadModels, projections: list[Pr
             await bus.stop()
 
     app = FastAPI(title="runledger", version="0.1.0", lifespan=lifespan,
-                  description="Commands for the runledger system of record.")
+                  description="Commands for the runledger system of record.", telemetry=TELEMETRY)
     app.state.settings = settings
     app.state.bus = bus
     app.state.read_models = read_models
