@@ -2,6 +2,8 @@
 import asyncio
 import logging
 import signal
+import threading
+from typing import Awaitable, Callable
 
 import uvicorn
 import uvloop
@@ -62,12 +64,15 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     projections = await build_projections(settings, pool, ch) if pool else []
     tasks, runners = [], []
     command_processor = CommandProcessor(settings) if processor else None
-    if command_processor:
+    if command_processor and (api or projectors):
+        tasks.append(asyncio.create_task(on_own_loop("processor", command_processor.run, stop), name="processor"))
+    elif command_processor:
         tasks.append(asyncio.create_task(command_processor.run(stop), name="processor"))
     if projectors:
         runners = [ProjectorRunner(settings, p) for p in projections]
-        tasks.append(asyncio.create_task(asyncio.to_thread(run_projectors, settings, ch, runners, stop,
-                                                           asyncio.get_running_loop()), name="projectors"))
+        tasks.append(asyncio.create_task(on_own_loop(
+            "projectors", lambda local_stop: run_projectors(settings, ch, runners, local_stop), stop),
+            name="projectors"))
         lag = LagMetrics()
         lag.register(setup_metrics("runledger", console=settings.otel_console))
         tasks.append(asyncio.create_task(lag.refresh_forever(settings, projections, stop), name="lag-metrics"))
@@ -93,27 +98,55 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
             ch.close()
 
 
-def run_projectors(settings: Settings, ch, runners: list[ProjectorRunner], stop: asyncio.Event,
-                   main_loop: asyncio.AbstractEventLoop) -> None:
-    """Run the projectors on their own thread and event loop, with their own connection pool.
+async def on_own_loop(name: str, role: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Run role(local_stop) on its own thread and event loop until stop (of this loop) is set.
 
-    Applying a batch (decoding, verifying, building rows) runs in long synchronous stretches;
-    on the API's loop those stretches would sit in front of every request. On a thread they
+    The processor and the projectors each get a loop of their own in a process that also serves
+    HTTP and SSE: a busy loop (thousands of SSE subscribers, a big batch to apply) would otherwise
+    delay their Kafka heartbeats past the session timeout and cost a rebalance. On threads they
     only compete for the GIL, which Python hands over every few milliseconds.
     """
+    main_loop = asyncio.get_running_loop()
+    done = main_loop.create_future()
+
     async def main() -> None:
-        pool = await open_pool(settings)
+        local_stop = asyncio.Event()
+        watcher = asyncio.create_task(relay(stop, local_stop, main_loop))
         try:
-            mine = {p.name: p for p in await build_projections(settings, pool, ch)}
-            for runner in runners:
-                runner.projection = mine[runner.projection.name]
-            local_stop = asyncio.Event()
-            watcher = asyncio.create_task(relay(stop, local_stop, main_loop))
-            await asyncio.gather(*(r.run(local_stop) for r in runners))
-            watcher.cancel()
+            await role(local_stop)
         finally:
-            await pool.close()
-    uvloop.run(main())
+            watcher.cancel()
+
+    def thread() -> None:
+        try:
+            uvloop.run(main())
+        except BaseException as error:  # noqa: BLE001 - handed to the awaiting loop
+            main_loop.call_soon_threadsafe(settle, done, error)
+        else:
+            main_loop.call_soon_threadsafe(settle, done, None)
+    threading.Thread(target=thread, name=name, daemon=True).start()
+    await done
+
+
+def settle(future: asyncio.Future, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+async def run_projectors(settings: Settings, ch, runners: list[ProjectorRunner], stop: asyncio.Event) -> None:
+    """Run the projectors with a connection pool of their own loop."""
+    pool = await open_pool(settings)
+    try:
+        mine = {p.name: p for p in await build_projections(settings, pool, ch)}
+        for runner in runners:
+            runner.projection = mine[runner.projection.name]
+        await asyncio.gather(*(r.run(stop) for r in runners))
+    finally:
+        await pool.close()
 
 
 async def relay(stop: asyncio.Event, local_stop: asyncio.Event, main_loop: asyncio.AbstractEventLoop) -> None:
