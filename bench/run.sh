@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# runledger write-path benchmark (see docs/bench.md).
+# runledger benchmarks: the write path (docs/bench.md), the read path (docs/bench-read.md) and
+# SSE streams (docs/bench-streams.md). Each prints one table of measured vs target, next to
+# baselines measured in the same run.
 #
-# Usage: bench/run.sh [bench/write_path.py options...]     e.g. bench/run.sh --quick
+# Usage: bench/run.sh [write|read|streams] [that benchmark's options...]
+#        e.g. bench/run.sh --quick, bench/run.sh read --quick, bench/run.sh streams --help
+#        (no benchmark named = write)
 #
 # Without RUNLEDGER_KAFKA_BOOTSTRAP in the environment, this starts its own local stack
 # (infra/local/stack.sh: Kafka + PostgreSQL) in its own home and on its own ports, so it never
@@ -20,6 +24,12 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
+case "${1:-}" in
+  write) SCRIPT=write_path.py; shift ;;
+  read) SCRIPT=read_path.py; shift ;;
+  streams) SCRIPT=streams.py; shift ;;
+  *) SCRIPT=write_path.py ;;
+esac
 
 started=0
 stack() { bash "$ROOT/infra/local/stack.sh" "$@"; }
@@ -49,4 +59,4 @@ if [[ -z "${RUNLEDGER_KAFKA_BOOTSTRAP:-}" ]]; then
 fi
 
 cd "$ROOT"
-"$PY" "$HERE/write_path.py" --bootstrap "$RUNLEDGER_KAFKA_BOOTSTRAP" "$@"
+"$PY" "$HERE/$SCRIPT" --bootstrap "$RUNLEDGER_KAFKA_BOOTSTRAP" "$@"

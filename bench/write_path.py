@@ -22,7 +22,8 @@ Phases (all against the same Kafka broker, each on fresh topics named after a un
                  and single mode (one save per command).
   5. http        `serve --no-projectors` (API + processor, one subprocess; optionally with the
                  projectors, or API and processor as two processes) driven open-loop at a fixed
-                 rate with POST /v1/commands from one httpx client per tenant; latency is
+                 rate with POST /v1/commands from one client per tenant (bench/rawhttp.py,
+                 or httpx with --http-client httpx); latency is
                  measured from each command's scheduled send time (no coordinated omission).
                  The same load against bench/echo_server.py (no Kafka) gives the floor that the
                  HTTP stack and the client alone cost on this machine.
@@ -747,8 +748,7 @@ async def phase_http(args, bootstrap: str, prefix: str, secret: str, workdir: Pa
     # httpx.AsyncClient with a large pool is not usable as a load generator here: once a few
     # hundred requests queue in its pool (after any server hiccup) its own CPU use explodes
     # and it never catches up again, even against a trivial server (see docs/bench.md).
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    https = {t: httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30.0) for t in tenants}
+    https = {t: http_client(args.http_client, port) for t in tenants}
     try:
         clients = {t: LedgerClient(https[t], mint(secret, t, f"agent:{t}", ["operator"],
                                                   settings.jwt_audience)) for t in tenants}
@@ -783,6 +783,17 @@ async def phase_http(args, bootstrap: str, prefix: str, secret: str, workdir: Pa
         "max_send_lag_ms": max(s["lag_ms"] for s in samples),
         "mix": dict(Counter(s["type"] for s in samples)), "rss_mb": rss, "cpu": cpu,
     }
+
+
+def http_client(kind: str, port: int):
+    """The load generator's client for one tenant: bench/rawhttp.py (light) or httpx."""
+    if kind == "raw":
+        sys.path.insert(0, str(ROOT / "bench"))
+        from rawhttp import RawHTTPClient
+        return RawHTTPClient("127.0.0.1", port)
+    import httpx
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30.0)
 
 
 def free_port() -> int:
@@ -1068,6 +1079,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--http-rate", type=float, default=200.0, help="commands/s, open loop")
     p.add_argument("--http-duration", type=float, default=20.0, help="measured seconds")
     p.add_argument("--http-warmup", type=float, default=3.0, help="unmeasured seconds first")
+    p.add_argument("--http-client", choices=["raw", "httpx"], default="raw",
+                   help="load generator client: bench/rawhttp.py (a fraction of httpx's CPU, "
+                        "which the server would otherwise not get on a small machine) or httpx")
     p.add_argument("--http-projectors", choices=["off", "on", "both"], default="both",
                    help="run serve without projectors (API + processor), with them, or both")
     p.add_argument("--http-layout", choices=["one", "split", "both"], default="both",

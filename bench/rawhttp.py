@@ -1,0 +1,80 @@
+"""A minimal HTTP/1.1 keep-alive client for load generation, shaped like the httpx calls
+`infra.client.LedgerClient` makes (`post(path, json=, headers=)`, `aclose()`).
+
+The load generator runs on the same machine as the server and the broker. httpx costs about
+3 ms of CPU per request here (0.6 of 2 cores at 200 requests/s), which the server under test
+then does not get; this client does the same requests for a fraction of that. It speaks only
+what the command API answers: `Content-Length` bodies, no chunking, no redirects, no TLS.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+
+class Response:
+    def __init__(self, status_code: int, headers: dict[str, str], body: bytes):
+        self.status_code = status_code
+        self.headers = headers
+        self.content = body
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class RawHTTPClient:
+    def __init__(self, host: str, port: int, timeout: float = 30.0):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.open: set[asyncio.StreamWriter] = set()
+
+    async def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None) -> Response:
+        body = _dumps(json)
+        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
+                 "Content-Type: application/json", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+        return await asyncio.wait_for(self.exchange(request), self.timeout)
+
+    async def exchange(self, request: bytes) -> Response:
+        reader, writer = self.idle.pop() if self.idle else await self.connect()
+        try:
+            writer.write(request)
+            response, keep = await read_response(reader)
+        except BaseException:
+            self.discard(writer)
+            raise
+        if keep:
+            self.idle.append((reader, writer))
+        else:
+            self.discard(writer)
+        return response
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.open.add(writer)
+        return reader, writer
+
+    def discard(self, writer: asyncio.StreamWriter) -> None:
+        self.open.discard(writer)
+        writer.close()
+
+    async def aclose(self) -> None:
+        for writer in list(self.open):
+            self.discard(writer)
+        self.idle.clear()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[Response, bool]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ", 2)[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)}
+    if "content-length" not in headers:
+        raise ValueError(f"response without Content-Length (status {status}); this client reads no other kind")
+    body = await reader.readexactly(int(headers["content-length"]))
+    return Response(status, headers, body), headers.get("connection", "").lower() != "close"
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode() if value is not None else b""
