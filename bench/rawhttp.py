@@ -38,7 +38,19 @@ class RawHTTPClient:
         return await asyncio.wait_for(self.exchange(request), self.timeout)
 
     async def exchange(self, request: bytes) -> Response:
-        reader, writer = self.idle.pop() if self.idle else await self.connect()
+        while self.idle:
+            reader, writer = self.idle.pop()
+            try:
+                return await self.roundtrip(reader, writer, request)
+            except asyncio.IncompleteReadError as error:
+                if error.partial:
+                    raise
+                # The server closed this idle keep-alive connection before reading the request
+                # (uvicorn does after 5 s): nothing was processed, so it goes on a fresh one.
+        return await self.roundtrip(*await self.connect(), request)
+
+    async def roundtrip(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        request: bytes) -> Response:
         try:
             writer.write(request)
             response, keep = await read_response(reader)
