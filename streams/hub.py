@@ -111,10 +111,12 @@ class ChannelHub:
 
     async def rows(self, schema: str, tenant_id: str, channel: str, after: int, upto: int | None = None,
                    limit: int = 1000) -> list[dict[str, Any]]:
-        """Return a channel's events with after < seq ≤ upto, oldest first."""
+        """Return a channel's events with after < seq ≤ upto, oldest first (the envelope as JSON text)."""
         bound = "AND seq <= %s" if upto is not None else ""
         params = (tenant_id, channel, after, *((upto,) if upto is not None else ()), limit)
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(f"SELECT seq, type, envelope FROM {schema}.channel_events WHERE tenant_id = %s "
+            # The envelope as PostgreSQL's JSON text: it goes into the SSE frame as it is, instead of
+            # being parsed into a dict here and serialised again for the frame.
+            await cur.execute(f"SELECT seq, type, envelope::text AS envelope FROM {schema}.channel_events WHERE tenant_id = %s "
                               f"AND channel = %s AND seq > %s {bound} ORDER BY seq LIMIT %s", params)
             return await cur.fetchall()

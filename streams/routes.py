@@ -65,8 +65,7 @@ def event(row: dict[str, Any]) -> bytes:
     """The SSE frame of a channel row, encoded once: the hub hands the same row to every subscriber."""
     frame = row.get("frame")
     if frame is None:
-        frame = row["frame"] = ServerSentEvent(json.dumps(row["envelope"], separators=(",", ":")),
-                                               event=row["type"], id=str(row["seq"])).encode()
+        frame = row["frame"] = ServerSentEvent(row["envelope"], event=row["type"], id=str(row["seq"])).encode()
     return frame
 
 

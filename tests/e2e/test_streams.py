@@ -5,6 +5,7 @@ import random
 import httpx
 
 from infra.client import LedgerClient
+from schemas.envelope import GENESIS_HASH, compute_hash
 from tests.sse_client import messages
 from tests.support import token, unique
 
@@ -43,7 +44,10 @@ async def test_replay_then_live_tail_with_ids_types_and_envelopes(api, http):
     await send(http, tenant, {"type": "StartStep", "run_id": run_id, "kind": "llm", "name": "x"})
     got = await asyncio.wait_for(stream, 30)
     assert [(m.id, m.event) for m in got] == [("1", "run.requested"), ("2", "run.started"), ("3", "run.step_started")]
-    assert [m.json["chain_seq"] for m in got] == [1, 2, 3] and all(len(m.json["hash"]) == 64 for m in got)
+    assert [m.json["chain_seq"] for m in got] == [1, 2, 3]
+    # data is the whole envelope, intact: each one's hash recomputes and links to the one before
+    assert [compute_hash(m.json) for m in got] == [m.json["hash"] for m in got]
+    assert [m.json["prev_hash"] for m in got] == [GENESIS_HASH] + [m.json["hash"] for m in got[:-1]]
 
 
 async def test_the_stream_starts_with_retry_and_sends_heartbeats(api, http):
