@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import rfc8785
-import uuid6
 from pydantic import ValidationError
+from uuid_utils.compat import uuid7
 
 from commands.auth import Principal
 from domain.commands import COMMAND_TYPES
@@ -85,7 +85,7 @@ def command_envelope(principal: Principal, raw: bytes, idempotency_key: str | No
     command = validate(body)
     check_roles(command, principal)
     canonical_body = command.model_dump(mode="json")
-    command_id = str(uuid6.uuid7())
+    command_id = str(uuid7())
     digest_source = {"body": canonical_body, "expected_version": expected_version}
     return {
         "command_id": command_id,

@@ -4,8 +4,8 @@ from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
-import uuid6
 from eventsourcing.domain import Aggregate
+from uuid_utils.compat import uuid7
 
 from domain.errors import InvalidState, NotFound, VersionConflict
 from schemas.envelope import Actor, iso
@@ -35,7 +35,7 @@ class Context:
     def new_id(self, given: UUID | None) -> str:
         if given is not None and given in self.aggregates:
             raise InvalidState(f"{given} already exists", "already_exists")
-        return str(given if given is not None else uuid6.uuid7())
+        return str(given if given is not None else uuid7())
 
     def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
         aggregate = self.aggregates.get(aggregate_id)

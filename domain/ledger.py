@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import uuid6
 from eventsourcing.domain import Aggregate
 from pydantic import TypeAdapter, ValidationError
+from uuid_utils.compat import uuid7
 
 from domain.commands import AnyCommand, ExpireApproval
 from domain.context import Context
@@ -116,7 +116,7 @@ class TenantLedger:
     def append(self, event: Any, stamp: dict[str, Any]) -> dict[str, Any]:
         """Seal one new event onto the chain; stamp holds the fields shared by a command's events."""
         env = seal({
-            "event_id": str(uuid6.uuid7()),
+            "event_id": str(uuid7()),
             "tenant_id": self.tenant_id,
             "chain_seq": self.chain.head_seq + 1,
             "prev_hash": self.chain.head_hash,
@@ -163,7 +163,7 @@ def summary(env: dict[str, Any]) -> dict[str, Any]:
 
 def expire_command(tenant_id: str, approval_id: str, now: datetime) -> dict[str, Any]:
     """A system command the processor's timer issues for an approval past its expiry."""
-    command_id = str(uuid6.uuid7())
+    command_id = str(uuid7())
     return {"command_id": command_id, "tenant_id": tenant_id,
             "idempotency_key": None, "request_digest": f"expire:{approval_id}",
             "actor": SYSTEM_ACTOR.model_dump(), "issued_at": iso(now),

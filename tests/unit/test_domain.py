@@ -1,4 +1,5 @@
 """Domain rules, decided by a TenantLedger with no I/O."""
+import time
 import uuid
 
 import pytest
@@ -209,3 +210,17 @@ def test_only_commands_with_an_idempotency_key_are_remembered(h):
     rebuilt.remember(h.ledger.replies["keep-me"])
     rebuilt.remember({**h.ledger.replies["keep-me"], "command_id": "later", "replayed": True})
     assert rebuilt.replies == h.ledger.replies
+
+
+def test_event_ids_are_uuidv7_on_the_clock_even_at_thousands_per_second():
+    # Given a ledger appending far more than one event per millisecond (as the processor does)
+    h = Harness()
+    started = time.time()
+    for _ in range(5000):
+        h.ok({"type": "RequestRun", "agent_id": "a"})
+    finished = time.time()
+    # Then every event_id is a UUIDv7 whose timestamp lies within the time it was made
+    stamps = [uuid.UUID(e["event_id"]).int >> 80 for e in h.log]
+    assert {uuid.UUID(e["event_id"]).version for e in h.log} == {7}
+    assert int(started * 1000) <= min(stamps) and max(stamps) <= int(finished * 1000) + 1
+    assert len(set(e["event_id"] for e in h.log)) == len(h.log) == 5000
