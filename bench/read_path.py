@@ -59,13 +59,16 @@ import tempfile
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import ReportBase, Row  # noqa: E402
 
 from aiokafka import TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
@@ -172,22 +175,7 @@ def fmt_cpu(cpu: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
 
 
-@dataclass
-class Row:
-    phase: str
-    metric: str
-    measured: str
-    target: str = "—"
-    verdict: str = "info"
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
+class Report(ReportBase):
     def info(self, phase: str, metric: str, measured: str) -> None:
         self.rows.append(Row(phase, metric, measured))
 
@@ -197,14 +185,6 @@ class Report:
 
     def missed(self, phase_prefix: str) -> list[Row]:
         return [r for r in self.rows if r.phase.startswith(phase_prefix) and r.verdict == "MISSED"]
-
-    def table(self) -> str:
-        header = ("phase", "metric", "measured", "target", "verdict")
-        rows = [header] + [(r.phase, r.metric, r.measured, r.target, r.verdict) for r in self.rows]
-        widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-        line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-        sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-        return "\n".join([line(header), sep] + [line(r) for r in rows[1:]])
 
 
 # ------------------------------------------------------------------------------ settings, workload

@@ -44,19 +44,20 @@ import resource
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import Child, ReportBase, Row  # noqa: E402
 
 TARGETS = {"subscribers": 10_000, "p99_ms": 250.0, "replay_s": 2.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -482,34 +483,11 @@ class Client:
 
 # ------------------------------------------------------------------------------ report
 
-@dataclass
-class Row:
-    phase: str
-    metric: str
-    measured: str
-    target: str = "—"
-    verdict: str = "info"
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
+class Report(ReportBase):
     def add(self, phase: str, metric: str, measured: str, target: str = "—",
             ok: bool | None = None) -> None:
         self.rows.append(Row(phase, metric, measured, target,
                              "info" if ok is None else ("met" if ok else "MISSED")))
-
-    def table(self) -> str:
-        header = ("phase", "metric", "measured", "target", "verdict")
-        rows = [header] + [(r.phase, r.metric, r.measured, r.target, r.verdict) for r in self.rows]
-        widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-        line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-        sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-        return "\n".join([line(header), sep] + [line(r) for r in rows[1:]])
 
 
 def ms(value: float) -> str:
@@ -518,41 +496,7 @@ def ms(value: float) -> str:
 
 # ------------------------------------------------------------------------------ servers
 
-class Child:
-    """A `serve` subprocess this benchmark started; stopped by its own pid only."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], workdir: Path):
-        self.name = name
-        self.argv = argv
-        self.log_path = workdir / f"{name}.log"
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 90) -> int | None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} (pid {self.pid}) ignored SIGTERM for {timeout}s; killing it")
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log_file.close()
-        return self.proc.returncode
 
 
 class Stack:
@@ -614,12 +558,12 @@ class Stack:
 
     def start(self) -> None:
         if self.args.layout == "one":
-            self.api = Child("serve", self.argv(profile=True), self.env("serve"), self.workdir)
+            self.api = Child("serve", self.argv(profile=True), self.env("serve"), self.workdir, stop_timeout=90)
             self.children = [self.api]
         else:
             self.api = Child("serve-api", self.argv("--no-processor", "--no-projectors", profile=True),
-                             self.env("api"), self.workdir)
-            worker = Child("serve-worker", self.argv("--no-api"), self.env("worker"), self.workdir)
+                             self.env("api"), self.workdir, stop_timeout=90)
+            worker = Child("serve-worker", self.argv("--no-api"), self.env("worker"), self.workdir, stop_timeout=90)
             self.children = [self.api, worker]
 
     def pids(self) -> dict[str, int]:

@@ -49,14 +49,13 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,9 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import Child, ReportBase, Row  # noqa: E402
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
@@ -159,22 +161,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-@dataclass
-class Row:
-    phase: str
-    metric: str
-    measured: str
-    target: str = "—"
-    verdict: str = "info"
-
-
-@dataclass
-class Report:
-    rows: list[Row] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    data: dict[str, Any] = field(default_factory=dict)
-
+class Report(ReportBase):
     def add(self, *args: Any, **kwargs: Any) -> None:
         self.rows.append(Row(*args, **kwargs))
 
@@ -182,14 +169,6 @@ class Report:
               ok: bool | None) -> None:
         verdict = "n/a" if value is None or ok is None else ("pass" if ok else "MISS")
         self.add(phase, metric, shown, target, verdict)
-
-    def table(self) -> str:
-        header = ("phase", "metric", "measured", "target", "verdict")
-        rows = [header] + [(r.phase, r.metric, r.measured, r.target, r.verdict) for r in self.rows]
-        widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-        line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-        sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-        return "\n".join([line(header), sep] + [line(r) for r in rows[1:]])
 
 
 # ------------------------------------------------------------------------------ workload
@@ -292,40 +271,7 @@ def serve_argv(args, *options: str, profile: Path | None = None) -> list[str]:
     return [sys.executable, *prof, *target, "serve", *options]
 
 
-class Child:
-    """A subprocess this benchmark started; stopped by its own pid only."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], workdir: Path):
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self.log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 60) -> int | None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} (pid {self.pid}) ignored SIGTERM for {timeout}s; killing it")
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log_file.close()
-        return self.proc.returncode
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
