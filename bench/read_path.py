@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import ReportBase, Row  # noqa: E402
+from common import ReportBase, Row, cpu_seconds  # noqa: E402
 
 from aiokafka import TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
@@ -83,7 +83,6 @@ from schemas.envelope import parse_iso  # noqa: E402
 
 TARGETS = {"pg_events_s": 30_000, "ch_events_s": 100_000, "lag_p99_ms": 250.0, "rate_share": 0.95}
 PG_NAMES, CH_NAMES = ("runs", "approvals"), ("audit", "cost")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------ utilities
@@ -108,18 +107,6 @@ def fmt_ms(value: float) -> str:
 
 def fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """User+system CPU seconds a process (all its threads) has used so far."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def tree_pids(root: int | None) -> list[int]:

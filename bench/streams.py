@@ -57,10 +57,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import Child, ReportBase, Row  # noqa: E402
+from common import (Child, ReportBase, Row, cpu_seconds, machine_busy_seconds,  # noqa: E402
+                    proc_status_mb)
 
 TARGETS = {"subscribers": 10_000, "p99_ms": 250.0, "replay_s": 2.0}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOTICES = (b"overflow", b"replay_incomplete")
 
 
@@ -79,41 +79,6 @@ def raise_nofile() -> int:
 
 
 # ------------------------------------------------------------------------------ /proc helpers
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """User+system CPU seconds a process (all its threads) has used so far."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def proc_status_mb(pid: int | None, key: str) -> float | None:
-    """VmRSS / VmHWM of a process in MiB."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def machine_busy_seconds() -> float | None:
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
-
 
 def children_of(pid: int) -> list[int]:
     """pid and its direct children (PostgreSQL: the postmaster and its backends)."""

@@ -65,7 +65,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import Child, ReportBase, Row  # noqa: E402
+from common import (Child, ReportBase, Row, cpu_seconds, machine_busy_seconds,  # noqa: E402
+                    proc_status_mb)
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
@@ -83,7 +84,6 @@ TARGETS = {
     "http_p99_ms": 25.0,
 }
 PROJECTS = ("support", "research", "ops")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------------------ utilities
@@ -92,38 +92,8 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User+system CPU seconds a process (all its threads) has used so far."""
-    if not pid:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def peak_rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def machine_busy_seconds() -> float | None:
-    """CPU seconds all cores have been busy since boot (/proc/stat, minus idle and iowait)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
-    return (total - fields[3] - fields[4]) / CLK_TCK
+    return proc_status_mb(pid, "VmHWM")
 
 
 class CpuMeter:
