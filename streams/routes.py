@@ -95,26 +95,32 @@ async def follow(hub: ChannelHub, sub: Subscription, schema: str, head: int, old
         while rows := await hub.rows(schema, sub.tenant_id, sub.channel, last, limit=PAGE):
             yield b"".join(map(event, rows))
             last = rows[-1]["seq"]
-        while True:
-            frames = []
-            for item in await queued(sub.queue):
-                if item is OVERFLOW:
-                    if frames:
-                        yield b"".join(frames)
-                    yield notice("overflow", reason="this client fell too far behind", resume_after=last)
-                    return
-                if item["seq"] <= last:
-                    continue
-                while item["seq"] > last + 1:
-                    gap = await hub.rows(schema, sub.tenant_id, sub.channel, last, item["seq"] - 1, PAGE)
-                    frames += [event(row) for row in gap]
-                    last = gap[-1]["seq"] if gap else item["seq"] - 1
-                frames.append(event(item))
-                last = item["seq"]
-            if frames:
-                yield b"".join(frames)
+        async for chunk in live(hub, sub, schema, last):
+            yield chunk
     finally:
         hub.unsubscribe(sub)
+
+
+async def live(hub: ChannelHub, sub: Subscription, schema: str, last: int) -> AsyncIterator[ServerSentEvent | bytes]:
+    """The live tail after `last`: each wake-up sends what is queued (gaps filled from the table) as one write."""
+    while True:
+        frames = []
+        for item in await queued(sub.queue):
+            if item is OVERFLOW:
+                if frames:
+                    yield b"".join(frames)
+                yield notice("overflow", reason="this client fell too far behind", resume_after=last)
+                return
+            if item["seq"] <= last:
+                continue
+            while item["seq"] > last + 1:
+                gap = await hub.rows(schema, sub.tenant_id, sub.channel, last, item["seq"] - 1, PAGE)
+                frames += [event(row) for row in gap]
+                last = gap[-1]["seq"] if gap else item["seq"] - 1
+            frames.append(event(item))
+            last = item["seq"]
+        if frames:
+            yield b"".join(frames)
 
 
 async def stream(request: Request, principal: Principal, channel: str, last_event_id: str | None,
