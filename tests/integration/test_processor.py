@@ -75,6 +75,26 @@ async def test_commands_become_chained_events_with_cloudevents_headers():
         assert appended == [(e["chain_seq"], e["hash"]) for e in outcomes[c["command_id"]]["events"]]
 
 
+async def test_a_backlog_larger_than_a_batch_is_paused_drained_in_order_and_loses_nothing():
+    # Given a processor whose transactions hold at most 5 commands, and one partition
+    settings = make_settings(partitions=1, batch_max=5)
+    tenant = unique("tenant-")
+    run_ids = [str(uuid.uuid4()) for _ in range(40)]
+    sent = [command(tenant, {"type": "RequestRun", "agent_id": "a", "run_id": r}) for r in run_ids]
+    # When 40 commands are already waiting when it takes the partition (a backlog of 8 batches)
+    await kafka.ensure_topics(settings)
+    await produce_commands(settings, sent)
+    async with running_processor(settings) as processor:
+        outcomes = await outcomes_for(settings, sent)
+        transactions = processor.stats["transactions"]
+    # Then every command is decided once, in the order it was sent, in transactions of ≤ 5
+    assert {o["status"] for o in outcomes.values()} == {"accepted"}
+    chain = [e for e in await events(settings) if e["tenant_id"] == tenant]
+    assert verify_chain(tenant, chain).ok
+    assert [e["aggregate_id"] for e in chain] == run_ids
+    assert transactions >= 8
+
+
 async def test_a_restarted_processor_still_deduplicates_and_fires_timers():
     settings = make_settings()
     tenant, run_id = unique("tenant-"), str(uuid.uuid4())
