@@ -6,6 +6,7 @@ without its `hash` field; `prev_hash` of a tenant's first event is 64 zeros.
 import hashlib
 import json
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 import rfc8785
@@ -83,12 +84,23 @@ _PLAIN_JSON = json.JSONDecoder(parse_float=_refuse, parse_int=_safe_int, parse_c
 
 
 def needs_full_jcs(value: Any) -> bool:
-    """True if value holds a float or an integer beyond ±(2^53−1), where RFC 8785 and json differ."""
-    if isinstance(value, dict):
-        return any(needs_full_jcs(v) for v in value.values())
-    if isinstance(value, list):
-        return any(needs_full_jcs(v) for v in value)
-    return isinstance(value, float) or (isinstance(value, int) and not -SAFE_INT <= value <= SAFE_INT)
+    """True if value holds a float or an integer beyond ±(2^53−1), where RFC 8785 and json differ.
+
+    Iterative, with exact-type checks first: it runs on every envelope the processor seals.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, float) or (isinstance(item, int) and not -SAFE_INT <= item <= SAFE_INT):
+            return True
+    return False
 
 
 def canonical(envelope: dict[str, Any]) -> bytes:
@@ -142,6 +154,7 @@ def decode(value: bytes) -> dict[str, Any]:
     return Plain(parsed) if isinstance(parsed, dict) else parsed
 
 
+@lru_cache(maxsize=64)  # a transaction stamps every command and event with the same few instants
 def iso(at: datetime) -> str:
     """Format a time as RFC 3339 UTC with microseconds, the only form envelopes use."""
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
