@@ -39,6 +39,22 @@ def proc_status_mb(pid: int | None, key: str) -> float | None:
     return None
 
 
+def children_of(pid: int | None) -> list[int]:
+    """pid and its direct children (PostgreSQL: the postmaster and its backends); [] without a pid."""
+    if not pid:
+        return []
+    out = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
 def machine_busy_seconds() -> float | None:
     """CPU seconds all cores have been busy since boot (/proc/stat, minus idle and iowait)."""
     try:

@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import ReportBase, Row, cpu_seconds  # noqa: E402
+from common import ReportBase, Row, children_of, cpu_seconds  # noqa: E402
 
 from aiokafka import TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
@@ -107,22 +107,6 @@ def fmt_ms(value: float) -> str:
 
 def fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
-
-
-def tree_pids(root: int | None) -> list[int]:
-    """root and its direct children (enough for a postmaster and its backends)."""
-    if not root:
-        return []
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == root:
-                        kids.append(int(entry))
-            except (OSError, ValueError, IndexError):
-                pass
-    return [root, *kids]
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -426,7 +410,7 @@ class SinkClock:
 
 
 def infra_groups(args) -> dict[str, list[int]]:
-    return {"kafka": [args.broker_pid] if args.broker_pid else [], "postgres": tree_pids(args.postgres_pid)}
+    return {"kafka": [args.broker_pid] if args.broker_pid else [], "postgres": children_of(args.postgres_pid)}
 
 
 async def catch_up(args, settings: Settings, projection, total: int) -> CatchUp:

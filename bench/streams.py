@@ -57,8 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import (Child, ReportBase, Row, cpu_seconds, machine_busy_seconds,  # noqa: E402
-                    proc_status_mb)
+from common import (Child, ReportBase, Row, children_of, cpu_seconds,  # noqa: E402
+                    machine_busy_seconds, proc_status_mb)
 
 TARGETS = {"subscribers": 10_000, "p99_ms": 250.0, "replay_s": 2.0}
 NOTICES = (b"overflow", b"replay_incomplete")
@@ -79,20 +79,6 @@ def raise_nofile() -> int:
 
 
 # ------------------------------------------------------------------------------ /proc helpers
-
-def children_of(pid: int) -> list[int]:
-    """pid and its direct children (PostgreSQL: the postmaster and its backends)."""
-    out = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
 
 def stack_pids(home: str | None) -> dict[str, list[int]]:
     """PostgreSQL (postmaster + backends) and Kafka of an infra/local/stack.sh home, if given."""
