@@ -132,6 +132,16 @@ async def test_kill_9_mid_batch_never_loses_or_doubles_an_effect():
         await pool.close()
 
 
+async def produce_raw(settings, value: bytes, tenant: str):
+    """Put a record on partition 0 of the events topic behind the processor's back."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        return await producer.send_and_wait(settings.events_topic, value, key=tenant.encode(), partition=0)
+    finally:
+        await producer.stop()
+
+
 async def test_a_broken_chain_stops_the_projector_and_lag_says_failed():
     settings = make_settings(partitions=1)
     pool = await open_pool(settings)
@@ -142,10 +152,7 @@ async def test_a_broken_chain_stops_the_projector_and_lag_says_failed():
             await wait_until(lambda: caught_up(settings, projections), 60, "catch up")
             chain = [e for e in await events(settings) if e["tenant_id"] == tenant]
             forged = {**chain[-1], "chain_seq": chain[-1]["chain_seq"] + 2, "prev_hash": chain[-1]["hash"]}
-            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-            await producer.start()
-            await producer.send_and_wait(settings.events_topic, encode(forged), key=tenant.encode(), partition=0)
-            await producer.stop()
+            await produce_raw(settings, encode(forged), tenant)
             await wait_until(lambda: all(r.failed for r in runners), 60, "both projectors to stop")
             expected = f"tenant {tenant} chain_seq {chain[-1]['chain_seq'] + 1}"
             assert all(expected in r.failed and "gap" in r.failed for r in runners)
@@ -168,12 +175,7 @@ async def test_a_record_that_is_not_an_envelope_stops_the_projector_at_it(garbag
             await wait_until(lambda: caught_up(settings, projections), 60, "catch up")
             applied = {p.name: await dump(pool, p.schema, TABLES[type(p)][0]) for p in projections}
             assert [len(applied["runs"]), applied["runs"][0][0]] == [1, tenant]
-            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-            await producer.start()
-            try:
-                sent = await producer.send_and_wait(settings.events_topic, garbage, key=tenant.encode(), partition=0)
-            finally:
-                await producer.stop()
+            sent = await produce_raw(settings, garbage, tenant)
             await wait_until(lambda: all(r.failed for r in runners), 60, "both projectors to stop")
             expected = f"partition 0 offset {sent.offset}, tenant {tenant!r} (record key): {problem}"
             assert [expected in r.failed for r in runners] == [True, True], [r.failed for r in runners]
