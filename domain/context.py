@@ -1,13 +1,14 @@
 """What a handler sees while it decides one command: the tenant's aggregates, the actor, the clock."""
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Mapping, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from uuid_utils.compat import uuid7
 
 from domain.errors import InvalidState, NotFound, VersionConflict
+from domain.run import check_step_id_free
 from schemas.envelope import Actor, iso
 
 A = TypeVar("A", bound=Aggregate)
@@ -20,6 +21,7 @@ class Context:
     actor: Actor
     now: datetime
     expected_version: int | None = None
+    step_runs: Mapping[str, str] = field(default_factory=dict)
     touched: list[Aggregate] = field(default_factory=list)
 
     @property
@@ -33,9 +35,20 @@ class Context:
         return None if value is None else str(value)
 
     def new_id(self, given: UUID | None) -> str:
-        if given is not None and given in self.aggregates:
+        """Return the given id unless an aggregate or a step of the tenant has it; none given, a new one."""
+        if given is None:
+            return str(uuid7())
+        if given in self.aggregates:
             raise InvalidState(f"{given} already exists", "already_exists")
-        return str(given if given is not None else uuid7())
+        if str(given) in self.step_runs:
+            raise InvalidState(f"{given} already exists as a step of run {self.step_runs[str(given)]}",
+                               "already_exists")
+        return str(given)
+
+    def new_step_id(self, given: UUID | None) -> str:
+        if given is not None:
+            check_step_id_free(str(given), self.step_runs.get(str(given)))
+        return self.new_id(given)
 
     def find(self, kind: type[A], aggregate_id: UUID) -> A | None:
         aggregate = self.aggregates.get(aggregate_id)

@@ -31,7 +31,7 @@ def start_run(cmd: c.StartRun, ctx: Context) -> UUID:
 
 def start_step(cmd: c.StartStep, ctx: Context) -> UUID:
     run = ctx.get(Run, cmd.run_id)
-    step_id = ctx.new_id(cmd.step_id)
+    step_id = ctx.new_step_id(cmd.step_id)
     run.start_step(step_id, cmd.kind, cmd.name)
     return UUID(step_id)
 

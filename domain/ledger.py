@@ -1,4 +1,4 @@
-"""A tenant's ledger state: aggregates, chain head, idempotency records and timers.
+"""A tenant's ledger state: aggregates, chain head, idempotency records, timers and step owners.
 
 All of it is a fold of `ledger.events` (and the replies on `ledger.replies`), so a processor
 that takes over a partition rebuilds it by replay and nothing lives only in memory.
@@ -40,6 +40,7 @@ class TenantLedger:
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     expiries: dict[str, str] = field(default_factory=dict)
+    step_runs: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.chain = self.chain or ChainVerifier(self.tenant_id)
@@ -53,12 +54,22 @@ class TenantLedger:
         event = to_domain_event(env)
         self.aggregates[event.originator_id] = event.mutate(self.aggregates.get(event.originator_id))
         self.chain.accept(env)
-        self.track_timers(env["type"], env["aggregate_id"], env["payload"])
+        self.track(env)
 
     def remember(self, reply: dict[str, Any]) -> None:
         """Fold one recorded reply: the first outcome for an idempotency key wins."""
         if reply.get("idempotency_key") and not reply.get("replayed"):
             self.replies.setdefault(reply["idempotency_key"], reply)
+
+    def track(self, env: dict[str, Any]) -> None:
+        """Fold one envelope into the indexes kept beside the aggregates, replayed or just appended."""
+        self.track_timers(env["type"], env["aggregate_id"], env["payload"])
+        self.track_steps(env["type"], env["aggregate_id"], env["payload"])
+
+    def track_steps(self, event_type: str, run_id: str, payload: dict[str, Any]) -> None:
+        """Remember which run owns each step id; in logs from before the rule, the first run does."""
+        if event_type == "run.step_started":
+            self.step_runs.setdefault(payload["step_id"], run_id)
 
     def track_timers(self, event_type: str, aggregate_id: str, payload: dict[str, Any]) -> None:
         if event_type == "approval.requested":
@@ -97,7 +108,8 @@ class TenantLedger:
         handler, roles = HANDLERS[type(cmd)]
         if roles and not roles.intersection(actor.roles):
             raise Forbidden(f"{cmd.type} needs one of the roles {sorted(roles)}", "missing_role")
-        ctx = Context(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"))
+        ctx = Context(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"),
+                      step_runs=self.step_runs)
         try:
             aggregate_id = handler(cmd, ctx)
         except DomainError:
@@ -130,7 +142,7 @@ class TenantLedger:
             "payload": payload_of(event),
         })
         self.chain.accept(env)
-        self.track_timers(env["type"], env["aggregate_id"], env["payload"])
+        self.track(env)
         return env
 
     def reply(self, command: dict[str, Any], status: str, **fields: Any) -> dict[str, Any]:

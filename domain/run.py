@@ -7,6 +7,12 @@ from domain.errors import InvalidState, NotFound
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
+def check_step_id_free(step_id: str, owner_run_id: str | None) -> None:
+    """A step id names one step in its tenant, whichever run started it."""
+    if owner_run_id is not None:
+        raise InvalidState(f"step {step_id} already exists in run {owner_run_id}", "duplicate_step")
+
+
 class Run(Aggregate):
     """An agent run: requested → running ⇄ waiting_for_approval → succeeded | failed | cancelled."""
 

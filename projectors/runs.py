@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS {s}.steps (
     tenant_id text NOT NULL, step_id uuid NOT NULL, run_id uuid NOT NULL, kind text NOT NULL,
     name text NOT NULL, attempt int NOT NULL, outcome text, error text,
     started_at timestamptz NOT NULL, finished_at timestamptz,
-    PRIMARY KEY (tenant_id, step_id)
+    PRIMARY KEY (tenant_id, run_id, step_id)
 );
 CREATE INDEX IF NOT EXISTS steps_by_run ON {s}.steps (tenant_id, run_id, started_at);
 CREATE TABLE IF NOT EXISTS {s}.tool_calls (
@@ -68,15 +68,15 @@ class RunsProjection(PostgresProjection):
             case "run.started":
                 return [self.run_update(env, "state = 'running', started_at = %s", at)]
             case "run.step_started":
-                return [(f"INSERT INTO {s}.steps VALUES (%s, %s, %s, %s, %s, %s, NULL, NULL, %s, NULL) "
-                         "ON CONFLICT DO NOTHING",
+                return [(f"INSERT INTO {s}.steps (tenant_id, step_id, run_id, kind, name, attempt, started_at) "
+                         "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                          (env["tenant_id"], p["step_id"], env["aggregate_id"], p["kind"], p["name"],
                           p["attempt"], at)),
                         self.run_update(env, "step_count = step_count + 1")]
             case "run.step_finished":
                 return [(f"UPDATE {s}.steps SET outcome = %s, error = %s, finished_at = %s "
-                         "WHERE tenant_id = %s AND step_id = %s",
-                         (p["outcome"], p["error"], at, env["tenant_id"], p["step_id"])),
+                         "WHERE tenant_id = %s AND run_id = %s AND step_id = %s",
+                         (p["outcome"], p["error"], at, env["tenant_id"], env["aggregate_id"], p["step_id"])),
                         self.run_update(env, "state = state")]
             case "run.waiting_for_approval":
                 return [self.run_update(env, "state = 'waiting_for_approval', "

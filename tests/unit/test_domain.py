@@ -180,6 +180,7 @@ def test_idempotency_returns_the_first_outcome_and_refuses_a_different_body(h):
 
 def test_replaying_the_log_rebuilds_identical_state(h):
     run = h.running_run()
+    step = h.ok({"type": "StartStep", "run_id": run, "kind": "llm", "name": "plan"})
     call = h.tool_call(run, "REQUIRE_APPROVAL")
     h.approval(run, call, count=2, expires=10)
     h.ok({"type": "RecordCost", "run_id": run, "provider": "x", "model": "m",
@@ -189,6 +190,7 @@ def test_replaying_the_log_rebuilds_identical_state(h):
         rebuilt.apply(env)
     assert rebuilt.chain.head_hash == h.ledger.chain.head_hash
     assert rebuilt.expiries == h.ledger.expiries
+    assert rebuilt.step_runs == h.ledger.step_runs == {step: run}
     assert {k: vars(v) for k, v in rebuilt.aggregates.items()} == {
         k: vars(v) for k, v in h.ledger.aggregates.items()}
 
