@@ -1,21 +1,24 @@
 """Turn an HTTP request body into a command envelope, or refuse it with a specific reason."""
 import hashlib
 import json
+import math
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 import rfc8785
 from pydantic import ValidationError
 from uuid_utils.compat import uuid7
 
 from commands.auth import Principal
-from domain.commands import COMMAND_TYPES
+from domain.commands import COMMAND_TYPES, MAX_SAFE_INTEGER
 from domain.handlers import HANDLERS
 from domain.ledger import COMMAND
+from domain.text import escaped, unstorable
 from schemas.envelope import iso
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+MAX_DEPTH = 32  # commands nest two levels; deeper is an attack on the parser, not a command
 SYSTEM_ONLY = frozenset({"ExpireApproval"})
 CLIENT_TYPES = sorted(set(COMMAND_TYPES) - SYSTEM_ONLY)
 
@@ -27,17 +30,82 @@ class Refused(Exception):
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
+    """Read the body as one JSON object that every JSON parser would read the same way."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        body = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys,
+                          parse_constant=refuse_constant, parse_float=finite_float)
+    except RecursionError:
+        raise too_deep() from None
+    except ValueError as error:  # UnicodeDecodeError included
         raise Refused(400, "malformed_json", f"the body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise Refused(422, "invalid_command", "the body must be a JSON object with a 'type'")
+    check_depth(body)
     return body
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Refuse a repeated member: parsers disagree on which value wins."""
+    members: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in members:
+            raise Refused(400, "duplicate_key", f"the body repeats the key '{escaped(key)}'")
+        members[key] = value
+    return members
+
+
+def refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return number
+
+
+def too_deep() -> Refused:
+    return Refused(400, "too_deeply_nested", f"the body nests arrays or objects deeper than {MAX_DEPTH} levels")
+
+
+def check_depth(body: dict[str, Any]) -> None:
+    level, containers = 1, [body]
+    while containers:
+        if level > MAX_DEPTH:
+            raise too_deep()
+        containers = [item for container in containers
+                      for item in (container.values() if isinstance(container, dict) else container)
+                      if isinstance(item, (dict, list))]
+        level += 1
+
+
+def strings_in(value: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every string of a parsed body, object keys included, with its path, in document order."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield path + (key,), key
+            yield from strings_in(item, path + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from strings_in(item, path + (str(index),))
+
+
+def check_text(body: dict[str, Any]) -> None:
+    """Refuse any string, at any depth, that no store could keep, naming where it is."""
+    for path, text in strings_in(body):
+        if why := unstorable(text):
+            field = ".".join(map(escaped, path))
+            raise Refused(422, "invalid_text", f"{field}: {why}", [{"field": field, "problem": why}])
 
 
 def check_type(body: dict[str, Any]) -> str:
     kind = body.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise Refused(422, "invalid_command", "type: must be a string naming a command, e.g. 'RequestRun'",
+                      [{"field": "type", "problem": "must be a string"}])
     if kind in SYSTEM_ONLY:
         raise Refused(403, "system_command", f"{kind} is issued by runledger itself, not by clients")
     if kind not in COMMAND_TYPES:
@@ -48,8 +116,9 @@ def check_type(body: dict[str, Any]) -> str:
 
 def check_expected_version(body: dict[str, Any]) -> int | None:
     version = body.pop("expected_version", None)
-    if version is not None and (type(version) is not int or version < 0):
-        raise Refused(422, "invalid_command", "expected_version must be a non-negative integer")
+    if version is not None and (type(version) is not int or not 0 <= version <= MAX_SAFE_INTEGER):
+        raise Refused(422, "invalid_command", f"expected_version must be an integer from 0 to {MAX_SAFE_INTEGER}",
+                      [{"field": "expected_version", "problem": "must be an integer from 0 to 2**53-1"}])
     return version
 
 
@@ -70,7 +139,7 @@ def check_roles(command: Any, principal: Principal) -> None:
 
 
 def check_idempotency_key(key: str | None) -> None:
-    if key is not None and not IDEMPOTENCY_KEY.match(key):
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
         raise Refused(422, "invalid_idempotency_key",
                       "Idempotency-Key must be 1-200 printable ASCII characters without spaces")
 
@@ -80,6 +149,7 @@ def command_envelope(principal: Principal, raw: bytes, idempotency_key: str | No
     """Validate a request completely and return the envelope to put on `ledger.commands`."""
     check_idempotency_key(idempotency_key)
     body = parse_body(raw)
+    check_text(body)
     expected_version = check_expected_version(body)
     check_type(body)
     command = validate(body)

@@ -1,25 +1,41 @@
 """Commands: what clients ask runledger to do. Imperative names, frozen, strictly validated."""
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+from domain.text import storable
+
+MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer RFC 8785 (and so the hash rule) keeps exact
+
+
+def json_integer(value: Any) -> Any:
+    """Refuse what is not an int before a Literal compares it: Literal[1, 2] takes True and 1.0."""
+    if type(value) is not int:
+        raise ValueError("Input should be a JSON integer")
+    return value
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(storable)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$"),
+                 AfterValidator(storable)]
 Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Micros = Annotated[int, Field(ge=0, le=2**53 - 1)]
-Count = Annotated[int, Field(ge=0, le=2**53 - 1)]
+Micros = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
 RiskTier = Literal["low", "medium", "high", "critical"]
+# Strict validation wants UUID instances; ids arrive as JSON strings, which are the only lax input.
+Id = Annotated[UUID, Strict(False)]
 
 
 class Command(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+    # Strict: a JSON integer is the only integer (not true, 1.0 or "1"), a string the only string.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class RequestRun(Command):
     type: Literal["RequestRun"] = "RequestRun"
-    run_id: UUID | None = None
+    run_id: Id | None = None
     agent_id: Name
     project: Name = "default"
     budget_micros: Micros | None = None
@@ -28,72 +44,72 @@ class RequestRun(Command):
 
 class StartRun(Command):
     type: Literal["StartRun"] = "StartRun"
-    run_id: UUID
+    run_id: Id
 
 
 class StartStep(Command):
     type: Literal["StartStep"] = "StartStep"
-    run_id: UUID
-    step_id: UUID | None = None
+    run_id: Id
+    step_id: Id | None = None
     kind: Literal["llm", "tool", "approval"]
     name: Name
 
 
 class FinishStep(Command):
     type: Literal["FinishStep"] = "FinishStep"
-    run_id: UUID
-    step_id: UUID
+    run_id: Id
+    step_id: Id
     outcome: Literal["succeeded", "failed"]
     error: Text | None = None
 
 
 class CompleteRun(Command):
     type: Literal["CompleteRun"] = "CompleteRun"
-    run_id: UUID
+    run_id: Id
 
 
 class FailRun(Command):
     type: Literal["FailRun"] = "FailRun"
-    run_id: UUID
+    run_id: Id
     error: Text
 
 
 class RetryRun(Command):
     type: Literal["RetryRun"] = "RetryRun"
-    run_id: UUID
+    run_id: Id
 
 
 class CancelRun(Command):
     type: Literal["CancelRun"] = "CancelRun"
-    run_id: UUID
+    run_id: Id
     reason: Text
 
 
 class ResumeRun(Command):
     type: Literal["ResumeRun"] = "ResumeRun"
-    run_id: UUID
+    run_id: Id
     reason: Text
 
 
 class ForceFailRun(Command):
     type: Literal["ForceFailRun"] = "ForceFailRun"
-    run_id: UUID
+    run_id: Id
     reason: Text
 
 
 class RequestToolCall(Command):
     type: Literal["RequestToolCall"] = "RequestToolCall"
-    tool_call_id: UUID | None = None
-    run_id: UUID
+    tool_call_id: Id | None = None
+    run_id: Id
     tool: Name
     risk_tier: RiskTier
     params_digest: Digest
-    step_id: UUID | None = None
+    step_id: Id | None = None
 
 
 class DecidePolicy(Command):
     type: Literal["DecidePolicy"] = "DecidePolicy"
-    tool_call_id: UUID
+    tool_call_id: Id
     decision: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"]
     policy_id: Name
     policy_version: Name
@@ -102,43 +118,43 @@ class DecidePolicy(Command):
 
 class CompleteToolCall(Command):
     type: Literal["CompleteToolCall"] = "CompleteToolCall"
-    tool_call_id: UUID
+    tool_call_id: Id
     result_digest: Digest | None = None
 
 
 class FailToolCall(Command):
     type: Literal["FailToolCall"] = "FailToolCall"
-    tool_call_id: UUID
+    tool_call_id: Id
     error: Text
 
 
 class RequestApproval(Command):
     type: Literal["RequestApproval"] = "RequestApproval"
-    approval_id: UUID | None = None
-    run_id: UUID
-    tool_call_id: UUID | None = None
+    approval_id: Id | None = None
+    run_id: Id
+    tool_call_id: Id | None = None
     action: Name
     risk_tier: RiskTier
     required_role: Name = "approver"
-    required_approvals: Literal[1, 2] = 1
+    required_approvals: Annotated[Literal[1, 2], BeforeValidator(json_integer)] = 1
     expires_in_seconds: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 3600
 
 
 class GrantApproval(Command):
     type: Literal["GrantApproval"] = "GrantApproval"
-    approval_id: UUID
+    approval_id: Id
     reason: Text | None = None
 
 
 class DenyApproval(Command):
     type: Literal["DenyApproval"] = "DenyApproval"
-    approval_id: UUID
+    approval_id: Id
     reason: Text
 
 
 class ExpireApproval(Command):
     type: Literal["ExpireApproval"] = "ExpireApproval"
-    approval_id: UUID
+    approval_id: Id
 
 
 class SetBudget(Command):
@@ -151,8 +167,8 @@ class SetBudget(Command):
 
 class RecordCost(Command):
     type: Literal["RecordCost"] = "RecordCost"
-    cost_id: UUID | None = None
-    run_id: UUID | None = None
+    cost_id: Id | None = None
+    run_id: Id | None = None
     project: Name | None = None
     provider: Name
     model: Name

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from projectors.ch import ClickHouseProjection
-from queries.pagination import decode_cursor, encode_cursor
+from queries.pagination import CHAIN_SEQ, decode_cursor, encode_cursor
 from queries.readmodels import wait_for_seq
 
 FILTERS = {  # query parameter → (column, ClickHouse type)
@@ -52,10 +52,10 @@ class Discovery:
                 where.append(f"{column} = {{{name}:{kind}}}")
                 params[name] = value
         time_range(where, params, since, until)
-        after = decode_cursor(cursor, 1)
+        after = decode_cursor(cursor, CHAIN_SEQ)
         if after:
             where.append("chain_seq < {after:UInt64}")
-            params["after"] = int(after[0])
+            params["after"] = after[0]
         rows = await self.query(self.audit, "SELECT * EXCEPT (tenant_id) FROM {db}.events FINAL WHERE "
                                 + " AND ".join(where) + " ORDER BY chain_seq DESC LIMIT {limit:UInt32}", params)
         for row in rows:

@@ -6,7 +6,7 @@ from typing import Any, Awaitable, Callable
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from queries.pagination import decode_cursor, encode_cursor
+from queries.pagination import INSTANT_AND_ID, decode_cursor, encode_cursor
 
 RUN_COLUMNS = ("run_id, agent_id, project, state, attempt, budget_micros, labels, error, requested_at, "
                "started_at, ended_at, updated_at, version, step_count, tool_call_count, cost_micros, "
@@ -56,7 +56,7 @@ class ReadModels:
 
     async def list_runs(self, tenant_id: str, state: str | None, agent_id: str | None,
                         since: str | None, until: str | None, cursor: str | None, limit: int) -> dict:
-        after = decode_cursor(cursor, 2)
+        after = decode_cursor(cursor, INSTANT_AND_ID)
         where, params = ["tenant_id = %s"], [tenant_id]
         for clause, value in (("state = %s", state), ("agent_id = %s", agent_id),
                               ("requested_at >= %s", since), ("requested_at < %s", until)):
@@ -86,7 +86,7 @@ class ReadModels:
         return {**runs[0], "steps": steps, "tool_calls": calls}
 
     async def approval_queue(self, tenant_id: str, role: str | None, cursor: str | None, limit: int) -> dict:
-        after = decode_cursor(cursor, 2)
+        after = decode_cursor(cursor, INSTANT_AND_ID)
         where, params = ["tenant_id = %s", "state = 'pending'"], [tenant_id]
         if role:
             where.append("required_role = %s")

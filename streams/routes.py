@@ -7,7 +7,9 @@ which is the SSE `id`.
 """
 import asyncio
 import json
+import re
 from typing import Annotated, Any, AsyncIterator
+from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request
 from psycopg.rows import dict_row
@@ -21,6 +23,7 @@ from streams.hub import OVERFLOW, ChannelHub, Subscription
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 RETRY_MS = 2000
 PAGE = 1000
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII only (str.isdigit takes "²"), and within a BIGINT
 
 
 def principal_of(request: Request, access_token: str | None) -> Principal:
@@ -42,8 +45,9 @@ def resume_point(header: str | None, query: str | None) -> int | None:
     raw = header if header is not None else query
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        raise Refused(400, "invalid_last_event_id", f"Last-Event-ID must be a channel position (digits), not {raw!r}")
+    if not EVENT_ID.fullmatch(raw):
+        raise Refused(400, "invalid_last_event_id",
+                      f"Last-Event-ID must be a channel position (1-18 digits 0-9), not {raw[:40]!r}")
     return int(raw)
 
 
@@ -165,12 +169,12 @@ async def approvals_feed(request: Request, access_token: TokenQuery = None, last
 
 
 @router.get("/runs/{run_id}", summary="One run's events, with its tool calls and approvals")
-async def run_feed(run_id: str, request: Request, access_token: TokenQuery = None,
+async def run_feed(run_id: UUID, request: Request, access_token: TokenQuery = None,
                    last_event_id: LastIdHeader = None, last_event_id_query: LastIdQuery = None,
                    min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> EventSourceResponse:
     """A run that does not exist in the caller's tenant is a 404; pass the chain_seq of the command
     that created it as `min_seq` to wait until the stream knows it."""
     principal = principal_of(request, access_token)
     check_roles(principal, "operator", "admin", "auditor")
-    return await stream(request, principal, f"run:{run_id.lower()}", last_event_id, last_event_id_query,
+    return await stream(request, principal, f"run:{run_id}", last_event_id, last_event_id_query,
                         must_exist=True, min_seq=min_seq, wait_ms=wait_ms)

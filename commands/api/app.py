@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
 
-from commands.api import routes_commands
+from commands.api import guard, routes_commands
 from commands.auth import AuthError
 from commands.bus import CommandBus
 from commands.intake import Refused
@@ -106,6 +106,7 @@ def create_app(settings: Settings, read_models: ReadModels, projections: list[Pr
     app.state.hub = hub
     app.state.rebuilds = RebuildJobs(settings, projections)
     install_error_handlers(app)
+    app.router.dependencies.append(guard.GUARD)  # before the routers: each copies it as it is included
     for router in (routes_commands.router, routes_runs.router, routes_approvals.router,
                    routes_discovery.router, routes_ops.router, streams_viewer.router, streams_routes.router):
         app.include_router(router)

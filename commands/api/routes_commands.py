@@ -15,9 +15,7 @@ EXAMPLE = {"type": "RequestRun", "agent_id": "support-bot", "project": "helpdesk
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Refused(413, "body_too_large", f"the body is {declared} bytes; the limit is {limit}")
+    check_declared_length(request.headers.get("content-length"), limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -25,6 +23,17 @@ async def read_limited(request: Request, limit: int) -> bytes:
             raise Refused(413, "body_too_large", f"the body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def check_declared_length(declared: str | None, limit: int) -> None:
+    """Refuse a Content-Length over the limit before reading; one that is not ASCII digits at all."""
+    if declared is None:
+        return
+    if not (declared.isascii() and declared.isdigit()):  # str.isdigit alone takes "²", which int() refuses
+        raise Refused(400, "invalid_content_length", "Content-Length must be a number of bytes in ASCII digits")
+    size = declared.lstrip("0") or "0"
+    if len(size) > len(str(limit)) or int(size) > limit:  # int() itself refuses over 4300 digits
+        raise Refused(413, "body_too_large", f"the body is {declared[:40]} bytes; the limit is {limit}")
 
 
 @router.post("", summary="Send a command and wait for its outcome",

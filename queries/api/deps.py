@@ -1,11 +1,34 @@
-from typing import Annotated
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from pydantic import AfterValidator, BeforeValidator
 
 from commands.api.deps import PrincipalDep
 from commands.auth import Principal
 from commands.intake import Refused
 from queries.readmodels import ReadModels
+
+
+# What ClickHouse DateTime64(6) can hold; the same window for Postgres keeps every view alike.
+EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=timezone.utc), datetime(2300, 1, 1, tzinfo=timezone.utc)
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def iso_text(value: Any) -> Any:
+    """Refuse numbers before pydantic reads them as Unix seconds (`until=0.5` is 1970)."""
+    if not isinstance(value, str) or not ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z")
+    return value
+
+
+def representable(value: datetime) -> datetime:
+    """An instant every read model can compare with: UTC when no offset is given, 1900 to 2299."""
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError("must be from 1900-01-01 to 2299-12-31 (UTC), what ClickHouse can store")
+    return value
 
 
 async def get_read_models(request: Request) -> ReadModels:
@@ -36,3 +59,4 @@ Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 MinSeq = Annotated[int | None, Query(ge=1, description="wait until the read model has applied your "
                                                            "tenant's chain up to this chain_seq")]
 WaitMs = Annotated[int, Query(ge=0, le=10000, description="how long to wait for min_seq")]
+Instant = Annotated[datetime, BeforeValidator(iso_text), AfterValidator(representable)]

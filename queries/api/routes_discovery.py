@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from commands.auth import Principal
-from queries.api.deps import Limit, MinSeq, WaitMs, require
+from queries.api.deps import Instant, Limit, MinSeq, WaitMs, require
 from queries.discovery import Discovery
 
 router = APIRouter(tags=["audit", "cost"])
@@ -21,7 +21,7 @@ async def search(request: Request, principal: Auditor, limit: Limit = 100, actor
                  type: str | None = None, run_id: str | None = None, tool: str | None = None,
                  decision: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"] | None = None,
                  aggregate_id: str | None = None, tool_call_id: str | None = None, approval_id: str | None = None,
-                 since: datetime | None = None, until: datetime | None = None, cursor: str | None = None,
+                 since: Instant | None = None, until: Instant | None = None, cursor: str | None = None,
                  min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
     d = discovery(request)
     await d.wait_for(d.audit, principal.tenant_id, min_seq, wait_ms)
@@ -33,7 +33,7 @@ async def search(request: Request, principal: Auditor, limit: Limit = 100, actor
 @router.get("/v1/costs/rollup", summary="Cost totals grouped by project, run, model, provider and/or day")
 async def rollup(request: Request, principal: Auditor,
                  group_by: Annotated[list[GroupBy], Query()] = ["project"],
-                 since: datetime | None = None, until: datetime | None = None,
+                 since: Instant | None = None, until: Instant | None = None,
                  min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
     d = discovery(request)
     await d.wait_for(d.cost, principal.tenant_id, min_seq, wait_ms)

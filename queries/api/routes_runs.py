@@ -1,11 +1,10 @@
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 
 from commands.intake import Refused
-from queries.api.deps import Limit, MinSeq, Operator, ReadModelsDep, WaitMs
+from queries.api.deps import Instant, Limit, MinSeq, Operator, ReadModelsDep, WaitMs
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 RunState = Literal["requested", "running", "waiting_for_approval", "succeeded", "failed", "cancelled"]
@@ -14,8 +13,8 @@ RunState = Literal["requested", "running", "waiting_for_approval", "succeeded", 
 @router.get("", summary="List the tenant's runs, newest first (keyset pagination)")
 async def list_runs(principal: Operator, models: ReadModelsDep, limit: Limit = 50,
                     state: RunState | None = None, agent_id: str | None = None,
-                    since: Annotated[datetime | None, Query(description="requested at or after")] = None,
-                    until: Annotated[datetime | None, Query(description="requested before")] = None,
+                    since: Annotated[Instant | None, Query(description="requested at or after")] = None,
+                    until: Annotated[Instant | None, Query(description="requested before")] = None,
                     cursor: str | None = None, min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
     await models.wait_for("runs", principal.tenant_id, min_seq, wait_ms)
     return await models.list_runs(principal.tenant_id, state, agent_id, since, until, cursor, limit)
