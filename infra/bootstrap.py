@@ -82,7 +82,7 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
         tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
         app = create_app(settings, ReadModels(pool, settings.topic_prefix), projections,
                          Discovery(by_name["audit"], by_name["cost"]), hub,
-                         health=lambda: health(command_processor, runners))
+                         health=lambda detail: health(command_processor, runners, detail))
         tasks += serve_api(app, settings, stop)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -168,15 +168,22 @@ def serve_api(app, settings: Settings, stop: asyncio.Event) -> list[asyncio.Task
             asyncio.create_task(stop_server(), name="api-stopper")]
 
 
-def health(processor: CommandProcessor | None, runners: list[ProjectorRunner]) -> dict:
+def health(processor: CommandProcessor | None, runners: list[ProjectorRunner], detail: bool = False) -> dict:
+    """Each role's state; held tenants by id and place. Reasons (which may quote an event) only with detail."""
     report: dict = {}
     if processor:
         report.update({"processor": "ok" if processor.healthy else "failed",
                        "owned_partitions": sorted(processor.owners),
-                       "broken_partitions": processor.broken, **processor.stats})
+                       "broken_partitions": processor.broken if detail else sorted(processor.broken), **processor.stats})
     for runner in runners:
         name = f"projector:{runner.projection.name}"
-        report[name] = "failed" if runner.failed else "retrying" if runner.last_error else "ok"
-        if runner.failed or runner.last_error:
+        held = runner.admission.held
+        report[name] = ("failed" if runner.failed else "retrying" if runner.last_error
+                        else "degraded" if held else "ok")
+        if held:
+            report[f"{name}:held"] = [{"tenant_id": h.tenant_id, "partition": h.partition, "chain_seq": h.chain_seq,
+                                       **({"reason": h.reason} if detail else {})}
+                                      for h in sorted(held.values(), key=lambda h: h.tenant_id)]
+        if detail and (runner.failed or runner.last_error):
             report[f"{name}:reason"] = runner.failed or runner.last_error
     return report

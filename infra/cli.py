@@ -112,6 +112,19 @@ def projector_rebuild(name: Annotated[str, typer.Argument(help="runs | approvals
         raise typer.Exit(1)
 
 
+@projector_app.command("resume")
+def projector_resume(name: Annotated[str, typer.Argument(help="runs | approvals | channels | audit | cost")],
+                     tenant: Annotated[str, typer.Option(help="the held tenant to replay")],
+                     url: Annotated[str, typer.Option(help="API of a serving process")] = "http://127.0.0.1:8080") -> None:
+    """Replay a tenant held in one read model from the event it stopped at (after fixing the cause)."""
+    from infra import rebuild_cli
+    try:
+        typer.echo(asyncio.run(rebuild_cli.resume_via_api(settings_or_exit(), name, tenant, url)))
+    except rebuild_cli.RebuildFailed as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 def topics() -> None:
     """Create the ledger topics if they are missing."""

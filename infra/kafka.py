@@ -70,9 +70,10 @@ async def partitions_of(settings: Settings, topic: str) -> set[int]:
 
 
 async def read_partition(consumer: AIOKafkaConsumer, tp: TopicPartition,
-                         start: int = 0) -> AsyncIterator[Any]:
-    """Yield the committed records of one assigned partition from start up to its current end."""
-    end = (await consumer.end_offsets([tp]))[tp]
+                         start: int = 0, end: int | None = None) -> AsyncIterator[Any]:
+    """Yield the committed records of one assigned partition from start up to end (default: its current end)."""
+    if end is None:
+        end = (await consumer.end_offsets([tp]))[tp]
     if end <= start:
         return
     consumer.seek(tp, start)

@@ -39,9 +39,26 @@ async def direct(settings: Settings, name: str, swap: bool) -> str:
     return f"rebuilt {name}: {applied} events replayed into {where} ({'now live' if swap else 'not swapped in'})"
 
 
-async def via_api(settings: Settings, name: str, url: str) -> str:
+def ops_headers(settings: Settings) -> dict[str, str]:
     token = mint(settings.jwt_secret.get_secret_value(), settings.ops_tenant, "cli", ["admin"], settings.jwt_audience)
-    headers = {"Authorization": f"Bearer {token}"}
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def resume_via_api(settings: Settings, name: str, tenant: str, url: str) -> str:
+    """Ask the serving process to replay a held tenant of one read model."""
+    async with httpx.AsyncClient(base_url=url, headers=ops_headers(settings), timeout=30) as http:
+        try:
+            answer = await http.post(f"/v1/ops/projectors/{name}/tenants/{tenant}/resume")
+        except httpx.ConnectError:
+            raise RebuildFailed(f"cannot reach the runledger API at {url}; start it (or pass --url)") from None
+    if answer.status_code != 202:
+        raise RebuildFailed(f"{answer.status_code} {answer.json().get('reason', answer.text)}")
+    return (f"asked {name} to replay tenant {tenant}; it leaves the held list of "
+            f"GET /v1/ops/projectors once caught up")
+
+
+async def via_api(settings: Settings, name: str, url: str) -> str:
+    headers = ops_headers(settings)
     path = f"/v1/ops/projectors/{name}/rebuild"
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
         try:

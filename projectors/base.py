@@ -2,11 +2,13 @@
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 from schemas.envelope import GENESIS_HASH
 
 Envelope = dict[str, Any]
+# What building or encoding a row from a bad event raises; a store adds its own data errors.
+DATA_ERRORS = (LookupError, TypeError, ValueError, AttributeError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -19,10 +21,31 @@ class Position:
 
 @dataclass(frozen=True)
 class Batch:
-    """One partition's share of a poll: its events in log order and the offset after them."""
+    """One partition's share of a poll: its events in log order and the offset after them.
+
+    A tenant's catch-up after a hold writes its events with next_offset None: the partition's
+    position, which has already moved past them, stays where it is.
+    """
     partition: int
     envelopes: list[Envelope]
-    next_offset: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A tenant stopped in one read model at the first event it cannot apply; other tenants go on.
+
+    `offset` is that record's place in the partition, `chain_seq` the position it holds (or would
+    hold) in the tenant's chain. The tenant's events from there on are not applied until it is
+    resumed, which replays them from `offset`.
+    """
+    tenant_id: str
+    partition: int
+    offset: int
+    chain_seq: int
+    reason: str
+    held_at: datetime | None = None
+    resume_requested: bool = False
 
 
 class Projection(ABC):
@@ -40,8 +63,24 @@ class Projection(ABC):
         """Return the last applied (chain_seq, hash) of a tenant, or (0, genesis)."""
 
     @abstractmethod
-    async def apply(self, batches: list[Batch]) -> None:
-        """Write the rows of a poll's batches and their new positions, all or nothing (or idempotently)."""
+    async def apply(self, batches: list[Batch], holds: Sequence[Hold] = (), released: str | None = None) -> None:
+        """Write a poll's rows, positions, new holds (and a released hold), all or nothing (or idempotently)."""
+
+    @abstractmethod
+    async def probe(self, envelopes: list[Envelope]) -> None:
+        """Apply envelopes where nothing is kept (a rolled-back transaction); raise what applying them raises."""
+
+    @abstractmethod
+    async def holds(self) -> dict[str, Hold]:
+        """Return the tenants held in this generation, by tenant id."""
+
+    @abstractmethod
+    async def request_resume(self, tenant_id: str) -> bool:
+        """Ask the runner to replay a held tenant; False if the tenant is not held."""
+
+    def deterministic(self, error: Exception) -> bool:
+        """Whether error comes from the events themselves (so retrying cannot help) rather than the store."""
+        return isinstance(error, DATA_ERRORS)
 
     @abstractmethod
     async def record_failure(self, reason: str | None) -> None:

@@ -15,10 +15,10 @@ import asyncio
 import re
 from datetime import datetime, timezone
 from itertools import islice
-from typing import Any
+from typing import Any, Sequence
 
 from infra.clickhouse import ClickHouse
-from projectors.base import Batch, Envelope, Position, Projection
+from projectors.base import Batch, Envelope, Hold, Position, Projection
 from projectors.pg import SchemaSwapped
 
 META = "runledger_meta"
@@ -33,16 +33,32 @@ BOOKKEEPING_DDL = [
     "ENGINE = MergeTree ORDER BY (partition, next_offset, tenant_id)",
     "CREATE TABLE IF NOT EXISTS {db}.status (failure Nullable(String), at DateTime64(6, 'UTC')) "
     "ENGINE = MergeTree ORDER BY at",
+    # A tenant's latest row says whether it is held: state 'held', 'resume' (asked to replay) or 'released'.
+    "CREATE TABLE IF NOT EXISTS {db}.held (tenant_id String, partition UInt32, record_offset UInt64, "
+    "chain_seq UInt64, reason String, state LowCardinality(String), held_at DateTime64(6, 'UTC'), "
+    "at DateTime64(6, 'UTC')) ENGINE = MergeTree ORDER BY (tenant_id, at)",
 ]
+HELD_COLUMNS = ["tenant_id", "partition", "record_offset", "chain_seq", "reason", "state", "held_at", "at"]
 PROGRESS_COLUMNS = ["partition", "next_offset", "tenant_id", "chain_seq", "hash", "last_recorded_at", "written_at"]
 
 
 def progress_rows(batch: Batch, now: datetime) -> list[tuple]:
-    """The partition's new position (tenant_id ''), and the new head of each tenant in the batch."""
+    """The partition's new position (tenant_id ''), and the new head of each tenant in the batch.
+
+    A tenant's head is its highest chain_seq, whatever the offset beside it: a tenant's catch-up
+    after a hold (next_offset None) writes heads without moving the partition's position.
+    """
     last = {env["tenant_id"]: env for env in batch.envelopes}
     last_at = batch.envelopes[-1]["recorded_at"] if batch.envelopes else ""
-    return [(batch.partition, batch.next_offset, "", 0, "", last_at, now)] + [
-        (batch.partition, batch.next_offset, t, e["chain_seq"], e["hash"], e["recorded_at"], now) for t, e in last.items()]
+    offset = batch.next_offset or 0
+    position = [(batch.partition, offset, "", 0, "", last_at, now)] if batch.next_offset is not None else []
+    return position + [(batch.partition, offset, t, e["chain_seq"], e["hash"], e["recorded_at"], now)
+                       for t, e in last.items()]
+
+
+def held_rows(holds: Sequence[Hold], released: str | None, now: datetime) -> list[tuple]:
+    rows = [(h.tenant_id, h.partition, h.offset, h.chain_seq, h.reason, "held", now, now) for h in holds]
+    return rows + ([(released, 0, 0, 0, "", "released", now, now)] if released is not None else [])
 
 
 class Recent(dict):
@@ -136,20 +152,49 @@ class ClickHouseProjection(Projection):
 
     async def head(self, tenant_id: str) -> tuple[int, str]:
         rows = await self.run(self.ch.query,
-                              f"SELECT argMax(chain_seq, next_offset) AS seq, argMax(hash, next_offset) AS h, count() AS n "
+                              f"SELECT max(chain_seq) AS seq, argMax(hash, chain_seq) AS h, count() AS n "
                               f"FROM {self.db}.progress WHERE tenant_id = {{t:String}}", {"t": tenant_id})
         return (rows[0]["seq"], rows[0]["h"]) if rows and rows[0]["n"] else self.genesis
 
-    async def apply(self, batches: list[Batch]) -> None:
-        await self.run(self._apply, batches)
+    async def apply(self, batches: list[Batch], holds: Sequence[Hold] = (), released: str | None = None) -> None:
+        await self.run(self._apply, batches, holds, released)
 
-    def _apply(self, batches: list[Batch]) -> None:
+    def _apply(self, batches: list[Batch], holds: Sequence[Hold], released: str | None) -> None:
+        """Rows, then holds, then positions: a crash between them replays a poll whose holds already stand."""
         if self.pinned_generation is None and (self.live() or ("",))[0] != self.db:
             raise SchemaSwapped(self.db)
         for table, (columns, rows) in self.rows([env for batch in batches for env in batch.envelopes]).items():
             self.insert(table, columns, rows)
         now = datetime.now(timezone.utc)
+        self.insert("held", HELD_COLUMNS, held_rows([h for h in holds if h.tenant_id != released], None, now))
         self.insert("progress", PROGRESS_COLUMNS, [row for batch in batches for row in progress_rows(batch, now)])
+        self.insert("held", HELD_COLUMNS, held_rows([], released, now))
+
+    async def probe(self, envelopes: list[Envelope]) -> None:
+        await self.run(self._probe, envelopes)
+
+    def _probe(self, envelopes: list[Envelope]) -> None:
+        """Build the rows and insert them into Null-engine twins: every conversion runs, nothing is kept."""
+        for table, (columns, rows) in self.rows(envelopes).items():
+            self.ch.command(f"CREATE TABLE IF NOT EXISTS {self.db}.{table}_probe AS {self.db}.{table} ENGINE = Null")
+            self.insert(f"{table}_probe", columns, rows)
+
+    async def holds(self) -> dict[str, Hold]:
+        rows = await self.run(self.ch.query, f"""
+            SELECT tenant_id, argMax(partition, at) AS p, argMax(record_offset, at) AS o, argMax(chain_seq, at) AS seq,
+                   argMax(reason, at) AS why, argMax(state, at) AS state, argMax(held_at, at) AS since
+            FROM {self.db}.held GROUP BY tenant_id HAVING state != 'released'""")
+        return {r["tenant_id"]: Hold(r["tenant_id"], r["p"], r["o"], r["seq"], r["why"], r["since"], r["state"] == "resume")
+                for r in rows}
+
+    async def request_resume(self, tenant_id: str) -> bool:
+        hold = (await self.holds()).get(tenant_id)
+        if hold is None:
+            return False
+        now = datetime.now(timezone.utc)
+        await self.run(self.ch.insert, f"{self.db}.held", HELD_COLUMNS,
+                       [(tenant_id, hold.partition, hold.offset, hold.chain_seq, hold.reason, "resume", hold.held_at, now)])
+        return True
 
     def insert(self, table: str, columns: list[str], rows: list[tuple]) -> None:
         """Insert into a table of this generation, naming the column types (no DESCRIBE per insert)."""

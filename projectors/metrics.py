@@ -20,6 +20,9 @@ class LagMetrics:
                                       description="log end offset minus the projector's stored position")
         meter.create_observable_gauge("runledger.projector.lag.seconds", [self.seconds], unit="s",
                                       description="now minus the time of the last applied event, 0 when caught up")
+        meter.create_observable_gauge("runledger.projector.held.tenants", [self.held], unit="{tenant}",
+                                      description="tenants of the partition held in the read model at an event it "
+                                                  "cannot apply")
 
     def observations(self, value) -> list[Observation]:
         return [Observation(value(r), {"projector": r.projector, "partition": r.partition, "status": r.status})
@@ -30,6 +33,9 @@ class LagMetrics:
 
     def seconds(self, _: CallbackOptions) -> list[Observation]:
         return self.observations(lambda r: r.lag_seconds)
+
+    def held(self, _: CallbackOptions) -> list[Observation]:
+        return self.observations(lambda r: r.held_tenants)
 
     async def refresh_forever(self, settings: Settings, projections: list[Projection], stop: asyncio.Event,
                               every_s: float = 5.0) -> None:

@@ -7,12 +7,13 @@ transaction (FOR SHARE), so it can never write a batch into a generation that is
 One transaction holds a whole poll: every partition's rows, the heads and each partition's position.
 """
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from projectors.base import Batch, Envelope, Position, Projection
+from projectors.base import DATA_ERRORS, Batch, Envelope, Hold, Position, Projection
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -39,6 +40,15 @@ CREATE TABLE IF NOT EXISTS {s}.heads (
 CREATE TABLE IF NOT EXISTS {s}.status (
     id int PRIMARY KEY DEFAULT 1 CHECK (id = 1),
     failure text
+);
+CREATE TABLE IF NOT EXISTS {s}.held (
+    tenant_id text PRIMARY KEY,
+    partition int NOT NULL,
+    record_offset bigint NOT NULL,
+    chain_seq bigint NOT NULL,
+    reason text NOT NULL,
+    held_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    resume_requested boolean NOT NULL DEFAULT false
 );
 """
 
@@ -126,13 +136,46 @@ class PostgresProjection(Projection):
                 f"SELECT chain_seq, hash FROM {self.schema}.heads WHERE tenant_id = %s", (tenant_id,))).fetchone()
         return (row[0], row[1]) if row else self.genesis
 
-    async def apply(self, batches: list[Batch]) -> None:
+    async def apply(self, batches: list[Batch], holds: Sequence[Hold] = (), released: str | None = None) -> None:
         async with self.pool.connection() as conn:
             async with conn.transaction():
                 if self.pinned_generation is None and (await self.live(conn))[0] != self.schema:
                     raise SchemaSwapped(self.schema)
                 await self.write(conn, [env for batch in batches for env in batch.envelopes])
-                await self.execute(conn, self.bookkeeping(batches))
+                await self.execute(conn, self.bookkeeping(batches) + self.hold_statements(holds, released))
+
+    async def probe(self, envelopes: list[Envelope]) -> None:
+        async with self.pool.connection() as conn:
+            async with conn.transaction(force_rollback=True):
+                await self.write(conn, envelopes)
+
+    def deterministic(self, error: Exception) -> bool:
+        # Class 22 (data exception: NUL in text, a value out of range) and 23 (a constraint) come
+        # from the rows; a connection, a missing table or a lock timeout is the store's, for everyone.
+        return isinstance(error, DATA_ERRORS + (psycopg.DataError, psycopg.IntegrityError))
+
+    def hold_statements(self, holds: Sequence[Hold], released: str | None) -> list[Statement]:
+        statements = [(f"INSERT INTO {self.schema}.held (tenant_id, partition, record_offset, chain_seq, reason) "
+                       "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE SET partition = excluded.partition, "
+                       "record_offset = excluded.record_offset, chain_seq = excluded.chain_seq, reason = excluded.reason, "
+                       "held_at = clock_timestamp(), resume_requested = false",
+                       (h.tenant_id, h.partition, h.offset, h.chain_seq, h.reason)) for h in holds]
+        if released is not None:
+            statements.append((f"DELETE FROM {self.schema}.held WHERE tenant_id = %s", (released,)))
+        return statements
+
+    async def holds(self) -> dict[str, Hold]:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                f"SELECT tenant_id, partition, record_offset, chain_seq, reason, held_at, resume_requested "
+                f"FROM {self.schema}.held")).fetchall()
+        return {row[0]: Hold(*row) for row in rows}
+
+    async def request_resume(self, tenant_id: str) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(f"UPDATE {self.schema}.held SET resume_requested = true WHERE tenant_id = %s",
+                                     (tenant_id,))
+            return cur.rowcount == 1
 
     async def write(self, conn: AsyncConnection, envelopes: list[Envelope]) -> None:
         """Write a poll's rows inside its transaction."""
@@ -148,7 +191,8 @@ class PostgresProjection(Projection):
             "VALUES (%s, %s, %s) ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset, "
             f"last_recorded_at = COALESCE(excluded.last_recorded_at, {self.schema}.positions.last_recorded_at), "
             "updated_at = clock_timestamp()",
-            (b.partition, b.next_offset, b.envelopes[-1]["recorded_at"] if b.envelopes else None)) for b in batches]
+            (b.partition, b.next_offset, b.envelopes[-1]["recorded_at"] if b.envelopes else None))
+            for b in batches if b.next_offset is not None]
 
     @staticmethod
     async def execute(conn: AsyncConnection, statements: Iterable[Statement]) -> None:

@@ -10,16 +10,19 @@ from aiokafka import TopicPartition
 
 from infra import kafka
 from infra.settings import Settings
-from projectors.base import Batch, Projection
-from projectors.runner import check, envelope_of
-from schemas.chain import ChainVerifier
+from projectors.admit import Admission
+from projectors.base import Projection
 
 BATCH = 5000
 Progress = Callable[[int, int], None]  # (offsets done, offsets to do)
 
 
 async def replay_into(settings: Settings, target: Projection, progress: Progress | None = None) -> int:
-    """Apply every committed event up to the current log end into target; return how many."""
+    """Apply every committed event up to the current log end into target; return how many.
+
+    Tenants are admitted as the live runner admits them: one whose event cannot be applied is held
+    in the new generation too (the hold is derived from the log), and the rest are rebuilt.
+    """
     # Partitions are read one after another: a long fetch wait would idle at each switch.
     reader = kafka.reader(settings, fetch_max_wait_ms=10)
     await reader.start()
@@ -29,32 +32,23 @@ async def replay_into(settings: Settings, target: Projection, progress: Progress
         reader.assign(tps)
         ends = await reader.end_offsets(tps)
         total, finished, applied = sum(ends.values()), 0, 0
-        heads: dict[str, ChainVerifier] = {}
+        admission = Admission(target, from_store=False)
         for tp in tps:
-            batch: list[dict] = []
+            records: list = []
             async for record in kafka.read_partition(reader, tp):
-                batch.append(verified(tp.partition, record, heads))
-                if len(batch) >= BATCH:
-                    await target.apply([Batch(tp.partition, batch, record.offset + 1)])
-                    applied, batch = applied + len(batch), []
+                records.append(record)
+                if len(records) >= BATCH:
+                    applied += await admission.store([(tp.partition, records, record.offset + 1)])
+                    records = []
                     if progress:
                         progress(finished + record.offset + 1, total)
-            await target.apply([Batch(tp.partition, batch, ends[tp])])
-            applied += len(batch)
+            applied += await admission.store([(tp.partition, records, ends[tp])])
             finished += ends[tp]
             if progress:
                 progress(finished, total)
         return applied
     finally:
         await reader.stop()
-
-
-def verified(partition: int, record, heads: dict[str, ChainVerifier]) -> dict:
-    """Decode a record and check it continues its tenant's chain; ProjectionHalted says where if not."""
-    env = envelope_of(partition, record)
-    tenant = env["tenant_id"]
-    check(partition, record, env, heads.setdefault(tenant, ChainVerifier(tenant)))
-    return env
 
 
 async def rebuild(settings: Settings, live: Projection, progress: Progress | None = None,

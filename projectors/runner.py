@@ -5,87 +5,27 @@ position stored with the projection's rows (not Kafka's committed offset), and e
 and new position are written together. The position is also committed to Kafka afterwards, only
 so that Kafka's own tools (kafka-consumer-groups) report the same lag.
 
-The chain is verified as it is applied. A record that is not an envelope (not JSON, not an object,
-a value the hash rule cannot canonicalise), a gap, a bad hash, an unknown event type or a schema
-version newer than this code stops the projector (it records why, naming partition and offset, and
-reports FAILED) instead of skipping anything; nothing of that poll is stored, so the position stays
-before the bad record. Any other error (a database down, say) is retried from the stored position.
+The chain is verified as it is applied, and fails closed per tenant (projectors/admit.py): an
+event that cannot be checked or stored holds its tenant in this read model, naming partition,
+offset, tenant and chain_seq, while every other tenant of the poll is stored. Between polls the
+runner replays any held tenant that ops asked to resume. A record that names no tenant at all
+stops the whole projector (FAILED). Any other error (a database down, say) is retried from the
+stored position, for everyone.
 """
 import asyncio
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+from aiokafka.structs import OffsetAndMetadata
 
-from domain.registry import EVENT_CLASSES, schema_version_of
 from infra import kafka
 from infra.settings import Settings
-from projectors.base import Batch, Envelope, Projection
+from projectors.admit import Admission, ProjectionHalted
+from projectors.base import Hold, Projection
 from projectors.pg import SchemaSwapped
-from schemas.chain import ChainVerifier
-from schemas.envelope import decode
 
 log = logging.getLogger("runledger.projector")
-
-
-class ProjectionHalted(Exception):
-    """The log cannot be applied past this point; the reason names the record (partition, offset) and why."""
-
-
-JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
-
-
-def decoded(value: bytes | None) -> tuple[Envelope, str | None]:
-    """Return the envelope a record value holds, or why it holds none (which no retry can change)."""
-    if value is None:
-        return {}, "the record has no value (a tombstone)"
-    try:
-        env = decode(value)
-    except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, a number too long, nested too deep
-        return {}, f"the value is not JSON ({error})"
-    if not isinstance(env, dict):
-        return {}, f"the value is {JSON_KINDS.get(type(env), 'null')}, not an envelope object"
-    if not isinstance(env.get("tenant_id"), str):
-        return {}, f"the envelope's tenant_id is {env.get('tenant_id')!r}, not a string"
-    return env, None
-
-
-def envelope_of(partition: int, record: ConsumerRecord) -> Envelope:
-    env, problem = decoded(record.value)
-    if problem:
-        raise ProjectionHalted(f"{place(partition, record, key=True)}: {problem}")
-    return env
-
-
-def place(partition: int, record: ConsumerRecord, key: bool = False) -> str:
-    """Name a record's position in the log, and (key=True) the tenant its key names, if it has one."""
-    where = f"partition {partition} offset {record.offset}"
-    return f"{where}, tenant {record.key.decode(errors='replace')!r} (record key)" if key and record.key else where
-
-
-def check(partition: int, record: ConsumerRecord, env: Envelope, verifier: ChainVerifier) -> None:
-    """Accept env as its tenant's next event, or halt naming the record and why it cannot follow."""
-    if problem := problem_of(env, verifier):
-        raise ProjectionHalted(f"{place(partition, record)}, tenant {verifier.tenant_id} "
-                               f"chain_seq {verifier.head_seq + 1}: {problem}")
-    verifier.accept(env)
-
-
-def problem_of(env: Envelope, verifier: ChainVerifier) -> str | None:
-    """Why env cannot follow verifier's head, or None. The checks are pure: what they raise, they always will."""
-    try:
-        return readable_problem(env) or verifier.problem_with(env)
-    except (ValueError, TypeError, RecursionError) as error:  # e.g. RFC 8785 refuses NaN or an integer beyond 2^53
-        return f"the envelope cannot be checked ({error!r})"
-
-
-def readable_problem(env: Envelope) -> str | None:
-    cls = EVENT_CLASSES.get(env.get("type"))
-    if cls is None:
-        return f"unknown event type {env.get('type')!r}"
-    if env.get("schema_version", 0) > schema_version_of(cls):
-        return f"{env['type']} schema_version {env['schema_version']} is newer than this code reads"
-    return None
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -109,7 +49,8 @@ class ProjectorRunner:
         self.projection = projection
         self.batch_max = batch_max
         self.group = f"{settings.topic_prefix}.projector.{projection.name}"
-        self.verifiers: dict[str, ChainVerifier] = {}
+        self.admission = Admission(projection)
+        self.resume_checked = 0.0
         self.unpositioned: set[TopicPartition] = set()
         self.failed: str | None = None
         self.last_error: str | None = None
@@ -119,6 +60,7 @@ class ProjectorRunner:
     async def run(self, stop: asyncio.Event) -> None:
         await kafka.ensure_topics(self.settings)
         self.failed = await self.projection.failure()
+        await self.admission.load()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group,
             enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
@@ -134,6 +76,7 @@ class ProjectorRunner:
                     await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=1.0)
                     continue
                 await self.position_assigned()
+                await self.resume_requested()
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_max)
                 await self.guarded(fetched)
         finally:
@@ -148,7 +91,7 @@ class ProjectorRunner:
                 self.consumer.seek(tp, positions[tp.partition].next_offset if tp.partition in positions else 0)
                 self.consumer.resume(tp)
         self.unpositioned.clear()
-        self.verifiers.clear()
+        await self.admission.load()
 
     async def guarded(self, fetched: dict[TopicPartition, list]) -> None:
         fetched = {tp: records for tp, records in fetched.items() if records and tp not in self.unpositioned}
@@ -163,6 +106,7 @@ class ProjectorRunner:
         except SchemaSwapped:
             log.info("projector %s: a rebuilt generation went live; continuing there", self.projection.name)
             await self.projection.open()
+            self.admission.projection = self.projection
             self.reposition_all()
         except Exception as error:
             self.last_error = f"batch on partitions {sorted(tp.partition for tp in fetched)} failed: {error!r}"
@@ -179,28 +123,48 @@ class ProjectorRunner:
             self.consumer.pause(*assigned)
 
     async def apply(self, fetched: dict[TopicPartition, list]) -> None:
-        """Verify a poll's records, then store all its partitions' batches in one apply."""
-        heads: dict[str, ChainVerifier] = {}
-        batches = [await self.verified_batch(tp, records, heads) for tp, records in fetched.items()]
-        await self.projection.apply(batches)
-        self.verifiers.update(heads)
-        self.applied += sum(len(b.envelopes) for b in batches)
-        await self.consumer.commit({tp: OffsetAndMetadata(b.next_offset, "") for tp, b in zip(fetched, batches)})
+        """Admit a poll's records tenant by tenant, then store all its partitions' batches in one apply."""
+        polled = [(tp.partition, records, max(records[-1].offset + 1, await self.consumer.position(tp)))
+                  for tp, records in fetched.items()]
+        before = set(self.admission.held)
+        self.applied += await self.admission.store(polled)
+        for tenant in set(self.admission.held) - before:
+            log.critical("projector %s holds tenant %s: %s", self.projection.name, tenant,
+                         self.admission.held[tenant].reason)
+        await self.consumer.commit({tp: OffsetAndMetadata(next_offset, "")
+                                    for tp, (_, _, next_offset) in zip(fetched, polled)})
 
-    async def verified_batch(self, tp: TopicPartition, records: list, heads: dict[str, ChainVerifier]) -> Batch:
-        envelopes = [await self.verified(tp.partition, r, heads) for r in records]
-        return Batch(tp.partition, envelopes, max(records[-1].offset + 1, await self.consumer.position(tp)))
+    async def resume_requested(self, every_s: float = 1.0) -> None:
+        """Replay the held tenants ops asked to resume, on partitions this runner owns (at most once a second)."""
+        if time.monotonic() - self.resume_checked < every_s:
+            return
+        self.resume_checked = time.monotonic()
+        owned = {tp.partition for tp in self.consumer.assignment()}
+        try:
+            for hold in (await self.projection.holds()).values():
+                if hold.resume_requested and hold.partition in owned:
+                    await self.resume(hold)
+        except Exception as error:  # the store or the broker: the request stands, and is tried again
+            self.last_error = f"resuming a held tenant failed: {error!r}"
+            log.error("projector %s: %s; trying again", self.projection.name, self.last_error)
 
-    async def verified(self, partition: int, record: ConsumerRecord, heads: dict[str, ChainVerifier]) -> Envelope:
-        """Decode a record and check it against its tenant's head as it stands after the poll's earlier events."""
-        env = envelope_of(partition, record)
-        tenant = env["tenant_id"]
-        if tenant not in heads:
-            known = self.verifiers.get(tenant)
-            seq, hash_ = (known.head_seq, known.head_hash) if known else await self.projection.head(tenant)
-            heads[tenant] = ChainVerifier(tenant, seq, hash_)
-        check(partition, record, env, heads[tenant])
-        return env
+    async def resume(self, hold: Hold) -> None:
+        position = (await self.projection.positions()).get(hold.partition)
+        tp = TopicPartition(self.settings.events_topic, hold.partition)
+        reader = kafka.reader(self.settings, fetch_max_wait_ms=10)
+        await reader.start()
+        try:
+            reader.assign([tp])
+            records = kafka.read_partition(reader, tp, start=hold.offset,
+                                           end=position.next_offset if position else hold.offset)
+            again = await self.admission.resume(hold, records)
+        finally:
+            await reader.stop()
+        if again:
+            log.critical("projector %s: tenant %s is held again: %s", self.projection.name, hold.tenant_id, again.reason)
+        else:
+            log.warning("projector %s: tenant %s caught up from chain_seq %d and resumed",
+                        self.projection.name, hold.tenant_id, hold.chain_seq)
 
     @property
     def healthy(self) -> bool:

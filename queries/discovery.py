@@ -6,7 +6,7 @@ from typing import Any
 
 from projectors.ch import ClickHouseProjection
 from queries.pagination import CHAIN_SEQ, decode_cursor, encode_cursor
-from queries.readmodels import wait_for_seq
+from queries.readmodels import TenantHeld, wait_for_seq
 
 FILTERS = {  # query parameter → (column, ClickHouse type)
     "actor": ("actor_subject", "String"), "type": ("type", "String"), "run_id": ("run_id", "String"),
@@ -37,6 +37,13 @@ class Discovery:
         return await asyncio.to_thread(run)
 
     async def wait_for(self, projection: ClickHouseProjection, tenant_id: str, min_seq: int | None, wait_ms: int) -> None:
+        """As ReadModels.wait_for: wait for min_seq, and say so (TenantHeld) if the tenant is held there."""
+        held = await self.query(projection, "SELECT argMax(chain_seq, at) AS seq, argMax(held_at, at) AS since, "
+                                            "argMax(state, at) AS state FROM {db}.held WHERE tenant_id = {t:String} "
+                                            "GROUP BY tenant_id", {"t": tenant_id})
+        if held and held[0]["state"] != "released":
+            raise TenantHeld(projection.name, held[0]["seq"], held[0]["since"])
+
         async def applied() -> int:
             rows = await self.query(projection, "SELECT max(chain_seq) AS seq FROM {db}.progress "
                                                 "WHERE tenant_id = {t:String}", {"t": tenant_id})

@@ -3,7 +3,9 @@
 lag_events = log end offset (read_committed) − the projector's stored position;
 lag_seconds = now − recorded_at of the last applied event (0 when caught up);
 status: FAILED (the projector stopped and said why), STALLED (behind and no progress for
-`stall_after_s`), LAGGING (behind by more than `lagging_after_s`), else OK.
+`stall_after_s`), LAGGING (behind by more than `lagging_after_s`), else OK. `held_tenants` counts
+the tenants of the partition held in that read model (projectors/admit.py); the others go on, so
+a hold does not change the partition's lag or status. held_report() says which, where and why.
 """
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -25,6 +27,7 @@ class PartitionLag:
     lag_events: int
     lag_seconds: float
     status: str
+    held_tenants: int = 0
 
 
 def status_of(failed: bool, lag_events: int, lag_seconds: float, idle_s: float | None,
@@ -56,6 +59,7 @@ async def projector_lag(settings: Settings, projections: list[Projection], stall
     report = []
     for projection in projections:
         positions, failed = await projection.positions(), await projection.failure() is not None
+        held = [h.partition for h in (await projection.holds()).values()]
         for partition, end in sorted(ends.items()):
             pos = positions.get(partition)
             position = pos.next_offset if pos else 0
@@ -64,8 +68,17 @@ async def projector_lag(settings: Settings, projections: list[Projection], stall
             seconds = (now - last).total_seconds() if behind and last else 0.0
             idle = (now - pos.updated_at).total_seconds() if pos and pos.updated_at else None
             report.append(PartitionLag(projection.name, partition, position, end, behind, round(seconds, 3),
-                                       status_of(failed, behind, seconds, idle, stall_after_s, lagging_after_s)))
+                                       status_of(failed, behind, seconds, idle, stall_after_s, lagging_after_s),
+                                       held.count(partition)))
     return report
+
+
+async def held_report(projections: list[Projection]) -> list[dict]:
+    """Every held tenant of every read model: where it stopped, since when, why, and whether a resume is asked."""
+    return [{"projector": p.name, "tenant_id": h.tenant_id, "partition": h.partition, "offset": h.offset,
+             "chain_seq": h.chain_seq, "held_at": h.held_at.isoformat() if h.held_at else None,
+             "resume_requested": h.resume_requested, "reason": h.reason}
+            for p in projections for h in sorted((await p.holds()).values(), key=lambda h: h.tenant_id)]
 
 
 def as_dicts(report: list[PartitionLag]) -> list[dict]:

@@ -20,6 +20,16 @@ class NotCaughtUp(Exception):
         self.projection, self.wanted, self.applied = projection, wanted, applied
 
 
+class TenantHeld(Exception):
+    """This tenant is held in a read model: what it serves stops before `chain_seq`."""
+
+    def __init__(self, projection: str, chain_seq: int, held_at):
+        super().__init__(f"this tenant's {projection} read model is held before chain_seq {chain_seq} "
+                         f"(since {held_at:%Y-%m-%dT%H:%M:%SZ}): an event could not be applied, and what it "
+                         "shows stops before it; operators have been told, and it catches up once resumed")
+        self.projection, self.chain_seq, self.held_at = projection, chain_seq, held_at
+
+
 async def wait_for_seq(name: str, min_seq: int | None, wait_ms: int, applied: Callable[[], Awaitable[int]]) -> None:
     """Return once applied() reaches min_seq, or raise NotCaughtUp after wait_ms."""
     if not min_seq:
@@ -51,7 +61,13 @@ class ReadModels:
         return rows[0]["chain_seq"] if rows else 0
 
     async def wait_for(self, name: str, tenant_id: str, min_seq: int | None, wait_ms: int) -> None:
-        """Return once the read model has applied the tenant's chain up to min_seq, or raise NotCaughtUp."""
+        """Return once the read model has applied the tenant's chain up to min_seq, or raise NotCaughtUp.
+
+        A tenant held in that read model is told so (TenantHeld) instead of being shown a partial answer.
+        """
+        held = await self.fetch(name, "SELECT chain_seq, held_at FROM {s}.held WHERE tenant_id = %s", (tenant_id,))
+        if held:
+            raise TenantHeld(name, held[0]["chain_seq"], held[0]["held_at"])
         await wait_for_seq(name, min_seq, wait_ms, lambda: self.applied_seq(name, tenant_id))
 
     async def list_runs(self, tenant_id: str, state: str | None, agent_id: str | None,

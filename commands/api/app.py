@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
 
 from commands.api import guard, routes_commands
-from commands.auth import AuthError
+from commands.auth import AuthError, authenticate
 from commands.bus import CommandBus
 from commands.intake import Refused
 from domain.commands import AnyCommand
@@ -18,7 +18,7 @@ from projectors.jobs import RebuildJobs
 from queries.api import routes_approvals, routes_discovery, routes_ops, routes_runs
 from queries.discovery import Discovery
 from queries.pagination import BadCursor
-from queries.readmodels import NotCaughtUp, ReadModels
+from queries.readmodels import NotCaughtUp, ReadModels, TenantHeld
 from streams import routes as streams_routes
 from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
@@ -32,6 +32,19 @@ def is_stream(scope) -> bool:
 # the tracing cost of a command, and on an SSE stream it would wrap every frame sent to every
 # subscriber (streams are traced from the events they carry, which hold their traceparent).
 TELEMETRY = {"operation_spans": False, "exclude": is_stream}
+
+
+def ops_admin(request: Request) -> bool:
+    """Whether the request carries a valid admin token of the ops tenant (health details are theirs)."""
+    settings = request.app.state.settings
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    try:
+        principal = authenticate(token.strip(), settings.jwt_secret.get_secret_value(), settings.jwt_audience)
+    except AuthError:
+        return False
+    return principal.tenant_id == settings.ops_tenant and "admin" in principal.roles
 
 
 def refusal(status: int, code: str, reason: str, details=None) -> JSONResponse:
@@ -57,6 +70,12 @@ def install_error_handlers(app: FastAPI) -> None:
                            {"read_model": error.projection, "wanted_seq": error.wanted, "applied_seq": error.applied})
         response.headers["Retry-After"] = "1"
         return response
+
+    @app.exception_handler(TenantHeld)
+    async def on_held(_: Request, error: TenantHeld) -> JSONResponse:
+        return refusal(503, "read_model_held", str(error),
+                       {"read_model": error.projection, "held_before_seq": error.chain_seq,
+                        "held_since": error.held_at.isoformat()})
 
     @app.exception_handler(BadCursor)
     async def on_cursor(_: Request, error: BadCursor) -> JSONResponse:
@@ -85,7 +104,7 @@ def add_command_schema(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, read_models: ReadModels, projections: list[Projection],
-               discovery: Discovery, hub: ChannelHub, health: Callable[[], dict] | None = None) -> FastAPI:
+               discovery: Discovery, hub: ChannelHub, health: Callable[[bool], dict] | None = None) -> FastAPI:
     bus = CommandBus(settings)
 
     @asynccontextmanager
@@ -113,9 +132,10 @@ def create_app(settings: Settings, read_models: ReadModels, projections: list[Pr
     add_command_schema(app)
 
     @app.get("/healthz", tags=["ops"])
-    async def healthz() -> JSONResponse:
-        report = {"api": "ok", **(health() if health else {})}
-        ok = all(v == "ok" for v in report.values() if isinstance(v, str))
+    async def healthz(request: Request) -> JSONResponse:
+        """What runs and what does not, without a token; the reasons only for an admin of the ops tenant."""
+        report = {"api": "ok", **(health(ops_admin(request)) if health else {})}
+        ok = all(v in ("ok", "degraded") for v in report.values() if isinstance(v, str))
         return JSONResponse(report, status_code=200 if ok else 503)
 
     return app

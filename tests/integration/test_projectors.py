@@ -1,5 +1,5 @@
 """Projectors on the real broker and database: rebuild equals incremental, kill -9 changes nothing,
-a broken chain or a record that is not an envelope stops a projector loudly."""
+a broken chain or a record that is not an envelope holds its tenant loudly (and no other)."""
 import asyncio
 import json
 import random
@@ -20,7 +20,7 @@ from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
 from queries.lag import projector_lag
 from schemas.envelope import encode
-from tests.support import Service, events, make_settings, produce_commands, replies, unique, wait_until
+from tests.support import Service, events, make_settings, produce_commands, read_topic, replies, unique, wait_until
 
 TABLES = {RunsProjection: ("runs", "steps", "tool_calls"), ApprovalsProjection: ("approvals", "approval_votes")}
 
@@ -142,7 +142,7 @@ async def produce_raw(settings, value: bytes, tenant: str):
         await producer.stop()
 
 
-async def test_a_broken_chain_stops_the_projector_and_lag_says_failed():
+async def test_a_broken_chain_holds_its_tenant_and_lag_and_health_name_it():
     settings = make_settings(partitions=1)
     pool = await open_pool(settings)
     tenant = unique("tenant-")
@@ -152,23 +152,32 @@ async def test_a_broken_chain_stops_the_projector_and_lag_says_failed():
             await wait_until(lambda: caught_up(settings, projections), 60, "catch up")
             chain = [e for e in await events(settings) if e["tenant_id"] == tenant]
             forged = {**chain[-1], "chain_seq": chain[-1]["chain_seq"] + 2, "prev_hash": chain[-1]["hash"]}
-            await produce_raw(settings, encode(forged), tenant)
-            await wait_until(lambda: all(r.failed for r in runners), 60, "both projectors to stop")
+            sent = await produce_raw(settings, encode(forged), tenant)
+            await wait_until(lambda: all(r.admission.held for r in runners), 60, "both projectors to hold the tenant")
             expected = f"tenant {tenant} chain_seq {chain[-1]['chain_seq'] + 1}"
-            assert all(expected in r.failed and "gap" in r.failed for r in runners)
+            holds = [(await p.holds())[tenant] for p in projections]
+            assert [(h.offset, h.chain_seq, expected in h.reason, "gap" in h.reason) for h in holds] == \
+                [(sent.offset, chain[-1]["chain_seq"] + 1, True, True)] * 2
             report = await projector_lag(settings, projections)
-            assert {r.status for r in report} == {"FAILED"} and {r.lag_events for r in report} == {1}
-            assert expected in await projections[0].failure()
+            assert [(r.status, r.lag_events, r.held_tenants) for r in report] == [("OK", 0, 1), ("OK", 0, 1)]
+            assert [r.failed for r in runners] == [None, None]
+            anonymous = health(None, runners)
+            assert anonymous == {**{f"projector:{r.projection.name}": "degraded" for r in runners},
+                                 **{f"projector:{r.projection.name}:held": [
+                                     {"tenant_id": tenant, "partition": 0, "chain_seq": chain[-1]["chain_seq"] + 1}]
+                                    for r in runners}}
+            detailed = health(None, runners, detail=True)
+            assert [expected in h["reason"] for r in runners for h in detailed[f"projector:{r.projection.name}:held"]] == [True, True]
     finally:
         await pool.close()
 
 
 @pytest.mark.parametrize("garbage, problem", [(b"{not json", "the value is not JSON (Expecting property name"),
                                                 (b"[1, 2, 3]", "the value is an array, not an envelope object")])
-async def test_a_record_that_is_not_an_envelope_stops_the_projector_at_it(garbage, problem):
+async def test_a_record_that_is_not_an_envelope_holds_the_tenant_its_key_names(garbage, problem):
     settings = make_settings(partitions=1)
     pool = await open_pool(settings)
-    tenant = unique("tenant-")
+    tenant, other = unique("tenant-"), unique("other-")
     try:
         async with in_process(settings, pool) as (projections, runners):
             await send_all(settings, envelopes_for(workload([tenant], runs_per_tenant=1, seed=3)))
@@ -176,16 +185,18 @@ async def test_a_record_that_is_not_an_envelope_stops_the_projector_at_it(garbag
             applied = {p.name: await dump(pool, p.schema, TABLES[type(p)][0]) for p in projections}
             assert [len(applied["runs"]), applied["runs"][0][0]] == [1, tenant]
             sent = await produce_raw(settings, garbage, tenant)
-            await wait_until(lambda: all(r.failed for r in runners), 60, "both projectors to stop")
-            expected = f"partition 0 offset {sent.offset}, tenant {tenant!r} (record key): {problem}"
-            assert [expected in r.failed for r in runners] == [True, True], [r.failed for r in runners]
-            assert [expected in await p.failure() for p in projections] == [True, True]
-            assert health(None, runners) == {**{f"projector:{r.projection.name}": "failed" for r in runners},
-                                             **{f"projector:{r.projection.name}:reason": r.failed for r in runners}}
-            report = await projector_lag(settings, projections)
-            assert [(r.status, r.lag_events) for r in report] == [("FAILED", 1), ("FAILED", 1)]
-            assert [(await p.positions())[0].next_offset for p in projections] == [sent.offset, sent.offset]
-            assert {p.name: await dump(pool, p.schema, TABLES[type(p)][0]) for p in projections} == applied
+            await send_all(settings, envelopes_for(workload([other], runs_per_tenant=1, seed=4)))
+            await wait_until(lambda: caught_up(settings, projections), 60, "catch up past the garbage")
+            expected = f"partition 0 offset {sent.offset}, tenant {tenant!r} (record key), tenant {tenant} chain_seq"
+            holds = [(await p.holds()).get(tenant) for p in projections]
+            assert [(h.offset, expected in h.reason, problem in h.reason) for h in holds] == [(sent.offset, True, True)] * 2
+            # The tenant's rows stay as they were; the other tenant, after the garbage on the same partition, is in
+            now = {p.name: await dump(pool, p.schema, TABLES[type(p)][0]) for p in projections}
+            assert [[r for r in rows if r[0] == tenant] for rows in now.values()] == list(applied.values())
+            assert len([r for r in now["runs"] if r[0] == other]) == 1
+            theirs = [json.loads(r.value) for r in await read_topic(settings, settings.events_topic) if r.key == other.encode()]
+            other_head = (theirs[-1]["chain_seq"], theirs[-1]["hash"])
+            assert [await p.head(other) for p in projections] == [other_head, other_head]
     finally:
         await pool.close()
 

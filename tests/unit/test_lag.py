@@ -19,14 +19,16 @@ def test_gauges_publish_the_latest_report():
     reader = InMemoryMetricReader()
     lag = LagMetrics()
     lag.register(MeterProvider(metric_readers=[reader]).get_meter("test"))
-    lag.report = [PartitionLag("runs", 0, 10, 14, 4, 2.5, "OK"), PartitionLag("audit", 1, 3, 3, 0, 0.0, "OK")]
+    lag.report = [PartitionLag("runs", 0, 10, 14, 4, 2.5, "OK", 2), PartitionLag("audit", 1, 3, 3, 0, 0.0, "OK")]
     points = {(m.name, p.attributes["projector"], p.attributes["partition"]): p.value
               for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
               for m in sm.metrics for p in m.data.data_points}
     assert points == {("runledger.projector.lag.events", "runs", 0): 4,
                       ("runledger.projector.lag.events", "audit", 1): 0,
                       ("runledger.projector.lag.seconds", "runs", 0): 2.5,
-                      ("runledger.projector.lag.seconds", "audit", 1): 0.0}
+                      ("runledger.projector.lag.seconds", "audit", 1): 0.0,
+                      ("runledger.projector.held.tenants", "runs", 0): 2,
+                      ("runledger.projector.held.tenants", "audit", 1): 0}
 
 
 def test_notify_payloads_are_split_under_the_server_limit():
