@@ -22,7 +22,7 @@ from typing import Any, Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
-from domain.ledger import ChainBroken, Inconsistent, TenantLedger, expire_command
+from domain.ledger import ChainBroken, Inconsistent, TenantLedger, Undecidable, expire_command
 from infra import kafka
 from infra.settings import Settings
 from schemas.envelope import cloudevents_headers, decode, encode
@@ -76,7 +76,10 @@ class CommandProcessor:
         self.fenced_backoff_s = 5.0
         self.timers_next_at = 0.0
         self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
-        self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0}
+        self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0, "undecidable": 0}
+        # Commands whose deciding raised a defect: after the rebuild they are refused, not retried
+        # forever. Lost with the process, which is safe: a successor meets the defect once more.
+        self.undecidable: dict[str, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -221,8 +224,16 @@ class CommandProcessor:
             except ProducerFenced:
                 self.stats["fenced"] += 1
                 await self.drop(owner, "fenced: another processor owns it", self.fenced_backoff_s)
+            except Undecidable as error:
+                self.stats["undecidable"] += 1
+                self.undecidable[error.command_id] = error.kind
+                log.exception("partition %s: %s; rebuilding, then refusing it", owner.partition, error)
+                await self.drop(owner, f"transaction aborted ({error})", 0.0)
             except (Inconsistent, ChainBroken, KafkaError) as error:
                 await self.drop(owner, f"transaction failed ({error!r})", 0.0)
+            except Exception as error:  # a defect outside deciding: never leave state ahead of the log
+                log.exception("partition %s: transaction failed", owner.partition)
+                await self.drop(owner, f"transaction failed ({error!r})", 1.0)
 
     async def transact(self, owner: PartitionOwner, commands: list[dict[str, Any]],
                        offsets: dict[TopicPartition, int] | None, reply: bool) -> None:
@@ -231,7 +242,7 @@ class CommandProcessor:
             sends = []
             now = self.clock()
             for command in commands:
-                outcome, envelopes = owner.tenant(command["tenant_id"]).execute(command, now)
+                outcome, envelopes = self.decide(owner.tenant(command["tenant_id"]), command, now)
                 for env in envelopes:
                     sends.append(await producer.send(
                         self.settings.events_topic, value=encode(env),
@@ -247,6 +258,10 @@ class CommandProcessor:
                 await producer.send_offsets_to_transaction(offsets, self.settings.processor_group)
         self.stats["transactions"] += 1
         self.stats["commands"] += len(commands)
+
+    def decide(self, ledger: TenantLedger, command: dict[str, Any], now: datetime) -> tuple[dict, list[dict]]:
+        kind = self.undecidable.get(command["command_id"])
+        return (ledger.refuse_undecidable(command, kind), []) if kind else ledger.execute(command, now)
 
     async def drop(self, owner: PartitionOwner, why: str, backoff_s: float) -> None:
         """Forget a partition's state; the main loop re-acquires it (fence, replay) if still ours."""

@@ -33,6 +33,15 @@ class Inconsistent(Exception):
     """A handler changed state and then rejected: the in-memory state must be rebuilt."""
 
 
+class Undecidable(Exception):
+    """Deciding a command raised something that is not a domain rejection (a defect): state may be half-changed."""
+
+    def __init__(self, command_id: str, error: Exception):
+        super().__init__(f"command {command_id} could not be decided: {error!r}")
+        self.command_id = command_id
+        self.kind = type(error).__name__
+
+
 @dataclass
 class TenantLedger:
     tenant_id: str
@@ -95,12 +104,25 @@ class TenantLedger:
             envelopes = []
             reply = self.reply(command, "rejected", code=error.code, reason=error.reason,
                                http_status=error.http_status)
+        except Inconsistent:
+            raise
+        except Exception as error:
+            raise Undecidable(command["command_id"], error) from error
         else:
             reply = self.reply(command, "accepted", aggregate_id=str(aggregate_id),
                                aggregate_version=version, events=[summary(e) for e in envelopes])
         if key:
             self.replies[key] = reply
         return reply, envelopes
+
+    def refuse_undecidable(self, command: dict[str, Any], kind: str) -> dict[str, Any]:
+        """Answer a command that could not be decided once and for all: rejected, nothing appended."""
+        reply = self.reply(command, "rejected", code="undecidable", http_status=500,
+                           reason=f"runledger could not decide this command ({kind}); it is rejected and "
+                                  "nothing was appended. This is a defect of runledger: report it")
+        if command.get("idempotency_key"):
+            self.replies[command["idempotency_key"]] = reply
+        return reply
 
     def decide(self, command: dict[str, Any], now: datetime) -> tuple[UUID, int, list[dict[str, Any]]]:
         cmd = parse_command(command["body"])
