@@ -116,7 +116,22 @@ class Demo:
         await self.step(self.agent, "retry run", {"type": "RetryRun", "run_id": run3})
         last = await self.step(self.agent, "cancel run", {"type": "CancelRun", "run_id": run3,
                                                           "reason": "superseded"})
+        await self.hostile(run3)
         await self.show_read_models(last.body["events"][-1]["chain_seq"])
+
+    async def hostile(self, run_id: str) -> None:
+        """Input no store could keep, or that two parsers would read differently, is refused before the log."""
+        print("hostile input: refused with a reason, nothing appended")
+        await self.step(self.agent, "fail run with a NUL in the error", {
+            "type": "FailRun", "run_id": run_id, "error": "before\u0000after"})
+        await self.step(self.agent, "record cost with amount true", {
+            "type": "RecordCost", "run_id": run_id, "provider": "anthropic", "model": "claude",
+            "amount_micros": True, "currency": "USD"})
+        response = await self.agent.http.post("/v1/commands", content=b'{"type":"CancelRun","type":"FailRun"}',
+                                              headers={"Authorization": f"Bearer {self.agent.token}",
+                                                       "Content-Type": "application/json"})
+        print(f"  {response.status_code} {'a body with a repeated key':<46} REJECTED {response.json()['code']}"
+              f" — {response.json()['reason']}")
 
     async def show_read_models(self, seq: int) -> None:
         """Read back what the projectors built, waiting until they have applied the last command."""
