@@ -104,9 +104,7 @@ class TenantLedger:
             envelopes = []
             reply = self.reply(command, "rejected", code=error.code, reason=error.reason,
                                http_status=error.http_status)
-        except Inconsistent:
-            raise
-        except Exception as error:
+        except Exception as error:  # Inconsistent included: after a rebuild it would happen again
             raise Undecidable(command["command_id"], error) from error
         else:
             reply = self.reply(command, "accepted", aggregate_id=str(aggregate_id),

@@ -10,6 +10,7 @@ import uvloop
 
 from commands.api.app import create_app
 from commands.processor import CommandProcessor
+from infra.eventlog.kafka import KafkaLog
 from infra.postgres import open_pool
 from infra.settings import Settings
 from infra.telemetry import setup_metrics, setup_tracing
@@ -63,7 +64,7 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     ch = open_clickhouse(settings.clickhouse_url, settings.chdb_path) if (api or projectors) else None
     projections = await build_projections(settings, pool, ch) if pool else []
     tasks, runners = [], []
-    command_processor = CommandProcessor(settings) if processor else None
+    command_processor = CommandProcessor(settings, log_=KafkaLog(settings)) if processor else None
     if command_processor and (api or projectors):
         tasks.append(asyncio.create_task(on_own_loop("processor", command_processor.run, stop), name="processor"))
     elif command_processor:

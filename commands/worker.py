@@ -1,0 +1,117 @@
+"""Deciding and appending: each owned partition's commands, in order, one Kafka transaction per batch.
+
+Each owned partition commits on its own, so one slow transaction never holds back the others, and
+whatever arrives while a transaction is open joins the next one. A transaction holds a batch's
+events, their replies and the command offsets; if anything fails inside it, the partition's state
+(which already moved on in memory) is dropped and rebuilt from the log before it decides again.
+Sends are queued in order (the chain's order) and their deliveries awaited together, before the offsets are added
+(aiokafka#1098: offsets added while sends are in flight can race the commit).
+"""
+import asyncio
+import json
+import logging
+from datetime import datetime
+from typing import Any, Callable
+
+from commands.ownership import Ownership, PartitionOwner
+from domain.ledger import ChainBroken, TenantLedger, Undecidable
+from infra import kafka
+from infra.eventlog import Fenced, LogError, NotAssigned, Record, TopicPartition
+from infra.settings import Settings
+from schemas.envelope import cloudevents_headers, encode
+
+log = logging.getLogger("runledger.processor")
+
+
+def parse(record: Record) -> dict[str, Any] | None:
+    try:
+        command = json.loads(record.value)
+    except (ValueError, TypeError):
+        command = None
+    if not isinstance(command, dict) or "command_id" not in command:
+        log.error("skipping unreadable command record at offset %s", record.offset)
+        return None
+    return command
+
+
+class Worker:
+    def __init__(self, settings: Settings, ownership: Ownership, clock: Callable[[], datetime], stats: dict):
+        self.settings, self.ownership, self.clock, self.stats = settings, ownership, clock, stats
+        # Commands whose deciding raised a defect: after the rebuild they are refused, not retried
+        # forever. Lost with the process, which is safe: a successor meets the defect once more.
+        self.undecidable: dict[str, str] = {}
+
+    def enqueue(self, tp: TopicPartition, records: list[Record]) -> None:
+        """Hand records to the partition's worker; pause the partition while its backlog is full."""
+        owner = self.ownership.owners.get(tp.partition)
+        if owner is None:
+            return
+        owner.pending.extend(records)
+        if len(owner.pending) >= self.settings.batch_max:
+            owner.backlogged = True
+            self.ownership.consumer.pause(tp)
+        if owner.worker is None or owner.worker.done():
+            owner.worker = asyncio.create_task(self.drain(tp, owner), name=f"partition-{tp.partition}")
+
+    async def drain(self, tp: TopicPartition, owner: PartitionOwner) -> None:
+        while owner.pending and self.ownership.owners.get(tp.partition) is owner:
+            records = owner.pending[:self.settings.batch_max]
+            del owner.pending[:len(records)]
+            commands = [c for c in map(parse, records) if c is not None]
+            await self.guarded(owner, commands, {tp: records[-1].offset + 1}, reply=True)
+            if self.ownership.owners.get(tp.partition) is owner and len(owner.pending) < self.settings.batch_max:
+                self.unblock(tp, owner)
+
+    def unblock(self, tp: TopicPartition, owner: PartitionOwner) -> None:
+        owner.backlogged = False
+        try:
+            self.ownership.consumer.resume(tp)
+        except NotAssigned:
+            pass  # revoked meanwhile: the release that follows takes the partition down
+
+    async def guarded(self, owner: PartitionOwner, commands: list[dict[str, Any]],
+                      offsets: dict[TopicPartition, int] | None, reply: bool) -> None:
+        """Run one transaction; on any failure drop the partition so it is re-acquired afresh."""
+        async with owner.lock:
+            if self.ownership.owners.get(owner.partition) is not owner:
+                return
+            try:
+                await self.transact(owner, commands, offsets, reply)
+            except Fenced:
+                self.stats["fenced"] += 1
+                await self.ownership.drop(owner, "fenced: another processor owns it", self.ownership.fenced_backoff_s)
+            except Undecidable as error:
+                self.stats["undecidable"] += 1
+                self.undecidable[error.command_id] = error.kind
+                log.exception("partition %s: %s; rebuilding, then refusing it", owner.partition, error)
+                await self.ownership.drop(owner, f"transaction aborted ({error})", 0.0)
+            except (ChainBroken, LogError) as error:
+                await self.ownership.drop(owner, f"transaction failed ({error!r})", 0.0)
+            except Exception as error:  # a defect outside deciding: never leave state ahead of the log
+                log.exception("partition %s: transaction failed", owner.partition)
+                await self.ownership.drop(owner, f"transaction failed ({error!r})", 1.0)
+
+    async def transact(self, owner: PartitionOwner, commands: list[dict[str, Any]],
+                       offsets: dict[TopicPartition, int] | None, reply: bool) -> None:
+        writer, s = owner.writer, self.settings
+        async with writer.transaction():
+            sends = []
+            now = self.clock()
+            for command in commands:
+                outcome, envelopes = self.decide(owner.tenant(command["tenant_id"]), command, now)
+                key = command["tenant_id"].encode()
+                for env in envelopes:
+                    sends.append(await writer.send(s.events_topic, encode(env), key, owner.partition,
+                                                   cloudevents_headers(env)))
+                if reply:
+                    sends.append(await writer.send(s.replies_topic, kafka.dumps(outcome), key, owner.partition))
+                self.stats["events"] += len(envelopes)
+            await asyncio.gather(*sends)
+            if offsets:
+                await writer.send_offsets(offsets, s.processor_group)
+        self.stats["transactions"] += 1
+        self.stats["commands"] += len(commands)
+
+    def decide(self, ledger: TenantLedger, command: dict[str, Any], now: datetime) -> tuple[dict, list[dict]]:
+        kind = self.undecidable.get(command["command_id"])
+        return (ledger.refuse_undecidable(command, kind), []) if kind else ledger.execute(command, now)

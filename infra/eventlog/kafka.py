@@ -1,0 +1,196 @@
+"""The event log port on Apache Kafka, through aiokafka (the adapter that production runs).
+
+aiokafka's own errors are mapped to the port's: ProducerFenced to Fenced, IllegalStateError (a
+partition that is not assigned) to NotAssigned, every other KafkaError to LogError, so callers
+never import aiokafka. The consumer's generation counts the rebalance callbacks this adapter sees.
+"""
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable
+
+import aiokafka
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
+
+from infra import kafka
+from infra.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
+                                 PartitionReader, Record, TopicPartition, TransactionalWriter)
+from infra.settings import Settings
+
+
+def ours(tp) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def theirs(tp: TopicPartition) -> aiokafka.TopicPartition:
+    return aiokafka.TopicPartition(tp.topic, tp.partition)
+
+
+def record_of(r) -> Record:
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, consumer: "KafkaGroupConsumer", on_assigned: Moved, on_revoked: Moved):
+        self.consumer, self.on_assigned, self.on_revoked = consumer, on_assigned, on_revoked
+
+    async def on_partitions_revoked(self, revoked):
+        self.consumer.moves += 1
+        await self.on_revoked({ours(tp) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned):
+        self.consumer.moves += 1
+        await self.on_assigned({ours(tp) for tp in assigned})
+
+
+class KafkaGroupConsumer(GroupConsumer):
+    def __init__(self, consumer: AIOKafkaConsumer, topics: list[str], on_assigned: Moved, on_revoked: Moved):
+        self.consumer = consumer
+        self.moves = 0
+        consumer.subscribe(topics, listener=_Listener(self, on_assigned, on_revoked))
+
+    async def start(self) -> None:
+        try:
+            await self.consumer.start()
+        except KafkaError as error:
+            raise LogError(f"cannot join the consumer group: {error!r}") from error
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    def assignment(self) -> set[TopicPartition]:
+        return {ours(tp) for tp in self.consumer.assignment()}
+
+    @property
+    def generation(self) -> int:
+        return self.moves
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.assigned_only(self.consumer.pause, tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.assigned_only(self.consumer.resume, tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return {ours(tp) for tp in self.consumer.paused()}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.assigned_only(lambda t: self.consumer.seek(t, offset), (tp,))
+
+    def assigned_only(self, action, tps) -> None:
+        try:
+            for tp in tps:
+                action(theirs(tp))
+        except IllegalStateError as error:
+            raise NotAssigned(str(error)) from error
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        try:
+            fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as error:
+            raise LogError(repr(error)) from error
+        return {ours(tp): [record_of(r) for r in records] for tp, records in fetched.items() if records}
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        try:
+            return await self.consumer.committed(theirs(tp))
+        except IllegalStateError as error:
+            raise NotAssigned(str(error)) from error
+        except KafkaError as error:
+            raise LogError(repr(error)) from error
+
+
+class KafkaWriter(TransactionalWriter):
+    def __init__(self, settings: Settings, transactional_id: str):
+        self.producer = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, transactional_id=transactional_id,
+            enable_idempotence=True, acks="all", linger_ms=0, max_batch_size=1024 * 1024,
+            transaction_timeout_ms=30000)
+
+    async def start(self) -> None:
+        try:
+            await self.producer.start()
+        except ProducerFenced as error:
+            raise Fenced(repr(error)) from error
+        except KafkaError as error:
+            raise LogError(repr(error)) from error
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        try:
+            async with self.producer.transaction():
+                yield
+        except ProducerFenced as error:
+            raise Fenced(repr(error)) from error
+        except KafkaError as error:
+            raise LogError(repr(error)) from error
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, partition: int,
+                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[None]:
+        try:
+            return await self.producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+        except ProducerFenced as error:
+            raise Fenced(repr(error)) from error
+        except KafkaError as error:
+            raise LogError(repr(error)) from error
+
+    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        try:
+            await self.producer.send_offsets_to_transaction({theirs(tp): o for tp, o in offsets.items()}, group)
+        except ProducerFenced as error:
+            raise Fenced(repr(error)) from error
+        except KafkaError as error:
+            raise LogError(repr(error)) from error
+
+
+class KafkaReader(PartitionReader):
+    def __init__(self, settings: Settings):
+        self.consumer = kafka.reader(settings, fetch_max_wait_ms=10)
+        self.assigned: set[aiokafka.TopicPartition] = set()
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        ends = await self.consumer.end_offsets([theirs(tp) for tp in tps])
+        return {ours(tp): offset for tp, offset in ends.items()}
+
+    async def read(self, tp: TopicPartition, start: int = 0, end: int | None = None) -> AsyncIterator[Record]:
+        wanted = theirs(tp)
+        if wanted not in self.assigned:
+            self.assigned.add(wanted)
+            self.consumer.assign(sorted(self.assigned))
+        async for r in kafka.read_partition(self.consumer, wanted, start, end):
+            yield record_of(r)
+
+
+class KafkaLog(EventLog):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def group_consumer(self, topics: list[str], group: str, on_assigned: Moved, on_revoked: Moved,
+                       max_poll_records: int = 500) -> GroupConsumer:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap, group_id=group, enable_auto_commit=False,
+            isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=max_poll_records,
+            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=min(1000, s.session_timeout_ms // 3),
+            rebalance_timeout_ms=60000, max_poll_interval_ms=300000)
+        return KafkaGroupConsumer(consumer, topics, on_assigned, on_revoked)
+
+    def transactional_writer(self, transactional_id: str) -> TransactionalWriter:
+        return KafkaWriter(self.settings, transactional_id)
+
+    def reader(self) -> PartitionReader:
+        return KafkaReader(self.settings)
+
+    async def ensure_topics(self) -> None:
+        try:
+            await kafka.ensure_topics(self.settings)
+        except KafkaError as error:
+            raise LogError(f"cannot create the ledger topics: {error!r}") from error

@@ -1,0 +1,159 @@
+"""The event log as the command processor sees it: a group consumer, fenced transactional writers, readers.
+
+Two adapters pass one contract suite (tests/eventlog_contract.py): Kafka through aiokafka
+(infra/eventlog/kafka.py) and an in-memory twin (infra/eventlog/memory.py) for fast unit tests of
+ownership, pausing, fencing and rebalances. What the processor relies on, and the twin imitates:
+
+- a consumer group moves partitions between members at any await, and tells each member through
+  `on_revoked` before and `on_assigned` after; `generation` counts those moves, so code that awaited
+  can tell whether the assignment it started from still holds;
+- `seek`, `pause` and `resume` of a partition not assigned (any more) raise NotAssigned;
+- a writer's `start()` fences every earlier writer of its transactional id: their open transaction
+  is aborted and their next send or commit raises Fenced;
+- readers and consumers see only committed records (read_committed); an aborted transaction's
+  records are never seen, and records after an open one wait until it ends.
+"""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import AsyncContextManager, AsyncIterator, Awaitable, Callable, NamedTuple
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class LogError(Exception):
+    """The log could not do it now (broker down, timeout, coordinator moving); trying again may work."""
+
+
+class Fenced(LogError):
+    """A newer writer of this transactional id started: this one may never write again."""
+
+
+class NotAssigned(LogError):
+    """The partition is not (or no longer) assigned to this consumer."""
+
+
+Moved = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+class GroupConsumer(ABC):
+    """A member of a consumer group over some topics; offsets are committed by the caller."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Join the group."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Leave the group (its partitions move to the other members)."""
+
+    @abstractmethod
+    def assignment(self) -> set[TopicPartition]:
+        """Return the partitions assigned to this member now."""
+
+    @property
+    @abstractmethod
+    def generation(self) -> int:
+        """Return a number that changes whenever this member's assignment changes."""
+
+    @abstractmethod
+    def pause(self, *tps: TopicPartition) -> None:
+        """Stop fetching from the partitions (NotAssigned for one not assigned)."""
+
+    @abstractmethod
+    def resume(self, *tps: TopicPartition) -> None:
+        """Fetch again from the partitions (NotAssigned for one not assigned)."""
+
+    @abstractmethod
+    def paused(self) -> set[TopicPartition]:
+        """Return the assigned partitions that are paused."""
+
+    @abstractmethod
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Fetch the partition from offset next (NotAssigned for one not assigned)."""
+
+    @abstractmethod
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        """Return committed records of unpaused assigned partitions, waiting up to timeout_ms for some."""
+
+    @abstractmethod
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """Return the group's committed offset of the partition, or None."""
+
+
+class TransactionalWriter(ABC):
+    """A transactional producer with a transactional id: the broker fences its predecessors."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Initialise the transactional id, fencing every earlier writer of it."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Close the writer (an open transaction is aborted)."""
+
+    @abstractmethod
+    def transaction(self) -> AsyncContextManager[None]:
+        """Open a transaction: committed when the block ends, aborted if it raises."""
+
+    @abstractmethod
+    async def send(self, topic: str, value: bytes, key: bytes | None, partition: int,
+                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[None]:
+        """Queue a record in the open transaction, in call order; the result resolves once the log holds it."""
+
+    @abstractmethod
+    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        """Commit a group's consumed offsets with the open transaction."""
+
+
+class PartitionReader(ABC):
+    """A group-less read_committed reader of whole partitions."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Disconnect."""
+
+    @abstractmethod
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Return each partition's last stable offset (the end a read_committed reader can reach)."""
+
+    @abstractmethod
+    def read(self, tp: TopicPartition, start: int = 0, end: int | None = None) -> AsyncIterator[Record]:
+        """Yield the committed records of a partition from start up to end (default: its end now)."""
+
+
+class EventLog(ABC):
+    """Builds the clients above for one cluster (or one in-memory log)."""
+
+    @abstractmethod
+    def group_consumer(self, topics: list[str], group: str, on_assigned: Moved, on_revoked: Moved,
+                       max_poll_records: int = 500) -> GroupConsumer:
+        """Return a member of `group` over `topics` (not started)."""
+
+    @abstractmethod
+    def transactional_writer(self, transactional_id: str) -> TransactionalWriter:
+        """Return a writer for the transactional id (not started)."""
+
+    @abstractmethod
+    def reader(self) -> PartitionReader:
+        """Return a partition reader (not started)."""
+
+    @abstractmethod
+    async def ensure_topics(self) -> None:
+        """Create the ledger topics that are missing."""
