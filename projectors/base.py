@@ -55,6 +55,10 @@ class Projection(ABC):
     linger_ms: int = 20  # how long the broker may hold a fetch to gather a bigger batch
 
     @abstractmethod
+    async def open(self) -> "Projection":
+        """Bind to the live generation (creating the registry and a first generation if missing); return self."""
+
+    @abstractmethod
     async def positions(self) -> dict[int, Position]:
         """Return the next offset to apply per partition (absent: start at 0)."""
 

@@ -8,25 +8,18 @@ disagree; a crash between the inserts replays the poll, which changes nothing vi
 read with FINAL). Every statement is costly (chdb runs one at a time per process), hence one
 insert per table per poll, and the column types named so no insert needs a DESCRIBE.
 
-Each projection lives in one database per generation; `runledger_meta.registry` names the live
-one (latest row wins), and the writer re-checks it before every poll's inserts.
+Each projection lives in one database per generation (projectors/generations.py), and the live
+writer re-checks the registry before every poll's inserts.
 """
 import asyncio
-import re
 from datetime import datetime, timezone
 from itertools import islice
 from typing import Any, Sequence
 
 from infra.clickhouse import ClickHouse
-from projectors.base import Batch, Envelope, Hold, Position, Projection
-from projectors.pg import SchemaSwapped
+from projectors.base import Batch, Envelope, Hold, Position
+from projectors.generations import ClickHouseGenerations, Generational
 
-META = "runledger_meta"
-REGISTRY_DDL = [
-    f"CREATE DATABASE IF NOT EXISTS {META}",
-    f"CREATE TABLE IF NOT EXISTS {META}.registry (name String, active_db String, generation UInt32, "
-    "swapped_at DateTime64(6, 'UTC')) ENGINE = ReplacingMergeTree(swapped_at) ORDER BY name",
-]
 BOOKKEEPING_DDL = [
     "CREATE TABLE IF NOT EXISTS {db}.progress (partition UInt32, next_offset UInt64, tenant_id String, "
     "chain_seq UInt64, hash String, last_recorded_at String, written_at DateTime64(6, 'UTC')) "
@@ -74,74 +67,33 @@ class Recent(dict):
             del self[key]
 
 
-def database_name(prefix: str, name: str, generation: int) -> str:
-    return re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{name}_g{generation}".lower())
-
-
 def ts(iso: str) -> datetime:
     return datetime.fromisoformat(iso.replace("Z", "+00:00"))
 
 
-class ClickHouseProjection(Projection):
+class ClickHouseProjection(Generational):
     ddl: list[str] = []
     linger_ms = 100  # every insert makes a part: fewer, bigger inserts
+    generations: ClickHouseGenerations
 
     def __init__(self, ch: ClickHouse, topic_prefix: str, generation: int | None = None):
+        super().__init__(ClickHouseGenerations(ch, topic_prefix), generation)
         self.ch = ch
-        self.prefix = topic_prefix
-        self.registry_key = f"{topic_prefix}:{self.name}"
-        self.pinned_generation = generation
-        self.db = ""
         self.column_types: dict[str, dict[str, str]] = {}  # table → column → type, read once
         self.known = Recent()  # what rows() looked up in earlier batches
+
+    @property
+    def db(self) -> str:
+        return self.location
 
     async def run(self, fn, *args) -> Any:
         return await asyncio.to_thread(fn, *args)
 
-    # -- generations --------------------------------------------------------------------------
-    async def open(self) -> "ClickHouseProjection":
-        return await self.run(self._open)
+    def creation(self, db: str) -> list[str]:
+        return [f"CREATE DATABASE IF NOT EXISTS {db}"] + [s.format(db=db) for s in BOOKKEEPING_DDL + self.ddl]
 
-    def _open(self) -> "ClickHouseProjection":
-        for statement in REGISTRY_DDL:
-            self.ch.command(statement)
-        live = self.live()
-        if live is None:
-            self.create_generation(1)
-            self.ch.insert(f"{META}.registry", ["name", "active_db", "generation", "swapped_at"],
-                           [(self.registry_key, database_name(self.prefix, self.name, 1), 1, datetime.now(timezone.utc))])
-            live = (database_name(self.prefix, self.name, 1), 1)
-        if self.pinned_generation is not None:
-            self.create_generation(self.pinned_generation)
-            self.db = database_name(self.prefix, self.name, self.pinned_generation)
-        else:
-            self.db = live[0]
-        return self
-
-    def live(self) -> tuple[str, int] | None:
-        rows = self.ch.query(f"SELECT argMax(active_db, swapped_at) AS db, argMax(generation, swapped_at) AS gen, "
-                             f"count() AS n FROM {META}.registry WHERE name = {{name:String}}",
-                             {"name": self.registry_key})
-        return (rows[0]["db"], rows[0]["gen"]) if rows and rows[0]["n"] else None
-
-    async def live_generation(self) -> int:
-        return (await self.run(self.live))[1]
-
-    async def fresh_generation(self, generation: int) -> "ClickHouseProjection":
-        """Return a writer pinned to an empty generation (dropping whatever was there)."""
-        await self.run(self.ch.command, f"DROP DATABASE IF EXISTS {database_name(self.prefix, self.name, generation)}")
-        return await type(self)(self.ch, self.prefix, generation).open()
-
-    async def go_live(self) -> None:
-        """Make this (pinned) generation the one queries read and the live writer continues."""
-        await self.run(self.ch.insert, f"{META}.registry", ["name", "active_db", "generation", "swapped_at"],
-                       [(self.registry_key, self.db, self.pinned_generation, datetime.now(timezone.utc))])
-
-    def create_generation(self, generation: int) -> None:
-        db = database_name(self.prefix, self.name, generation)
-        self.ch.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-        for statement in BOOKKEEPING_DDL + self.ddl:
-            self.ch.command(statement.format(db=db))
+    def writer_for(self, generation: int) -> "ClickHouseProjection":
+        return type(self)(self.ch, self.prefix, generation)
 
     # -- the Projection port ------------------------------------------------------------------
     async def positions(self) -> dict[int, Position]:
@@ -161,8 +113,8 @@ class ClickHouseProjection(Projection):
 
     def _apply(self, batches: list[Batch], holds: Sequence[Hold], released: str | None) -> None:
         """Rows, then holds, then positions: a crash between them replays a poll whose holds already stand."""
-        if self.pinned_generation is None and (self.live() or ("",))[0] != self.db:
-            raise SchemaSwapped(self.db)
+        if self.pinned_generation is None:
+            self.raise_if_swapped(self.generations.live_now(self.name))
         for table, (columns, rows) in self.rows([env for batch in batches for env in batch.envelopes]).items():
             self.insert(table, columns, rows)
         now = datetime.now(timezone.utc)
@@ -208,7 +160,8 @@ class ClickHouseProjection(Projection):
         await self.run(self.ch.insert, f"{self.db}.status", ["failure", "at"], [(reason, datetime.now(timezone.utc))])
 
     async def failure(self) -> str | None:
-        rows = await self.run(self.ch.query, f"SELECT argMax(failure, at) AS f FROM {self.db}.status")
+        # Not argMax(failure, at): aggregates skip NULLs, so the NULL that clears a failure would never win.
+        rows = await self.run(self.ch.query, f"SELECT failure AS f FROM {self.db}.status ORDER BY at DESC LIMIT 1")
         return rows[0]["f"] if rows else None
 
     def rows(self, envelopes: list[Envelope]) -> dict[str, tuple[list[str], list[tuple]]]:

@@ -1,29 +1,20 @@
 """Postgres-backed projections: rows, chain heads and position commit in one transaction.
 
-Each projection lives in its own schema, one per generation (`<prefix>_<name>_g<N>`). A registry
-row names the generation queries read. Rebuild fills generation N+1 from offset 0 while N keeps
-serving, then flips the registry row; the live writer re-reads the registry inside every
-transaction (FOR SHARE), so it can never write a batch into a generation that is no longer live.
-One transaction holds a whole poll: every partition's rows, the heads and each partition's position.
+Each projection lives in its own schema, one per generation (projectors/generations.py). The live
+writer re-reads the registry inside every transaction (FOR SHARE), so it can never write a poll
+into a generation that is no longer live. One transaction holds a whole poll: every partition's
+rows, the heads and each partition's position.
 """
-import re
 from typing import Any, Iterable, Sequence
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from projectors.base import DATA_ERRORS, Batch, Envelope, Hold, Position, Projection
+from projectors.base import DATA_ERRORS, Batch, Envelope, Hold, Position
+from projectors.generations import Generational, PostgresGenerations
 
 Statement = tuple[str, tuple[Any, ...]]
-
-REGISTRY_DDL = """
-CREATE TABLE IF NOT EXISTS public.runledger_projections (
-    name text PRIMARY KEY,
-    active_schema text NOT NULL,
-    generation int NOT NULL,
-    swapped_at timestamptz NOT NULL DEFAULT now()
-)"""
 
 BOOKKEEPING_DDL = """
 CREATE TABLE IF NOT EXISTS {s}.positions (
@@ -53,75 +44,27 @@ CREATE TABLE IF NOT EXISTS {s}.held (
 """
 
 
-class SchemaSwapped(Exception):
-    """The live generation changed under this writer: it must re-read positions and continue."""
-
-
-def schema_name(prefix: str, name: str, generation: int) -> str:
-    return re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{name}_g{generation}".lower())
-
-
-class PostgresProjection(Projection):
+class PostgresProjection(Generational):
     ddl: str = ""
+    generations: PostgresGenerations
 
     def __init__(self, pool: AsyncConnectionPool, topic_prefix: str, generation: int | None = None):
+        super().__init__(PostgresGenerations(pool, topic_prefix), generation)
         self.pool = pool
-        self.prefix = topic_prefix
-        self.registry_key = f"{topic_prefix}:{self.name}"
-        self.pinned_generation = generation
-        self.schema = ""
 
-    # -- generations --------------------------------------------------------------------------
-    async def open(self) -> "PostgresProjection":
-        """Create the registry and the live generation if missing; bind to it (or to the pinned one)."""
-        async with self.pool.connection() as conn:
-            await conn.execute(REGISTRY_DDL)
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.registry_key,))
-            row = await (await conn.execute(
-                "SELECT active_schema, generation FROM public.runledger_projections WHERE name = %s",
-                (self.registry_key,))).fetchone()
-            if row is None:
-                generation = self.pinned_generation or 1
-                await self.create_generation(conn, generation)
-                await conn.execute(
-                    "INSERT INTO public.runledger_projections (name, active_schema, generation) "
-                    "VALUES (%s, %s, %s)", (self.registry_key, schema_name(self.prefix, self.name, generation), generation))
-            if self.pinned_generation is not None:
-                await self.create_generation(conn, self.pinned_generation)
-                self.schema = schema_name(self.prefix, self.name, self.pinned_generation)
-            else:
-                self.schema = row[0] if row else schema_name(self.prefix, self.name, 1)
-        return self
+    @property
+    def schema(self) -> str:
+        return self.location
 
-    async def create_generation(self, conn: AsyncConnection, generation: int) -> None:
-        schema = schema_name(self.prefix, self.name, generation)
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        await conn.execute(BOOKKEEPING_DDL.format(s=schema))
-        await conn.execute(self.ddl.format(s=schema))
+    @schema.setter
+    def schema(self, schema: str) -> None:
+        self.location = schema
 
-    async def live_generation(self) -> int:
-        async with self.pool.connection() as conn:
-            return (await self.live(conn, lock=""))[1]
+    def creation(self, schema: str) -> list[str]:
+        return [f"CREATE SCHEMA IF NOT EXISTS {schema}", BOOKKEEPING_DDL.format(s=schema), self.ddl.format(s=schema)]
 
-    async def fresh_generation(self, generation: int) -> "PostgresProjection":
-        """Return a writer pinned to an empty generation (dropping whatever was there)."""
-        async with self.pool.connection() as conn:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema_name(self.prefix, self.name, generation)} CASCADE")
-        return await type(self)(self.pool, self.prefix, generation).open()
-
-    async def go_live(self) -> None:
-        """Make this (pinned) generation the one queries read and the live writer continues."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await self.live(conn, lock="FOR UPDATE")
-            await conn.execute("UPDATE public.runledger_projections SET active_schema = %s, generation = %s, "
-                               "swapped_at = now() WHERE name = %s",
-                               (self.schema, self.pinned_generation, self.registry_key))
-
-    async def live(self, conn: AsyncConnection, lock: str = "FOR SHARE") -> tuple[str, int]:
-        row = await (await conn.execute(
-            f"SELECT active_schema, generation FROM public.runledger_projections WHERE name = %s {lock}",
-            (self.registry_key,))).fetchone()
-        return row[0], row[1]
+    def writer_for(self, generation: int) -> "PostgresProjection":
+        return type(self)(self.pool, self.prefix, generation)
 
     # -- the Projection port ------------------------------------------------------------------
     async def positions(self) -> dict[int, Position]:
@@ -139,8 +82,8 @@ class PostgresProjection(Projection):
     async def apply(self, batches: list[Batch], holds: Sequence[Hold] = (), released: str | None = None) -> None:
         async with self.pool.connection() as conn:
             async with conn.transaction():
-                if self.pinned_generation is None and (await self.live(conn))[0] != self.schema:
-                    raise SchemaSwapped(self.schema)
+                if self.pinned_generation is None:
+                    self.raise_if_swapped(await self.generations.live_on(conn, self.name, lock="FOR SHARE"))
                 await self.write(conn, [env for batch in batches for env in batch.envelopes])
                 await self.execute(conn, self.bookkeeping(batches) + self.hold_statements(holds, released))
 

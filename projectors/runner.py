@@ -24,7 +24,7 @@ from infra import kafka
 from infra.settings import Settings
 from projectors.admit import Admission, ProjectionHalted
 from projectors.base import Hold, Projection
-from projectors.pg import SchemaSwapped
+from projectors.generations import SchemaSwapped
 
 log = logging.getLogger("runledger.projector")
 

@@ -32,7 +32,7 @@ class Discovery:
 
     async def query(self, projection: ClickHouseProjection, sql: str, params: dict) -> list[dict[str, Any]]:
         def run():
-            live = projection.live()
+            live = projection.generations.live_now(projection.name)
             return projection.ch.query(sql.replace("{db}", live[0]), params) if live else []
         return await asyncio.to_thread(run)
 

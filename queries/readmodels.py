@@ -6,6 +6,7 @@ from typing import Any, Awaitable, Callable
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from projectors.generations import PostgresGenerations
 from queries.pagination import INSTANT_AND_ID, decode_cursor, encode_cursor
 
 RUN_COLUMNS = ("run_id, agent_id, project, state, attempt, budget_micros, labels, error, requested_at, "
@@ -45,15 +46,14 @@ class ReadModels:
     def __init__(self, pool: AsyncConnectionPool, topic_prefix: str):
         self.pool = pool
         self.prefix = topic_prefix
+        self.generations = PostgresGenerations(pool, topic_prefix)
 
     async def fetch(self, name: str, sql: str, params: tuple) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute("SELECT active_schema FROM public.runledger_projections WHERE name = %s",
-                              (f"{self.prefix}:{name}",))
-            live = await cur.fetchone()
+            live = await self.generations.live_on(conn, name)
             if live is None:
                 return []
-            await cur.execute(sql.format(s=live["active_schema"]), params)
+            await cur.execute(sql.format(s=live[0]), params)
             return await cur.fetchall()
 
     async def applied_seq(self, name: str, tenant_id: str) -> int:

@@ -53,16 +53,16 @@ def resume_point(header: str | None, query: str | None) -> int | None:
 
 async def channel_state(request: Request, tenant_id: str, channel: str) -> tuple[str, int, int] | None:
     """Return (schema, head, oldest retained) of a channel, or None if it has no event yet."""
-    async with request.app.state.read_models.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT active_schema FROM public.runledger_projections WHERE name = %s",
-                          (f"{request.app.state.settings.topic_prefix}:channels",))
-        live = await cur.fetchone()
+    read_models = request.app.state.read_models
+    async with read_models.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        live = await read_models.generations.live_on(conn, "channels")
         if live is None:
             return None
-        await cur.execute(f"SELECT seq, oldest FROM {live['active_schema']}.channel_heads "
+        schema = live[0]
+        await cur.execute(f"SELECT seq, oldest FROM {schema}.channel_heads "
                           "WHERE tenant_id = %s AND channel = %s", (tenant_id, channel))
         head = await cur.fetchone()
-    return (live["active_schema"], head["seq"], head["oldest"]) if head else (live["active_schema"], 0, 1)
+    return (schema, head["seq"], head["oldest"]) if head else (schema, 0, 1)
 
 
 def event(row: dict[str, Any]) -> bytes:
