@@ -69,7 +69,10 @@ class CommandProcessor:
         await self.log.ensure_topics()
         self.consumer = self.ownership.consumer = self.log.group_consumer(
             [self.settings.commands_topic], self.settings.processor_group, self.ownership.on_assigned,
-            self.ownership.on_revoked, max_poll_records=self.settings.batch_max)
+            self.ownership.on_revoked, max_poll_records=self.settings.batch_max,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=min(1000, self.settings.session_timeout_ms // 3),
+            rebalance_timeout_ms=60000, max_poll_interval_ms=300000)
         await self.consumer.start()
         try:
             while not stop.is_set():

@@ -15,9 +15,9 @@ stops the whole projector there (ProjectionHalted), as nothing can say whose cha
 from dataclasses import dataclass, field
 from typing import AsyncIterable
 
-from aiokafka.structs import ConsumerRecord
 
 from domain.registry import EVENT_CLASSES, schema_version_of
+from infra.eventlog import Record
 from projectors.base import Batch, Envelope, Hold, Projection
 from schemas.chain import ChainVerifier
 from schemas.envelope import decode
@@ -45,7 +45,7 @@ def decoded(value: bytes | None) -> tuple[Envelope, str | None]:
     return env, None
 
 
-def place(partition: int, record: ConsumerRecord, key: bool = False) -> str:
+def place(partition: int, record: Record, key: bool = False) -> str:
     """Name a record's position in the log, and (key=True) the tenant its key names, if it has one."""
     where = f"partition {partition} offset {record.offset}"
     return f"{where}, tenant {record.key.decode(errors='replace')!r} (record key)" if key and record.key else where
@@ -110,7 +110,7 @@ class Admission:
         self.verifiers.clear()
         self.held = await self.projection.holds() if self.from_store else {}
 
-    async def store(self, polled: list[tuple[int, list[ConsumerRecord], int | None]]) -> int:
+    async def store(self, polled: list[tuple[int, list[Record], int | None]]) -> int:
         """Admit and store a poll (partition, records, next offset); return how many events were stored."""
         poll = Poll([])
         for partition, records, next_offset in polled:
@@ -142,7 +142,7 @@ class Admission:
         await self.projection.apply(batches, list(poll.holds.values()), releasing(released, poll))
         return batches
 
-    async def admitted(self, partition: int, record: ConsumerRecord, poll: Poll) -> Envelope | None:
+    async def admitted(self, partition: int, record: Record, poll: Poll) -> Envelope | None:
         """Return the record's envelope if its tenant is not held and it follows the tenant's head; else hold."""
         env, problem = decoded(record.value)
         tenant = env.get("tenant_id") if not problem else (record.key.decode(errors="replace") if record.key else None)
@@ -210,7 +210,7 @@ class Admission:
                 low = middle + 1
         return high, failure
 
-    async def resume(self, hold: Hold, records: AsyncIterable[ConsumerRecord]) -> Hold | None:
+    async def resume(self, hold: Hold, records: AsyncIterable[Record]) -> Hold | None:
         """Replay a held tenant's records from its held one; return None once released, or its new hold."""
         tenant = hold.tenant_id
         self.held.pop(tenant, None)
@@ -229,7 +229,7 @@ class Admission:
         await self.settle(poll, released=tenant)
         return self.held.get(tenant)
 
-    async def resumed(self, hold: Hold, record: ConsumerRecord, poll: Poll) -> Envelope | None:
+    async def resumed(self, hold: Hold, record: Record, poll: Poll) -> Envelope | None:
         """The record's envelope if it is the held tenant's next event; events it already applied are passed over."""
         env, problem = decoded(record.value)
         tenant = env.get("tenant_id") if not problem else (record.key.decode(errors="replace") if record.key else None)

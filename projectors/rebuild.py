@@ -6,9 +6,8 @@ new generation from the position the rebuild stored, so nothing is skipped or ap
 """
 from typing import Callable
 
-from aiokafka import TopicPartition
-
-from infra import kafka
+from infra.eventlog import EventLog, TopicPartition
+from infra.eventlog.kafka import KafkaLog
 from infra.settings import Settings
 from projectors.admit import Admission
 from projectors.base import Projection
@@ -17,25 +16,24 @@ BATCH = 5000
 Progress = Callable[[int, int], None]  # (offsets done, offsets to do)
 
 
-async def replay_into(settings: Settings, target: Projection, progress: Progress | None = None) -> int:
+async def replay_into(settings: Settings, target: Projection, progress: Progress | None = None,
+                      log_: EventLog | None = None) -> int:
     """Apply every committed event up to the current log end into target; return how many.
 
     Tenants are admitted as the live runner admits them: one whose event cannot be applied is held
     in the new generation too (the hold is derived from the log), and the rest are rebuilt.
     """
-    # Partitions are read one after another: a long fetch wait would idle at each switch.
-    reader = kafka.reader(settings, fetch_max_wait_ms=10)
+    log_ = log_ or KafkaLog(settings)
+    reader = log_.reader()
     await reader.start()
     try:
-        tps = [TopicPartition(settings.events_topic, p)
-               for p in sorted(await kafka.partitions_of(settings, settings.events_topic))]
-        reader.assign(tps)
+        tps = [TopicPartition(settings.events_topic, p) for p in await log_.partitions(settings.events_topic)]
         ends = await reader.end_offsets(tps)
         total, finished, applied = sum(ends.values()), 0, 0
         admission = Admission(target, from_store=False)
         for tp in tps:
             records: list = []
-            async for record in kafka.read_partition(reader, tp):
+            async for record in reader.read(tp, 0, ends[tp]):
                 records.append(record)
                 if len(records) >= BATCH:
                     applied += await admission.store([(tp.partition, records, record.offset + 1)])

@@ -17,10 +17,8 @@ import logging
 import time
 from typing import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
-
-from infra import kafka
+from infra.eventlog import EventLog, GroupConsumer, LogError, TopicPartition
+from infra.eventlog.kafka import KafkaLog
 from infra.settings import Settings
 from projectors.admit import Admission, ProjectionHalted
 from projectors.base import Hold, Projection
@@ -29,24 +27,13 @@ from projectors.generations import SchemaSwapped
 log = logging.getLogger("runledger.projector")
 
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, runner: "ProjectorRunner"):
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked):
-        pass
-
-    async def on_partitions_assigned(self, assigned):
-        self.runner.unpositioned.update(assigned)
-        if assigned:
-            self.runner.consumer.pause(*assigned)
-
-
 class ProjectorRunner:
     retry_delay_s = 1.0  # after a transient error, before reading again from the stored position
 
-    def __init__(self, settings: Settings, projection: Projection, batch_max: int = 5000):
+    def __init__(self, settings: Settings, projection: Projection, batch_max: int = 5000,
+                 log_: EventLog | None = None):
         self.settings = settings
+        self.log = log_ or KafkaLog(settings)
         self.projection = projection
         self.batch_max = batch_max
         self.group = f"{settings.topic_prefix}.projector.{projection.name}"
@@ -59,20 +46,18 @@ class ProjectorRunner:
         self.failed: str | None = None
         self.last_error: str | None = None
         self.applied = 0
-        self.consumer: AIOKafkaConsumer = None  # type: ignore[assignment]
+        self.consumer: GroupConsumer = None  # type: ignore[assignment]
 
     async def run(self, stop: asyncio.Event) -> None:
-        await kafka.ensure_topics(self.settings)
+        await self.log.ensure_topics()
         self.failed = await self.projection.failure()
         await self.admission.load()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, group_id=self.group,
-            enable_auto_commit=False, isolation_level="read_committed", auto_offset_reset="earliest",
+        self.consumer = self.log.group_consumer(
+            [self.settings.events_topic], self.group, self.on_assigned, self.on_revoked,
             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
             # Let the broker gather a batch for up to linger_ms: a write per trickling event would
             # cost a transaction (Postgres) or a part (ClickHouse) each and starve the event loop.
             fetch_min_bytes=1024 * 1024, fetch_max_wait_ms=self.projection.linger_ms)
-        self.consumer.subscribe([self.settings.events_topic], listener=_Listener(self))
         await self.consumer.start()
         try:
             while not stop.is_set():
@@ -81,10 +66,24 @@ class ProjectorRunner:
                     continue
                 await self.position_assigned()
                 await self.resume_requested()
-                fetched = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_max)
+                try:
+                    fetched = await self.consumer.getmany(200, self.batch_max)
+                except LogError as error:
+                    self.last_error = f"reading {self.settings.events_topic} failed: {error!r}"
+                    await asyncio.sleep(self.retry_delay_s)
+                    continue
                 await self.guarded(fetched)
         finally:
             await self.consumer.stop()
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Hold new partitions until they are positioned where the projection's own store says."""
+        self.unpositioned.update(assigned)
+        if assigned:
+            self.consumer.pause(*assigned)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
 
     async def position_assigned(self) -> None:
         if not self.unpositioned:
@@ -139,8 +138,7 @@ class ProjectorRunner:
         for tenant in set(self.admission.held) - before:
             log.critical("projector %s holds tenant %s: %s", self.projection.name, tenant,
                          self.admission.held[tenant].reason)
-        await self.consumer.commit({tp: OffsetAndMetadata(next_offset, "")
-                                    for tp, (_, _, next_offset) in zip(fetched, polled)})
+        await self.consumer.commit({tp: next_offset for tp, (_, _, next_offset) in zip(fetched, polled)})
 
     async def resume_requested(self, every_s: float = 1.0) -> None:
         """Replay the held tenants ops asked to resume, on partitions this runner owns (at most once a second)."""
@@ -159,12 +157,10 @@ class ProjectorRunner:
     async def resume(self, hold: Hold) -> None:
         position = (await self.projection.positions()).get(hold.partition)
         tp = TopicPartition(self.settings.events_topic, hold.partition)
-        reader = kafka.reader(self.settings, fetch_max_wait_ms=10)
+        reader = self.log.reader()
         await reader.start()
         try:
-            reader.assign([tp])
-            records = kafka.read_partition(reader, tp, start=hold.offset,
-                                           end=position.next_offset if position else hold.offset)
+            records = reader.read(tp, hold.offset, position.next_offset if position else hold.offset)
             again = await self.admission.resume(hold, records)
         finally:
             await reader.stop()

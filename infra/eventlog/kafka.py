@@ -10,6 +10,7 @@ from typing import AsyncIterator, Awaitable
 import aiokafka
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
+from aiokafka.structs import OffsetAndMetadata
 
 from infra import kafka
 from infra.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
@@ -98,6 +99,20 @@ class KafkaGroupConsumer(GroupConsumer):
         except KafkaError as error:
             raise LogError(repr(error)) from error
 
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self.consumer.commit({theirs(tp): OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        except IllegalStateError as error:
+            raise NotAssigned(str(error)) from error
+        except KafkaError as error:
+            raise LogError(repr(error)) from error
+
+    async def position(self, tp: TopicPartition) -> int:
+        try:
+            return await self.consumer.position(theirs(tp))
+        except IllegalStateError as error:
+            raise NotAssigned(str(error)) from error
+
 
 class KafkaWriter(TransactionalWriter):
     def __init__(self, settings: Settings, transactional_id: str):
@@ -174,13 +189,11 @@ class KafkaLog(EventLog):
         self.settings = settings
 
     def group_consumer(self, topics: list[str], group: str, on_assigned: Moved, on_revoked: Moved,
-                       max_poll_records: int = 500) -> GroupConsumer:
-        s = self.settings
+                       max_poll_records: int = 500, **tuning: int) -> GroupConsumer:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap, group_id=group, enable_auto_commit=False,
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False,
             isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=max_poll_records,
-            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=min(1000, s.session_timeout_ms // 3),
-            rebalance_timeout_ms=60000, max_poll_interval_ms=300000)
+            **tuning)
         return KafkaGroupConsumer(consumer, topics, on_assigned, on_revoked)
 
     def transactional_writer(self, transactional_id: str) -> TransactionalWriter:
@@ -188,6 +201,12 @@ class KafkaLog(EventLog):
 
     def reader(self) -> PartitionReader:
         return KafkaReader(self.settings)
+
+    async def partitions(self, topic: str) -> list[int]:
+        try:
+            return sorted(await kafka.partitions_of(self.settings, topic))
+        except KafkaError as error:
+            raise LogError(f"cannot describe {topic}: {error!r}") from error
 
     async def ensure_topics(self) -> None:
         try:

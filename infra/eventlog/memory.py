@@ -93,7 +93,7 @@ class MemoryLog(EventLog):
 
     # -- the port ----------------------------------------------------------------------------------
     def group_consumer(self, topics: list[str], group: str, on_assigned: Moved, on_revoked: Moved,
-                       max_poll_records: int = 500) -> GroupConsumer:
+                       max_poll_records: int = 500, **tuning: int) -> GroupConsumer:
         return MemoryConsumer(self, self.groups.setdefault(group, Group(self, group, topics)), on_assigned, on_revoked)
 
     def transactional_writer(self, transactional_id: str) -> TransactionalWriter:
@@ -104,6 +104,9 @@ class MemoryLog(EventLog):
 
     async def ensure_topics(self) -> None:
         return None
+
+    async def partitions(self, topic: str) -> list[int]:
+        return list(range(len(self.topics[topic]))) if topic in self.topics else []
 
     def produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> Record:
         """Append a committed record outside any transaction (as the API's producer does), keyed like Kafka."""
@@ -239,6 +242,14 @@ class MemoryConsumer(GroupConsumer):
     async def committed(self, tp: TopicPartition) -> int | None:
         self.check([tp])
         return self.log.offsets.get((self.group.name, tp))
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.check(offsets)
+        self.log.offsets.update({(self.group.name, tp): offset for tp, offset in offsets.items()})
+
+    async def position(self, tp: TopicPartition) -> int:
+        self.check([tp])
+        return self.positions[tp]
 
 
 class MemoryWriter(TransactionalWriter):

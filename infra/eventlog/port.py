@@ -92,6 +92,14 @@ class GroupConsumer(ABC):
     async def committed(self, tp: TopicPartition) -> int | None:
         """Return the group's committed offset of the partition, or None."""
 
+    @abstractmethod
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the group's offsets outside any transaction (so Kafka's own tools show the same lag)."""
+
+    @abstractmethod
+    async def position(self, tp: TopicPartition) -> int:
+        """Return the offset of the next record getmany would return for the partition."""
+
 
 class TransactionalWriter(ABC):
     """A transactional producer with a transactional id: the broker fences its predecessors."""
@@ -143,8 +151,8 @@ class EventLog(ABC):
 
     @abstractmethod
     def group_consumer(self, topics: list[str], group: str, on_assigned: Moved, on_revoked: Moved,
-                       max_poll_records: int = 500) -> GroupConsumer:
-        """Return a member of `group` over `topics` (not started)."""
+                       max_poll_records: int = 500, **tuning: int) -> GroupConsumer:
+        """Return a member of `group` over `topics` (not started); `tuning` is for the adapter's client."""
 
     @abstractmethod
     def transactional_writer(self, transactional_id: str) -> TransactionalWriter:
@@ -157,3 +165,7 @@ class EventLog(ABC):
     @abstractmethod
     async def ensure_topics(self) -> None:
         """Create the ledger topics that are missing."""
+
+    @abstractmethod
+    async def partitions(self, topic: str) -> list[int]:
+        """Return the topic's partitions in order (empty if it does not exist)."""

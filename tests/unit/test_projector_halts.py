@@ -5,8 +5,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.structs import ConsumerRecord
+from infra.eventlog import Record, TopicPartition
+from infra.eventlog.memory import MemoryLog
 
 from projectors.admit import decoded
 from projectors.base import DATA_ERRORS
@@ -27,11 +27,11 @@ def tenant_chain(tenant: str, n: int, **payload) -> list[dict]:
     return envelopes
 
 
-def record(partition: int, offset: int, value: bytes | None, key: bytes | None = b"acme") -> ConsumerRecord:
-    return ConsumerRecord(TOPIC, partition, offset, 0, 0, key, value, None, len(key or b""), len(value or b""), ())
+def record(partition: int, offset: int, value: bytes | None, key: bytes | None = b"acme") -> Record:
+    return Record(TOPIC, partition, offset, key, value)
 
 
-def records(partition: int, first_offset: int, envelopes: list[dict]) -> list[ConsumerRecord]:
+def records(partition: int, first_offset: int, envelopes: list[dict]) -> list[Record]:
     return [record(partition, first_offset + i, encode(e), e["tenant_id"].encode()) for i, e in enumerate(envelopes)]
 
 
@@ -50,7 +50,7 @@ class FakeConsumer:
         return 0
 
     async def commit(self, offsets: dict) -> None:
-        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+        self.commits.append(dict(offsets))
 
 
 class Refused(ValueError):
@@ -105,7 +105,7 @@ class FakeProjection:
 
 
 def runner() -> ProjectorRunner:
-    r = ProjectorRunner(SimpleNamespace(topic_prefix="t"), FakeProjection())
+    r = ProjectorRunner(SimpleNamespace(topic_prefix="t"), FakeProjection(), log_=MemoryLog([TOPIC], 2))
     r.consumer, r.retry_delay_s = FakeConsumer(), 0.0
     return r
 
