@@ -70,7 +70,6 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     elif command_processor:
         tasks.append(asyncio.create_task(command_processor.run(stop), name="processor"))
     if projectors:
-        runners = [ProjectorRunner(settings, p) for p in projections]
         tasks.append(asyncio.create_task(on_own_loop(
             "projectors", lambda local_stop: run_projectors(settings, ch, runners, local_stop), stop),
             name="projectors"))
@@ -139,12 +138,14 @@ def settle(future: asyncio.Future, error: BaseException | None) -> None:
 
 
 async def run_projectors(settings: Settings, ch, runners: list[ProjectorRunner], stop: asyncio.Event) -> None:
-    """Run the projectors with a connection pool of their own loop."""
+    """Build and run the projectors on their own loop, with its own pool; `runners` is filled for health().
+
+    Each runner is built once, here: a projection holds a pool bound to the loop that opened it.
+    """
     pool = await open_pool(settings)
     try:
-        mine = {p.name: p for p in await build_projections(settings, pool, ch)}
-        for runner in runners:
-            runner.projection = mine[runner.projection.name]
+        log_ = KafkaLog(settings)
+        runners.extend(ProjectorRunner(settings, p, log_=log_) for p in await build_projections(settings, pool, ch))
         await asyncio.gather(*(r.run(stop) for r in runners))
     finally:
         await pool.close()

@@ -34,10 +34,9 @@ class ProjectorRunner:
                  log_: EventLog | None = None):
         self.settings = settings
         self.log = log_ or KafkaLog(settings)
-        self.projection = projection
+        self.admission = Admission(projection)
         self.batch_max = batch_max
         self.group = f"{settings.topic_prefix}.projector.{projection.name}"
-        self.admission = Admission(projection)
         # Told after each stored poll: (projector, events stored, seconds the store took). For
         # metrics and benchmarks, which must not wrap the projection's methods to measure them.
         self.on_applied: list[Callable[[str, int, float], None]] = []
@@ -109,7 +108,6 @@ class ProjectorRunner:
         except SchemaSwapped:
             log.info("projector %s: a rebuilt generation went live; continuing there", self.projection.name)
             await self.projection.open()
-            self.admission.projection = self.projection
             self.reposition_all()
         except Exception as error:
             self.last_error = f"batch on partitions {sorted(tp.partition for tp in fetched)} failed: {error!r}"
@@ -169,6 +167,15 @@ class ProjectorRunner:
         else:
             log.warning("projector %s: tenant %s caught up from chain_seq %d and resumed",
                         self.projection.name, hold.tenant_id, hold.chain_seq)
+
+    @property
+    def projection(self) -> Projection:
+        return self.admission.projection
+
+    @projection.setter
+    def projection(self, projection: Projection) -> None:
+        """Point the runner, and the admission that writes through it, at another projection."""
+        self.admission.projection = projection
 
     @property
     def healthy(self) -> bool:

@@ -110,7 +110,7 @@ async def test_a_poison_event_holds_its_tenant_in_each_read_model_while_the_othe
             # When the fixed release runs and ops resume A in every read model that holds it
             for name in ("runs", "channels"):
                 fixed = await FIXED[name](pool, settings.topic_prefix).open()
-                runners[name].projection = runners[name].admission.projection = fixed
+                runners[name].projection = fixed
                 assert await fixed.request_resume(a) is True
             assert await runners["approvals"].projection.request_resume(a) is False
             # Then A catches up alone, nothing is held, and every model equals a fresh rebuild by the fixed release
