@@ -1,5 +1,4 @@
 """Audit/discovery and cost views over HTTP, on the embedded ClickHouse engine."""
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -22,27 +21,32 @@ async def send(http, tenant, body, subject="agent", *roles) -> dict:
 @pytest.fixture(scope="module")
 async def story(api):
     """One tenant's history: two runs, an ALLOW and a DENY, costs, a budget."""
-    tenant = unique("tenant-")
+    tenant, acknowledged = unique("tenant-"), []  # every event summary the outcomes returned
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
-        await send(http, tenant, {"type": "SetBudget", "project": "p1", "period": "month",
-                                  "limit_micros": 10_000, "currency": "USD"}, "root", "admin")
+        async def sent(body, subject="agent", *roles) -> dict:
+            outcome = await send(http, tenant, body, subject, *roles)
+            acknowledged.extend(outcome["events"])
+            return outcome
+
+        await sent({"type": "SetBudget", "project": "p1", "period": "month",
+                    "limit_micros": 10_000, "currency": "USD"}, "root", "admin")
         runs = []
         for agent in ("alpha", "beta"):
-            run = (await send(http, tenant, {"type": "RequestRun", "agent_id": agent, "project": "p1"}))["aggregate_id"]
-            await send(http, tenant, {"type": "StartRun", "run_id": run})
+            run = (await sent({"type": "RequestRun", "agent_id": agent, "project": "p1"}))["aggregate_id"]
+            await sent({"type": "StartRun", "run_id": run})
             runs.append(run)
         calls = {}
         for run, tool, decision in ((runs[0], "search", "ALLOW"), (runs[1], "shell", "DENY")):
-            call = (await send(http, tenant, {"type": "RequestToolCall", "run_id": run, "tool": tool,
-                                              "risk_tier": "high", "params_digest": "e" * 64}))["aggregate_id"]
-            await send(http, tenant, {"type": "DecidePolicy", "tool_call_id": call, "decision": decision,
-                                      "policy_id": "pol", "policy_version": "v7", "reason": "r"}, "pe", "policy")
+            call = (await sent({"type": "RequestToolCall", "run_id": run, "tool": tool,
+                                "risk_tier": "high", "params_digest": "e" * 64}))["aggregate_id"]
+            await sent({"type": "DecidePolicy", "tool_call_id": call, "decision": decision,
+                        "policy_id": "pol", "policy_version": "v7", "reason": "r"}, "pe", "policy")
             calls[decision] = call
         for run, model, amount in ((runs[0], "opus", 1200), (runs[0], "haiku", 300), (runs[1], "opus", 500)):
-            last = await send(http, tenant, {"type": "RecordCost", "run_id": run, "provider": "anthropic",
-                                             "model": model, "tokens_in": amount, "tokens_out": 1,
-                                             "amount_micros": amount, "currency": "USD"})
-    return {"tenant": tenant, "runs": runs, "calls": calls, "seq": last["events"][-1]["chain_seq"]}
+            await sent({"type": "RecordCost", "run_id": run, "provider": "anthropic", "model": model,
+                        "tokens_in": amount, "tokens_out": 1, "amount_micros": amount, "currency": "USD"})
+    hashes = {e["chain_seq"]: e["hash"] for e in acknowledged}
+    return {"tenant": tenant, "runs": runs, "calls": calls, "seq": max(hashes), "hashes": hashes}
 
 
 async def test_search_by_type_actor_run_tool_and_decision(http, story):
@@ -60,13 +64,15 @@ async def test_search_by_type_actor_run_tool_and_decision(http, story):
     by_policy_engine = await search(actor="pe")
     assert {e["type"] for e in by_policy_engine} == {"tool_call.policy_decided"} and len(by_policy_engine) == 2
     run_events = await search(run_id=story["runs"][0])
-    assert {e["type"] for e in run_events} >= {"run.requested", "run.started", "tool_call.requested",
-                                               "tool_call.policy_decided", "budget.cost_recorded"}
-    assert all(e["run_id"] == story["runs"][0] for e in run_events)
+    assert [(e["chain_seq"], e["type"], e["run_id"]) for e in run_events] == [
+        (12, "budget.cost_recorded", story["runs"][0]), (11, "budget.cost_recorded", story["runs"][0]),
+        (8, "tool_call.policy_decided", story["runs"][0]), (7, "tool_call.requested", story["runs"][0]),
+        (4, "run.started", story["runs"][0]), (3, "run.requested", story["runs"][0])]
     assert [e["aggregate_id"] for e in await search(tool="search", type="tool_call.requested")] == [story["calls"]["ALLOW"]]
-    first = everything[-1]
-    assert (first["chain_seq"], first["prev_hash"]) == (1, "0" * 64) and len(first["hash"]) == 64
-    assert first["payload"] == {"project": "p1"}
+    oldest_first = everything[::-1]
+    assert {e["chain_seq"]: e["hash"] for e in oldest_first} == story["hashes"]  # what each outcome acknowledged
+    assert [e["prev_hash"] for e in oldest_first] == ["0" * 64] + [story["hashes"][s] for s in range(1, seq)]
+    assert oldest_first[0]["payload"] == {"project": "p1"}
 
 
 async def test_search_pages_by_keyset_and_filters_by_time(http, story):
@@ -108,7 +114,10 @@ async def test_discovery_is_for_auditors_and_one_tenant_only(http, story):
     behind = await http.get("/v1/audit/events", params={"min_seq": 1, "wait_ms": 0}, headers=auditor(other))
     assert behind.json()["details"]["applied_seq"] == 0
     assert (await http.get("/v1/costs/rollup", params={"group_by": "color"}, headers=auditor(story["tenant"]))).status_code == 422
-    assert uuid.UUID(story["runs"][0])
+    # The owner's same search finds the run's events: the empty answers above are isolation, not a bad id
+    own = await http.get("/v1/audit/events", params={"run_id": story["runs"][0], "min_seq": story["seq"]},
+                         headers=auditor(story["tenant"]))
+    assert [e["chain_seq"] for e in own.json()["items"]] == [12, 11, 8, 7, 4, 3]
 
 
 async def test_rebuild_of_the_embedded_audit_model_through_the_cli_changes_nothing_visible(api, http, story):
@@ -125,7 +134,8 @@ async def test_rebuild_of_the_embedded_audit_model_through_the_cli_changes_nothi
     assert "rebuilt audit:" in done.stdout and "generation 2 (now live)" in done.stdout
     ops = {"Authorization": f"Bearer {token('ops', 'oncall', ('admin',))}"}
     status = (await http.get("/v1/ops/projectors/audit/rebuild", headers=ops)).json()
-    assert (status["state"], status["generation"]) == ("done", 2) and status["done"] == status["total"]
+    assert (status["state"], status["generation"], status["applied"]) == ("done", 2, seq)
+    assert status["done"] == status["total"]
     after = (await http.get("/v1/audit/events", params={"limit": 500}, headers=auditor(t))).json()
     assert after == before
     unknown = await http.post("/v1/ops/projectors/nope/rebuild", headers=ops)

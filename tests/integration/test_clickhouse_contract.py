@@ -16,6 +16,7 @@ import pytest
 
 from infra.clickhouse import (ChdbClickHouse, ChdbPathInUse, ClickHouse, ServerClickHouse,
                               open_clickhouse)
+from tests.support import wait_until
 
 SERVER_URL = os.environ.get("RUNLEDGER_CLICKHOUSE_URL") or os.environ.get("CLICKHOUSE_URL")
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,29 +240,39 @@ def test_replayed_batch_changes_nothing_visible(ctx):
     assert ctx.ch.query(f"SELECT count() AS n FROM {table}") == [{"n": 2000}]
 
 
-def test_exchange_tables_swaps_atomically(ctx):
+async def test_exchange_tables_swaps_atomically(ctx):
+    # Given a live table of 3 rows, a fresh one of 10, and a reader counting the live one in a loop
     live, fresh = ctx.table("audit"), ctx.table("audit_next")
     ctx.ch.insert(live, EVENT_COLUMNS, [event(i) for i in range(1, 4)])
     ctx.ch.insert(fresh, EVENT_COLUMNS, [event(i) for i in range(1, 11)])
-    seen, errors, stop = set(), [], threading.Event()
+    counts, errors, stop = [], [], threading.Event()
 
     def read():
         while not stop.is_set():
             try:
-                seen.add(ctx.ch.query(f"SELECT count() AS n FROM {live}")[0]["n"])
+                counts.append(ctx.ch.query(f"SELECT count() AS n FROM {live}")[0]["n"])
             except Exception as exc:  # noqa: BLE001 - any failure breaks the contract
                 errors.append(exc)
 
     reader = threading.Thread(target=read)
     reader.start()
+    after_each_swap = []
     try:
+        # When the tables are swapped five times, the reader reading between every two swaps
         for _ in range(5):
             ctx.ch.command(f"EXCHANGE TABLES {live} AND {fresh}")
+            reads = len(counts) + len(errors)
+            # two more reads: the second of them began after the swap had finished
+            await wait_until(lambda: len(counts) + len(errors) >= reads + 2, 30, "the reader to read after a swap")
+            after_each_swap.append(counts[-1] if counts else None)
     finally:
         stop.set()
         reader.join()
-    assert not errors
-    assert seen <= {3, 10}
+
+    # Then every read saw one whole table or the other, and each swap was visible to the next read
+    assert errors == []
+    assert after_each_swap == [10, 3, 10, 3, 10]
+    assert set(counts) == {3, 10}
     assert ctx.ch.query(f"SELECT count() AS n FROM {live}") == [{"n": 10}]  # odd number of swaps
     assert ctx.ch.query(f"SELECT count() AS n FROM {fresh}") == [{"n": 3}]
     ctx.ch.command(f"RENAME TABLE {live} TO {ctx.db}.audit_old, {fresh} TO {live}")
@@ -286,7 +297,7 @@ def test_concurrent_threads_share_one_adapter(ctx):
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    assert errors == []
     assert ctx.ch.query(f"SELECT count() AS n FROM {table}") == [{"n": 120}]
 
 

@@ -2,7 +2,6 @@
 a broken chain or a record that is not an envelope holds its tenant loudly (and no other)."""
 import asyncio
 import json
-import random
 from contextlib import asynccontextmanager
 
 import pytest
@@ -106,27 +105,67 @@ async def test_a_rebuilt_read_model_is_identical_and_swaps_in_while_serving():
         await pool.close()
 
 
+Positions = dict[tuple[str, int], int]  # (projector, partition) → stored next offset
+
+
+def mid_batch(names, positions: Positions, ends: dict[int, int], resumed_from: Positions) -> bool:
+    """Whether each projector named has stored a batch since it resumed from `resumed_from`, and has events left."""
+    def at(name: str, p: int, where: Positions) -> int:
+        return where.get((name, p), 0)
+    return bool(ends) and all(
+        any(at(name, p, positions) > at(name, p, resumed_from) for p in ends)
+        and any(end > at(name, p, positions) for p, end in ends.items()) for name in names)
+
+
 async def test_kill_9_mid_batch_never_loses_or_doubles_an_effect():
+    import itertools
+    from tests.support import end_offsets
     settings = make_settings(partitions=2)
     pool = await open_pool(settings)
-    rng = random.Random(5)
-    steps = workload([unique("tenant-") for _ in range(6)], runs_per_tenant=25, seed=13)
-    commands = envelopes_for(steps)
+    # Waves of commands back to back, so that events keep arriving while the projector works
+    waves = (envelopes_for(workload([unique("tenant-") for _ in range(6 if n == 0 else 2)],
+                                    runs_per_tenant=25 if n == 0 else 10, seed=13 + n)) for n in itertools.count())
     try:
         async with in_process(settings, pool, with_projectors=False) as (projections, _):
+            names = [p.name for p in projections]
+
+            async def positions() -> Positions:
+                return {(p.name, partition): pos.next_offset for p in projections
+                        for partition, pos in (await p.positions()).items()}
+
+            async def applied_a_batch_with_events_left():
+                nonlocal sender
+                if sender.done():
+                    await sender
+                    sender = asyncio.create_task(send_all(settings, next(waves)))
+                seen = await projector_lag(settings, projections)
+                return mid_batch(names, {(r.projector, r.partition): r.position for r in seen},
+                                 {r.partition: r.end_offset for r in seen}, resumed_from)
+
             projector = Service(settings, api=False, processor=False).start()
+            sender = asyncio.create_task(send_all(settings, next(waves)))
+            resumed_from: Positions = {}  # where the running projector's positions stood when it started
+            kills, kills_mid_batch = 0, 0
             try:
-                sender = asyncio.create_task(send_all(settings, commands))
-                kills = 0
-                while not sender.done() or kills < 5:
-                    await asyncio.sleep(rng.uniform(0.2, 0.8))
+                while kills_mid_batch < 3:
+                    # Given a projector that has stored a batch since it started, with events left to apply
+                    await wait_until(applied_a_batch_with_events_left, 120,
+                                     "the projector to store a batch while events remain")
+                    # When it is killed -9 there and then (frozen first, to read the log's end as it dies)
+                    projector.pause()
+                    ends = await end_offsets(settings, settings.events_topic)
                     projector.kill()
-                    projector.start()
                     kills += 1
+                    stored = await positions()
+                    kills_mid_batch += mid_batch(names, stored, ends, resumed_from)  # so it was, as it died
+                    resumed_from = stored
+                    projector.start()
+                    assert kills < 12, f"only {kills_mid_batch} of {kills} kills found the projector mid-batch"
                 await sender
                 await wait_until(lambda: caught_up(settings, projections), 120, "the projector to catch up")
             finally:
                 projector.stop()
+            # Then what it stored equals a fresh rebuild: no effect lost, none applied twice
             await assert_equal_to_fresh_rebuild(settings, pool, projections)
     finally:
         await pool.close()
@@ -244,44 +283,92 @@ async def test_reported_lag_agrees_with_kafkas_own_consumer_groups_tool():
 
 
 async def test_clickhouse_models_after_kill_9_equal_a_fresh_rebuild(tmp_path):
+    import itertools
+    from collections import Counter
+    import httpx
     from infra.clickhouse import ChdbClickHouse
     from projectors.audit import AuditProjection
     from projectors.cost import CostProjection
+    from tests.support import end_offsets, token
     settings = make_settings(partitions=2)
     pool = await open_pool(settings)
-    rng = random.Random(9)
     chdb_dir = tmp_path / "chdb"
+    models = (AuditProjection, CostProjection)
+    names = [cls.name for cls in models]
+    ops = {"Authorization": f"Bearer {token('ops', 'ci', ('admin',))}"}
+    # Waves of commands back to back, so that events keep arriving while the projector works
+    waves = (envelopes_for(workload([unique("tenant-") for _ in range(4 if n == 0 else 2)],
+                                    runs_per_tenant=20 if n == 0 else 10, seed=17 + n)) for n in itertools.count())
+
+    async def stored_in_chdb() -> Positions:
+        """The ClickHouse models' stored positions, read in the directory the killed projector left."""
+        ch = ChdbClickHouse(str(chdb_dir))
+        try:
+            return {(cls.name, partition): pos.next_offset for cls in models
+                    for partition, pos in (await (await cls(ch, settings.topic_prefix).open()).positions()).items()}
+        finally:
+            ch.close()
     try:
         async with in_process(settings, pool, with_projectors=False):
             projector = Service(settings, processor=False)  # API on, so ops can read lag inside chdb
             projector.env = lambda base=projector.env: {**base(), "RUNLEDGER_CHDB_PATH": str(chdb_dir)}
+
+            async def applied_a_batch_with_events_left():
+                nonlocal sender
+                if sender.done():
+                    await sender
+                    sender = asyncio.create_task(send_all(settings, next(waves)))
+                try:
+                    async with httpx.AsyncClient(base_url=projector.url, timeout=10) as http:
+                        response = await http.get("/v1/ops/projectors", headers=ops)
+                except httpx.HTTPError:
+                    return None  # not serving yet
+                rows = [r for r in response.json()["partitions"] if r["projector"] in names] \
+                    if response.status_code == 200 else []
+                return mid_batch(names, {(r["projector"], r["partition"]): r["position"] for r in rows},
+                                 {r["partition"]: r["end_offset"] for r in rows}, resumed_from)
+
             projector.start()
+            sender = asyncio.create_task(send_all(settings, next(waves)))
+            resumed_from: Positions = {}  # where the running projector's positions stood when it started
+            kills, kills_mid_batch = 0, 0
             try:
-                sender = asyncio.create_task(send_all(settings, envelopes_for(
-                    workload([unique("tenant-") for _ in range(4)], runs_per_tenant=20, seed=17))))
-                kills = 0
-                while not sender.done() or kills < 4:
-                    await asyncio.sleep(rng.uniform(1.5, 3.0))
+                while kills_mid_batch < 2:
+                    # Given a projector that has stored a batch since it started, with events left to apply
+                    await wait_until(applied_a_batch_with_events_left, 120,
+                                     "the projector to store a batch while events remain")
+                    # When it is killed -9 there and then (frozen first, to read the log's end as it dies)
+                    projector.pause()
+                    ends = await end_offsets(settings, settings.events_topic)
                     projector.kill()
-                    projector.start()
                     kills += 1
+                    stored = await stored_in_chdb()
+                    kills_mid_batch += mid_batch(names, stored, ends, resumed_from)  # so it was, as it died
+                    resumed_from = stored
+                    projector.start()
+                    assert kills < 10, f"only {kills_mid_batch} of {kills} kills found the projector mid-batch"
                 await sender
                 await projector.ready(90, owning=False)
                 await wait_until(lambda: every_projector_caught_up(projector), 120,
                                  "every projector in that process to catch up")
             finally:
                 projector.stop()
+        # Then each ClickHouse model equals a fresh rebuild, with one row per event it folds
+        logged = Counter(e["type"] for e in await events(settings))
+        rows_per_table = {"events": sum(logged.values()), "cost_entries": logged["budget.cost_recorded"],
+                          "budget_projects": logged["budget.opened"]}
         ch = ChdbClickHouse(str(chdb_dir))
         try:
             for cls, tables in ((AuditProjection, ("events",)), (CostProjection, ("cost_entries", "budget_projects"))):
                 live = await cls(ch, settings.topic_prefix).open()
-                assert all(r.lag_events == 0 for r in await projector_lag(settings, [live])), f"{cls.name} behind"
+                assert [r.lag_events for r in await projector_lag(settings, [live])] == [0, 0], f"{cls.name} behind"
                 rebuilt, _ = await rebuild(settings, live, go_live=False)
                 for table in tables:
                     query = "SELECT * FROM {db}." + table + " FINAL ORDER BY ALL"
                     ours = ch.query(query.replace("{db}", live.db))
                     fresh_rows = ch.query(query.replace("{db}", rebuilt.db))
-                    assert ours == fresh_rows and ours, f"{cls.name}.{table} differs from a fresh rebuild"
+                    assert ours == fresh_rows, f"{cls.name}.{table} differs from a fresh rebuild"
+                    assert len(ours) == rows_per_table[table], f"{cls.name}.{table}"
         finally:
             ch.close()
     finally:
