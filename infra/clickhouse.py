@@ -25,6 +25,7 @@ import fcntl
 import os
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Mapping, Sequence
 
@@ -85,8 +86,34 @@ class _ConnectClickHouse(ClickHouse):
     def __init__(self, client: Any, lock: threading.Lock | None) -> None:
         self._client = client
         self._lock = lock
+        # Told after each statement: (kind: command/insert/query, the table or the SQL's head,
+        # seconds it ran holding the engine, seconds it waited for it). For metrics and benchmarks.
+        self.on_statement: list[Callable[[str, str, float, float], None]] = []
 
-    def _call(self, fn: Callable[[Any], Any]) -> Any:
+    def _call(self, kind: str, subject: str, fn: Callable[[Any], Any]) -> Any:
+        if not self.on_statement:
+            return self._locked(fn)
+        return self._observed(kind, subject if kind == "insert" else _head(subject), fn)
+
+    def _observed(self, kind: str, subject: str, fn: Callable[[Any], Any]) -> Any:
+        """Run fn as _locked does, then tell each on_statement observer how long it ran and waited."""
+        asked = time.perf_counter()
+        began = ended = asked
+
+        def timed(client: Any) -> Any:
+            nonlocal began, ended
+            began = time.perf_counter()
+            try:
+                return fn(client)
+            finally:
+                ended = time.perf_counter()
+        try:
+            return self._locked(timed)
+        finally:
+            for observer in self.on_statement:
+                observer(kind, subject, ended - began, began - asked)
+
+    def _locked(self, fn: Callable[[Any], Any]) -> Any:
         if self._lock is None:
             return fn(self._open_client())
         with self._lock:
@@ -98,18 +125,18 @@ class _ConnectClickHouse(ClickHouse):
         return self._client
 
     def command(self, sql: str, params: Params | None = None) -> None:
-        self._call(lambda c: c.command(sql, parameters=check_params(sql, params)))
+        self._call("command", sql, lambda c: c.command(sql, parameters=check_params(sql, params)))
 
     def insert(self, table: str, columns: list[str], rows: Sequence[Row],
                types: Sequence[str] | None = None) -> None:
         if not rows:
             return
         named = {"column_type_names": list(types)} if types else {}
-        self._call(lambda c: c.insert(table, rows, column_names=list(columns), **named))
+        self._call("insert", table, lambda c: c.insert(table, rows, column_names=list(columns), **named))
 
     def query(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        return self._call(lambda c: list(c.query(sql, parameters=check_params(sql, params))
-                                         .named_results()))
+        return self._call("query", sql, lambda c: list(c.query(sql, parameters=check_params(sql, params))
+                                                       .named_results()))
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -149,6 +176,11 @@ class ChdbClickHouse(_ConnectClickHouse):
         # clickhouse-connect already serialises calls on a chdb handle; this lock makes it this
         # adapter's guarantee (one statement at a time, close never mid-statement).
         super().__init__(client, lock=threading.Lock())
+
+
+def _head(sql: str, length: int = 80) -> str:
+    """The start of a statement on one line, to name it in an observation."""
+    return " ".join(sql[:4 * length].split())[:length]
 
 
 def open_clickhouse(url: str | None, chdb_path: str) -> ClickHouse:

@@ -1,11 +1,11 @@
 """A FastAPI/uvicorn endpoint that answers POST /v1/commands at once, without Kafka.
 
-bench/write_path.py drives it with the same load generator as the real API to measure the
-latency floor of the HTTP stack plus the client on this machine (phase 5, "HTTP floor").
+bench.write drives it with the same load generator as the real API to measure the latency
+floor of the HTTP stack plus the client on this machine (phase 5, "HTTP floor").
 It parses the JSON body and checks a bearer header is present, then returns a reply shaped
 like an accepted command's; it decides nothing.
 
-Usage: python bench/echo_server.py PORT
+Usage: python -m bench.write.echo PORT
 """
 import json
 import sys

@@ -1,0 +1,1 @@
+"""What every benchmark shares: report, measure, meters, procs, stack, topics, tenants, cli, host, rawhttp."""

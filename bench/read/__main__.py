@@ -1,0 +1,5 @@
+import sys
+
+from bench.read.main import main
+
+sys.exit(main())

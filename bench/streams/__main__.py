@@ -1,0 +1,5 @@
+import sys
+
+from bench.streams.main import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from bench.write.main import main
+
+sys.exit(main())

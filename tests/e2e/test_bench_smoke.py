@@ -1,0 +1,116 @@
+"""Each benchmark's smallest run end to end: `bench/run.sh write|read|streams --smoke`.
+
+Exit status 0, the table has its rows, and windows too short to measure say so instead of a
+verdict. The benchmarks run against one stack of this module's own (infra/local/stack.sh in a
+temporary home, on free ports), never the shared one on 19092/15432: run.sh finds it running in
+BENCH_HOME and reuses it, as it would a developer's bench stack.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from bench.lib.measure import MIN_SAMPLES, TOO_SHORT, Window
+from bench.lib.report import Report
+from tests.support import REPO
+
+STACK = ["bash", str(REPO / "infra" / "local" / "stack.sh")]
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_ports() -> tuple[int, int]:
+    """A broker port whose successor (the KRaft controller) is free too, and a PostgreSQL port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        pg = s.getsockname()[1]
+    for kafka in range(41092, 60000, 17):
+        if kafka != pg and pg != kafka + 1 and bindable(kafka) and bindable(kafka + 1):
+            return kafka, pg
+    raise RuntimeError("no free port pair for the bench broker")
+
+
+@pytest.fixture(scope="module")
+def bench_env():
+    home = tempfile.mkdtemp(prefix="rlbench-smoke-")
+    os.chmod(home, 0o755)  # PostgreSQL runs as the postgres user, which must reach its data directory
+    kafka, pg = free_ports()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RUNLEDGER_", "BENCH_"))}
+    stack_env = {**base, "RUNLEDGER_HOME": home, "RUNLEDGER_KAFKA_PORT": str(kafka),
+                 "RUNLEDGER_KAFKA_CONTROLLER_PORT": str(kafka + 1), "RUNLEDGER_PG_PORT": str(pg)}
+    try:
+        subprocess.run([*STACK, "up"], env=stack_env, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        yield {**base, "BENCH_HOME": home, "BENCH_KAFKA_PORT": str(kafka), "BENCH_PG_PORT": str(pg),
+               "PYTHON": sys.executable}
+    finally:
+        subprocess.run([*STACK, "down"], env=stack_env, cwd=REPO, stdout=subprocess.DEVNULL)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def smoke(env: dict, name: str) -> dict[str, tuple[str, str, str]]:
+    """Run one benchmark's smoke size; return its table as metric → (measured, target, verdict)."""
+    started = time.monotonic()
+    done = subprocess.run(["bash", "bench/run.sh", name, "--smoke", "--no-progress"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    print(f"bench {name} --smoke: {time.monotonic() - started:.0f} s\n{done.stdout}\n{done.stderr[-3000:]}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "reusing the stack already running" in done.stderr
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")]
+             for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| phase ")]
+    return {f"{phase}: {metric}": (measured, target, verdict) for phase, metric, measured, target, verdict in cells}
+
+
+def verdict(table: dict, key: str) -> str:
+    found = [v for k, v in table.items() if key in k]
+    assert found, f"no row {key!r} in {sorted(table)}"
+    return found[0][2]
+
+
+def test_a_window_too_short_gets_no_verdict():
+    report = Report()
+    report.rate("1 processor", "append throughput", Window(2_500, 0.05), minimum=25_000)
+    report.rate("1 processor", "append throughput, long", Window(50_000, 2.0), minimum=25_000)
+    report.rate("1 processor", "append throughput, few", Window(MIN_SAMPLES - 1, 60.0), minimum=1)
+    assert [r.verdict for r in report.rows] == [TOO_SHORT, "pass", TOO_SHORT]
+    assert "2,500 events in 0.05 s" in report.rows[0].measured
+
+
+def test_write_smoke(bench_env):
+    table = smoke(bench_env, "write")
+    assert verdict(table, "1 processor: append throughput, events/s (steady)") == TOO_SHORT
+    assert verdict(table, "2 produce: processor / raw produce") == TOO_SHORT
+    for row in ("decide+seal+encode only", "raw aiokafka produce ceiling", "raw aiokafka consume",
+                "eventsourcing/postgres batch", "API+processor: p99 latency", "floor: echo endpoint, no Kafka: p99"):
+        verdict(table, row)
+
+
+def test_read_smoke(bench_env):
+    table = smoke(bench_env, "read")
+    for name in ("runs (PostgreSQL)", "approvals (PostgreSQL)", "audit (ClickHouse/chdb)", "cost (ClickHouse/chdb)"):
+        verdict(table, f"catch-up: {name} from start to lag 0")
+    for name in ("runs", "audit"):
+        verdict(table, f"rebuild: {name} (")
+    for name in ("runs", "approvals", "audit", "cost"):
+        assert verdict(table, f"steady @ 250 ev/s: {name}: end-to-end lag") == TOO_SHORT
+        verdict(table, f"steady @ 250 ev/s: {name}: polls stored")
+    assert "statements" in table[next(k for k in table if "chdb statements in the window" in k)][0]
+
+
+def test_streams_smoke(bench_env):
+    table = smoke(bench_env, "streams")
+    assert verdict(table, "1 fan-out: events delivered / expected") == "pass"
+    verdict(table, "1 fan-out: latency p50 / p99 / max @ 20 cmd/s")
+    assert verdict(table, "2 replay: Last-Event-ID: 0 → all 2,000 events") == TOO_SHORT
+    assert verdict(table, "2 replay: exactly once, in order") == "pass"
