@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
 
 from commands.api import guard, routes_commands
+from commands.api.openapi import document_responses
 from commands.auth import AuthError, authenticate
 from commands.bus import CommandBus
 from commands.intake import Refused
@@ -98,7 +99,7 @@ def add_command_schema(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(defs.pop("$defs", {}))
         components["AnyCommand"] = defs
-        return schema
+        return document_responses(schema)
 
     app.openapi = openapi
 

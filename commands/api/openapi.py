@@ -1,0 +1,263 @@
+"""Document every status a route can answer, beside what FastAPI generates on its own.
+
+FastAPI knows a route's success status and its own 422 only. The refusals (`Refused`, `AuthError`,
+`NotCaughtUp`, `TenantHeld`, `BadCursor`, and the app-wide guard's invalid_parameter) are raised
+inside dependencies and turned into responses by the handlers in `commands/api/app.py`, so they are
+listed here per kind of route, all with the one body they share (`Rejection`). A contract fuzzer
+(`tests/e2e/test_contract_fuzz.py`) holds the server to it: a status or a body this schema does not
+document fails it.
+"""
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from schemas.envelope import Envelope
+
+REF = "#/components/schemas/{model}"
+# The intake's rule (`commands.intake.IDEMPOTENCY_KEY`) in JSON Schema terms; the property tests
+# check that the two agree.
+IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"
+LAST_EVENT_ID = r"^[0-9]{1,18}$"
+NOTICES = ["replay_incomplete", "overflow"]
+PUBLIC = ("/healthz", "/v1/streams/viewer")  # no token
+
+UNAUTHORIZED = ("missing_token, invalid_token, token_expired: no bearer token, or one that does "
+                "not verify, has expired or lacks a valid tenant, subject or roles")
+FORBIDDEN = "missing_role: the token lacks every role this route admits"
+INVALID_REQUEST = "invalid_request: a parameter does not have the documented type or range"
+# commands/api/guard.py refuses these on every route, before the route's own checks.
+INVALID_PARAMETER = "invalid_parameter: a path or query parameter, name or value, has text no store can keep"
+UNAVAILABLE = ("not_caught_up: the read model has not applied the tenant's chain up to `min_seq` within "
+               "`wait_ms`; `details` says how far it has got; retry after `Retry-After` seconds. "
+               "read_model_held: an event of this tenant could not be applied there, and it is held before it")
+
+COMMAND_STATUSES = {
+    "400": ("malformed_json, duplicate_key, too_deeply_nested, invalid_content_length: the body is not "
+            "JSON, repeats a member name or nests too deep, or Content-Length is not a number; "
+            + INVALID_PARAMETER),
+    "401": UNAUTHORIZED,
+    "403": ("missing_role, system_command: the token lacks the command's role, or the type is one "
+            "only runledger issues; forbidden: e.g. the requester deciding their own approval"),
+    "404": "not_found: the command names a run, tool call or approval this tenant does not have",
+    "409": ("invalid_state, version_conflict, budget_exceeded: the aggregate's state, its version "
+            "(`expected_version`) or a budget refuses the command"),
+    "413": "body_too_large: the body exceeds RUNLEDGER_MAX_BODY_BYTES",
+    "422": ("invalid_command, unknown_command_type, invalid_text, invalid_idempotency_key, "
+            "idempotency_key_reused: the command is not valid, has text no store can keep, or its "
+            "Idempotency-Key is malformed or was used for another body"),
+    "504": ("outcome_pending: the command was queued but no outcome arrived in time; retry with the "
+            "same Idempotency-Key to get it"),
+}
+QUERY_STATUSES = {
+    "400": "invalid_cursor: a cursor this API did not issue; " + INVALID_PARAMETER,
+    "401": UNAUTHORIZED,
+    "403": FORBIDDEN,
+    "404": "not_found: no such id in this tenant (another tenant's ids answer the same)",
+    "422": INVALID_REQUEST,
+    "503": UNAVAILABLE,
+}
+STREAM_STATUSES = {
+    "400": ("invalid_last_event_id: Last-Event-ID (or `last_event_id`) is not a channel position; "
+            + INVALID_PARAMETER),
+    "401": UNAUTHORIZED,
+    "403": FORBIDDEN,
+    "404": "not_found: no such stream in this tenant",
+    "422": INVALID_REQUEST,
+    "503": UNAVAILABLE,
+}
+OPS_STATUSES = {
+    "400": INVALID_PARAMETER,
+    "401": UNAUTHORIZED,
+    "403": "ops_only: platform views need an admin token of the operations tenant",
+    "404": ("not_found, not_held: no projector of that name, no rebuild of it has run in this process, "
+            "or the tenant is not held there"),
+    "409": "rebuild_running: a rebuild of this read model is already running",
+    "422": INVALID_REQUEST,
+}
+
+
+def document_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the responses, headers and security every operation really has to a generated schema."""
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).update(shared_schemas())
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            document_operation(method, path, operation)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components["schemas"].pop(unused, None)
+    return schema
+
+
+def document_operation(method: str, path: str, operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    responses.update({status: rejection(status, text) for status, text in statuses_of(method, path).items()})
+    if path == "/healthz":
+        responses.update(health_responses())
+    elif path == "/v1/commands":
+        responses["200"] = accepted()
+    elif path.startswith("/v1/streams/") and path not in PUBLIC:
+        responses["200"] = event_stream()
+    if path not in PUBLIC:
+        operation["security"] = [{"bearer": []}]
+    constrain_headers(operation.get("parameters", []))
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def statuses_of(method: str, path: str) -> dict[str, str]:
+    """The refusals a route can answer: by kind, then what its own handler raises."""
+    if path in PUBLIC:
+        return {"400": INVALID_PARAMETER}
+    if path == "/v1/commands":
+        return COMMAND_STATUSES
+    if path.startswith("/v1/streams/"):
+        return STREAM_STATUSES
+    if path.startswith("/v1/ops/"):
+        raised = {"400", "401", "403"} | ({"404", "422"} if "{name}" in path else set())
+        raised |= {"409"} if method == "post" and path.endswith("/rebuild") else set()
+        return {status: OPS_STATUSES[status] for status in sorted(raised)}
+    return {status: text for status, text in QUERY_STATUSES.items() if status != "404" or "{" in path}
+
+
+def rejection(status: str, description: str) -> dict[str, Any]:
+    schema = "Unavailable" if status == "503" else "Rejection"
+    response: dict[str, Any] = {"description": description,
+                                "content": {"application/json": {"schema": {"$ref": REF.format(model=schema)}}}}
+    if status == "401":
+        response["headers"] = {"WWW-Authenticate": header("Bearer", {"const": "Bearer"})}
+    if status == "503":
+        response["headers"] = {"Retry-After": header("with not_caught_up: seconds to wait before retrying",
+                                                     {"pattern": "^[0-9]+$"}, required=False)}
+    return response
+
+
+def header(description: str, schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": {"type": "string", **schema}}
+
+
+def accepted() -> dict[str, Any]:
+    replayed = header("`true` when this is the first outcome of an earlier request with the same Idempotency-Key",
+                      {"enum": ["true"]}, required=False)
+    return {"description": "accepted: the command's events are on the ledger",
+            "headers": {"Idempotent-Replayed": replayed},
+            "content": {"application/json": {"schema": {"$ref": REF.format(model="Accepted")}}}}
+
+
+def event_stream() -> dict[str, Any]:
+    # `schema` describes each message, as tools read it before OpenAPI 3.2; 3.2's `itemSchema`
+    # (which FastAPI writes for its own SSE routes) is not valid in the 3.1 document served here.
+    return {"description": "the channel's events after Last-Event-ID, then the live tail (never ends); "
+                           "the schema describes each message",
+            "content": {"text/event-stream": {"schema": {"$ref": REF.format(model="ChannelMessage")}}}}
+
+
+def health_responses() -> dict[str, Any]:
+    content = {"application/json": {"schema": {"$ref": REF.format(model="Health")}}}
+    return {"200": {"description": "every role of this process is ok", "content": content},
+            "503": {"description": "a role of this process is not ok; the report says which", "content": content}}
+
+
+def constrain_headers(parameters: list[dict[str, Any]]) -> None:
+    """Replace FastAPI's `string | null` with the rule each header and resume point is checked against."""
+    rules = {("header", "idempotency-key"): (IDEMPOTENCY_KEY, 200, "1-200 printable ASCII characters, no spaces"),
+             ("header", "last-event-id"): (LAST_EVENT_ID, 18, "the last channel position seen: ASCII digits"),
+             ("query", "last_event_id"): (LAST_EVENT_ID, 18, "resume after this channel position "
+                                                             "(first connection)")}
+    for parameter in parameters:
+        rule = rules.get((parameter["in"], parameter["name"].lower()))
+        if rule:
+            pattern, longest, description = rule
+            parameter["description"] = description
+            parameter["schema"] = {"type": "string", "minLength": 1, "maxLength": longest, "pattern": pattern}
+
+
+def shared_schemas() -> dict[str, Any]:
+    envelope = TypeAdapter(Envelope).json_schema(ref_template=REF)
+    return {**envelope.pop("$defs", {}), "Envelope": envelope, "Rejection": REJECTION,
+            "FieldProblem": FIELD_PROBLEM, "Unavailable": UNAVAILABLE_BODY, "NotCaughtUp": NOT_CAUGHT_UP_BODY,
+            "ReadModelHeld": READ_MODEL_HELD, "Accepted": ACCEPTED,
+            "EventSummary": EVENT_SUMMARY, "ChannelMessage": CHANNEL_MESSAGE, "StreamNotice": STREAM_NOTICE,
+            "Health": HEALTH}
+
+
+FIELD_PROBLEM = {"title": "FieldProblem", "type": "object", "required": ["field", "problem"],
+                 "properties": {"field": {"type": "string"}, "problem": {"type": "string"}}}
+REJECTION = {
+    "title": "Rejection", "type": "object", "required": ["status", "code", "reason"],
+    "description": "Every refusal: a machine-readable code and a reason for people.",
+    "properties": {
+        "status": {"type": "string", "const": "rejected"},
+        "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+        "reason": {"type": "string", "minLength": 1},
+        "details": {"description": "what exactly is wrong: one entry per field, or the state that refused",
+                    "anyOf": [{"type": "array", "items": {"$ref": REF.format(model="FieldProblem")}},
+                              {"type": "object"}]},
+        "command_id": {"type": "string"},
+        "replayed": {"type": "boolean"},
+    },
+}
+NOT_CAUGHT_UP_BODY = {
+    "title": "NotCaughtUp",
+    "allOf": [{"$ref": REF.format(model="Rejection")}, {
+        "type": "object", "required": ["details"],
+        "properties": {"code": {"const": "not_caught_up"}, "details": {
+            "type": "object", "required": ["read_model", "wanted_seq", "applied_seq"],
+            "properties": {"read_model": {"type": "string"}, "wanted_seq": {"type": "integer", "minimum": 1},
+                           "applied_seq": {"type": "integer", "minimum": 0}}}}}],
+}
+READ_MODEL_HELD = {
+    "title": "ReadModelHeld",
+    "allOf": [{"$ref": REF.format(model="Rejection")}, {
+        "type": "object", "required": ["details"],
+        "properties": {"code": {"const": "read_model_held"}, "details": {
+            "type": "object", "required": ["read_model", "held_before_seq"],
+            "properties": {"read_model": {"type": "string"}, "held_before_seq": {"type": "integer", "minimum": 1},
+                           "held_since": {"type": "string"}}}}}],
+}
+UNAVAILABLE_BODY = {"title": "Unavailable", "oneOf": [{"$ref": REF.format(model="NotCaughtUp")},
+                                                      {"$ref": REF.format(model="ReadModelHeld")}]}
+HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+EVENT_SUMMARY = {
+    "title": "EventSummary", "type": "object",
+    "required": ["chain_seq", "hash", "type", "event_id", "aggregate_id", "aggregate_version"],
+    "properties": {"chain_seq": {"type": "integer", "minimum": 1}, "hash": HASH, "type": {"type": "string"},
+                   "event_id": {"type": "string"}, "aggregate_id": {"type": "string"},
+                   "aggregate_version": {"type": "integer", "minimum": 1}},
+}
+ACCEPTED = {
+    "title": "Accepted", "type": "object", "required": ["status", "command_id", "events"],
+    "properties": {
+        "status": {"type": "string", "const": "accepted"},
+        "command_id": {"type": "string"},
+        "original_command_id": {"type": "string", "description": "the request first answered with this outcome"},
+        "aggregate_id": {"type": "string"},
+        "aggregate_version": {"type": "integer", "minimum": 0},
+        "replayed": {"type": "boolean"},
+        "events": {"type": "array", "items": {"$ref": REF.format(model="EventSummary")}},
+    },
+}
+STREAM_NOTICE = {"title": "StreamNotice", "type": "object", "required": ["reason"],
+                 "properties": {"reason": {"type": "string"}, "requested_after": {"type": "integer"},
+                                "resumes_after": {"type": "integer"}, "resume_after": {"type": "integer"}}}
+
+
+def json_data(model: str) -> dict[str, Any]:
+    return {"type": "string", "contentMediaType": "application/json",
+            "contentSchema": {"$ref": REF.format(model=model)}}
+
+
+CHANNEL_MESSAGE = {
+    "title": "ChannelMessage",
+    "description": "One SSE message: an event of the channel (`id` is its position, `data` the envelope), "
+                   "or a notice (replay_incomplete, overflow)",
+    "anyOf": [
+        {"type": "object", "required": ["event", "id", "data"],
+         "properties": {"event": {"type": "string", "not": {"enum": NOTICES}},
+                        "id": {"type": "string", "pattern": "^[0-9]+$"}, "data": json_data("Envelope")}},
+        {"type": "object", "required": ["event", "data"],
+         "properties": {"event": {"type": "string", "enum": NOTICES}, "data": json_data("StreamNotice")}},
+    ],
+}
+HEALTH = {"title": "Health", "type": "object", "required": ["api"],
+          "description": "each role's state (`ok` when healthy), and the partitions this process owns",
+          "properties": {"api": {"type": "string", "const": "ok"}}}
