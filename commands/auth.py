@@ -9,7 +9,7 @@ import jwt
 from domain.text import unstorable
 
 ROLES = frozenset({"operator", "approver", "auditor", "admin", "policy"})
-# \A and \Z, not ^ and $: $ also matches before a final newline, and infra/cli.py calls .match.
+# \A and \Z, not ^ and $: $ also matches before a final newline, and infra/entry/cli.py calls .match.
 TENANT_ID = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
 SUBJECT = re.compile(r"[^\x00-\x1f]{1,200}")
 NUMERIC_DATES = ("exp", "nbf", "iat")

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from infra import kafka
-from infra.settings import Settings
+from infra.adapters import kafka
+from infra.adapters.settings import Settings
 
 log = logging.getLogger("runledger.bus")
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from domain.ledger import ChainBroken, TenantLedger
-from infra.eventlog import EventLog, GroupConsumer, LogError, NotAssigned, TopicPartition, TransactionalWriter
-from infra.settings import Settings
+from infra.adapters.eventlog import EventLog, GroupConsumer, LogError, NotAssigned, TopicPartition, TransactionalWriter
+from infra.adapters.settings import Settings
 from schemas.envelope import decode
 
 log = logging.getLogger("runledger.processor")

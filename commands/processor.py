@@ -19,9 +19,9 @@ from typing import Callable
 from commands.ownership import Ownership, PartitionOwner
 from commands.timers import Timers
 from commands.worker import Worker
-from infra.eventlog import EventLog, GroupConsumer, LogError
-from infra.eventlog.kafka import KafkaLog
-from infra.settings import Settings
+from infra.adapters.eventlog import EventLog, GroupConsumer, LogError
+from infra.adapters.eventlog.kafka import KafkaLog
+from infra.adapters.settings import Settings
 
 log = logging.getLogger("runledger.processor")
 

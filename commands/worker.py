@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 from commands.ownership import Ownership, PartitionOwner
 from domain.ledger import ChainBroken, TenantLedger, Undecidable
-from infra import kafka
-from infra.eventlog import Fenced, LogError, NotAssigned, Record, TopicPartition
-from infra.settings import Settings
+from infra.adapters import kafka
+from infra.adapters.eventlog import Fenced, LogError, NotAssigned, Record, TopicPartition
+from infra.adapters.settings import Settings
 from schemas.envelope import cloudevents_headers, encode
 
 log = logging.getLogger("runledger.processor")

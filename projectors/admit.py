@@ -17,7 +17,7 @@ from typing import AsyncIterable
 
 
 from domain.registry import EVENT_CLASSES, schema_version_of
-from infra.eventlog import Record
+from infra.adapters.eventlog import Record
 from projectors.base import Batch, Envelope, Hold, Projection
 from schemas.chain import ChainVerifier
 from schemas.envelope import decode

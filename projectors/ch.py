@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from itertools import islice
 from typing import Any, Sequence
 
-from infra.clickhouse import ClickHouse
+from infra.adapters.clickhouse import ClickHouse
 from projectors.base import Batch, Envelope, Hold, Position
 from projectors.generations import ClickHouseGenerations, Generational
 

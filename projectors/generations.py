@@ -18,7 +18,7 @@ from typing import Callable, Literal
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from infra.clickhouse import ClickHouse
+from infra.adapters.clickhouse import ClickHouse
 from projectors.base import Projection
 
 Live = tuple[str, int]  # (schema or database, generation number)

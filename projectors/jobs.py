@@ -4,7 +4,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 from projectors.base import Projection
 from projectors.rebuild import rebuild
 

@@ -4,7 +4,7 @@ import logging
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 from projectors.base import Projection
 from queries.lag import PartitionLag, projector_lag
 

@@ -6,9 +6,9 @@ new generation from the position the rebuild stored, so nothing is skipped or ap
 """
 from typing import Callable
 
-from infra.eventlog import EventLog, TopicPartition
-from infra.eventlog.kafka import KafkaLog
-from infra.settings import Settings
+from infra.adapters.eventlog import EventLog, TopicPartition
+from infra.adapters.eventlog.kafka import KafkaLog
+from infra.adapters.settings import Settings
 from projectors.admit import Admission
 from projectors.base import Projection
 

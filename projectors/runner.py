@@ -17,9 +17,9 @@ import logging
 import time
 from typing import Callable
 
-from infra.eventlog import EventLog, GroupConsumer, LogError, TopicPartition
-from infra.eventlog.kafka import KafkaLog
-from infra.settings import Settings
+from infra.adapters.eventlog import EventLog, GroupConsumer, LogError, TopicPartition
+from infra.adapters.eventlog.kafka import KafkaLog
+from infra.adapters.settings import Settings
 from projectors.admit import Admission, ProjectionHalted
 from projectors.base import Hold, Projection
 from projectors.generations import SchemaSwapped

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 from aiokafka import TopicPartition
 
-from infra import kafka
-from infra.settings import Settings
+from infra.adapters import kafka
+from infra.adapters.settings import Settings
 from projectors.base import Projection
 from schemas.envelope import parse_iso
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import pytest
 
-from infra.eventlog import EventLog, Fenced, NotAssigned, TopicPartition
+from infra.adapters.eventlog import EventLog, Fenced, NotAssigned, TopicPartition
 
 
 @dataclass

@@ -18,8 +18,8 @@ from aiokafka import TopicPartition
 
 from commands.auth import Principal, mint
 from commands.intake import command_envelope
-from infra import kafka
-from infra.settings import Settings
+from infra.adapters import kafka
+from infra.adapters.settings import Settings
 
 SECRET = "test-secret-" + "x" * 40
 REPO = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ class Service:
     def __init__(self, settings: Settings, api: bool = True, processor: bool = True):
         self.settings = settings
         self.port = free_port()
-        self.args = [sys.executable, "-m", "infra.cli", "serve", "--port", str(self.port)]
+        self.args = [sys.executable, "-m", "infra.entry.cli", "serve", "--port", str(self.port)]
         self.args += [] if api else ["--no-api"]
         self.args += [] if processor else ["--no-processor"]
         self.api = api

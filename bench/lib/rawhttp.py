@@ -1,5 +1,5 @@
 """A minimal HTTP/1.1 keep-alive client for load generation, shaped like the httpx calls
-`infra.client.LedgerClient` makes (`post(path, json=, headers=)`, `aclose()`).
+`infra.entry.client.LedgerClient` makes (`post(path, json=, headers=)`, `aclose()`).
 
 The load generator runs on the same machine as the server and the broker. httpx costs about
 3 ms of CPU per request here (0.6 of 2 cores at 200 requests/s), which the server under test

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from infra import kafka
+from infra.adapters import kafka
 
 
 def spread_tenants(count: int, partitions: int, stem: str) -> list[str]:

@@ -8,8 +8,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tqdm import tqdm
 
-from infra import kafka
-from infra.settings import Settings
+from infra.adapters import kafka
+from infra.adapters.settings import Settings
 
 
 def bench_settings(bootstrap: str, prefix: str, partitions: int, secret: str,

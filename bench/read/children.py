@@ -10,7 +10,7 @@ from bench.lib.measure import percentile
 from bench.lib.topics import bench_settings
 from bench.read.prefill import until
 from bench.read.workload import build_commands
-from infra import kafka
+from infra.adapters import kafka
 
 
 def processor_child(settings_args: dict, ready, stop, results) -> None:

@@ -21,7 +21,7 @@ from bench.read.prefill import prefill
 from bench.read.profile import profile_catch_up
 from bench.read.steady import Steady, steady_phase
 from bench.read.workload import open_projections
-from infra import kafka
+from infra.adapters import kafka
 
 log = cli.logger("bench read")
 
@@ -47,8 +47,8 @@ async def phases(args, settings, settings_args: dict, pool, ch, statements: Stat
 
 
 async def main_async(args) -> Report:
-    from infra.clickhouse import ChdbClickHouse
-    from infra.postgres import open_pool
+    from infra.adapters.clickhouse import ChdbClickHouse
+    from infra.adapters.postgres import open_pool
 
     report = Report()
     if not args.database_url:

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from bench.lib.measure import Window
 from bench.lib.topics import read_range
 from bench.read.workload import build_commands
-from infra import kafka
+from infra.adapters import kafka
 
 
 async def until(check, timeout_s: float, what: str, every: float = 0.05) -> None:

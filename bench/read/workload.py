@@ -1,4 +1,4 @@
-"""The read benchmark's commands: infra.workload's realistic mix, built as the API builds them."""
+"""The read benchmark's commands: bench.lib.workload's realistic mix, built as the API builds them."""
 from __future__ import annotations
 
 import json
@@ -8,14 +8,14 @@ from tqdm import tqdm
 
 from commands.auth import Principal
 from commands.intake import command_envelope
-from infra.workload import workload
+from bench.lib.workload import workload
 
-COMMANDS_PER_RUN = 18.65  # infra.workload's mix, measured; only sizes the generated workload
+COMMANDS_PER_RUN = 18.65  # bench.lib.workload's mix, measured; only sizes the generated workload
 PG_NAMES, CH_NAMES = ("runs", "approvals"), ("audit", "cost")
 
 
 def build_commands(tenants: list[str], count: int, seed: int, progress: bool = False, desc: str = "") -> list[dict]:
-    """`count` command envelopes of infra.workload's mix."""
+    """`count` command envelopes of bench.lib.workload's mix."""
     runs = math.ceil(count / (COMMANDS_PER_RUN * len(tenants)) * 1.1) + 1
     steps = workload(tenants, runs, seed=seed)
     while len(steps) < count:

@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=3)
     p.add_argument("--profile", default=None, help="profile the API server in each measured window: FILE.1, FILE.2, …")
     p.add_argument("--profile-top", type=int, default=25)
-    p.add_argument("--serve-entry", default="infra.cli",
+    p.add_argument("--serve-entry", default="infra.entry.cli",
                    help="module (or .py file) started as `python -m MODULE serve` (A/B runs of a change)")
     args = cli.sized(p.parse_args(argv), SIZES)
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]

@@ -1,4 +1,4 @@
-"""Run `serve` (infra.cli, or a --serve-entry) in this process with cProfile switched by signals.
+"""Run `serve` (infra.entry.cli, or a --serve-entry) in this process with cProfile switched by signals.
 
 Usage: python -m bench.streams.profiled OUT ENTRY serve [options]. SIGUSR1 starts the profiler,
 SIGUSR2 stops it and writes OUT.<k> for the k-th window. The product runs unchanged.

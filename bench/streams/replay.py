@@ -24,7 +24,7 @@ TARGETS = {"replay_s": 2.0, "replay_events": 100_000}
 async def produce_requests(args, servers, tenant: str, count: int, log) -> float:
     from commands.auth import Principal
     from commands.intake import command_envelope
-    from infra import kafka
+    from infra.adapters import kafka
 
     settings = bench_settings(args.bootstrap, servers.prefix, args.partitions, servers.secret, args.database_url)
     principal = Principal(tenant, "bench-agent", ("operator",))

@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run only these phases (repeatable; raw needs processor's records)")
     p.add_argument("--profile", type=Path, default=None,
                    help="run the phase-1 processor under cProfile, save the stats here, print the top functions")
-    p.add_argument("--serve-entry", default="infra.cli",
+    p.add_argument("--serve-entry", default="infra.entry.cli",
                    help="module (or .py file) whose CLI `serve` starts the servers (A/B runs of a change)")
     p.add_argument("--profile-http", type=Path, default=None,
                    help="run phase 5's serve under cProfile; stats go to PATH-<mode>.prof")

@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 
 from bench.lib.measure import Window
-from infra import kafka
+from infra.adapters import kafka
 
 
 def phase_decide(envelopes: list[dict]) -> tuple[Window, int]:

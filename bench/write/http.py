@@ -16,7 +16,7 @@ from bench.lib.topics import bench_settings
 from bench.write.load import HttpMix, Sample, drive_open_loop, http_client
 from bench.write.workload import serve_env
 from commands.auth import mint
-from infra import kafka
+from infra.adapters import kafka
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ async def measure(args, clients, tenants: list[str], children: list[Child]) -> H
 
 
 async def phase_http(args, prefix: str, secret: str, workdir: Path, layout: Layout, report, log) -> HttpResult:
-    from infra.client import LedgerClient
+    from infra.entry.client import LedgerClient
 
     port = args.http_port or free_port()
     settings = bench_settings(args.bootstrap, prefix, args.partitions, secret)

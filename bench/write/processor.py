@@ -24,8 +24,8 @@ from bench.lib.procs import Child, python_argv
 from bench.lib.report import Report
 from bench.lib.topics import timed_read, tps
 from bench.write.workload import serve_env
-from infra import kafka
-from infra.settings import Settings
+from infra.adapters import kafka
+from infra.adapters.settings import Settings
 
 Arrival = tuple[float, list[bytes]]  # (when a getmany returned, the reply values it returned)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from commands.auth import authenticate, mint
 from commands.intake import command_envelope
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 
 PROJECTS = ("support", "research", "ops")
 Command = tuple[str, dict[str, Any], str | None]  # (tenant, body, idempotency key)

@@ -13,7 +13,7 @@ from commands.auth import AuthError, authenticate
 from commands.bus import CommandBus
 from commands.intake import Refused
 from domain.commands import AnyCommand
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 from projectors.base import Projection
 from projectors.jobs import RebuildJobs
 from queries.api import routes_approvals, routes_discovery, routes_ops, routes_runs

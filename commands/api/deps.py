@@ -4,7 +4,7 @@ from fastapi import Depends, Request
 
 from commands.auth import AuthError, Principal, authenticate
 from commands.bus import CommandBus
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 
 # Dependencies are async on purpose: FastAPI runs a plain `def` dependency in a worker thread,
 # which costs every request a thread hop (and GIL hand-offs) for work that never blocks.

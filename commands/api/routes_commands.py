@@ -7,7 +7,7 @@ from opentelemetry.trace import SpanKind
 from commands.api.deps import BusDep, PrincipalDep, SettingsDep
 from commands.bus import OutcomePending
 from commands.intake import Refused, command_envelope
-from infra import telemetry
+from infra.adapters import telemetry
 
 router = APIRouter(prefix="/v1/commands", tags=["commands"])
 

@@ -4,7 +4,7 @@ import shutil
 
 from playwright.async_api import async_playwright
 
-from infra.client import LedgerClient
+from infra.entry.client import LedgerClient
 from tests.support import Service, make_settings, token, unique, wait_until
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

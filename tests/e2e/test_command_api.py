@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from commands.auth import mint
-from infra.client import LedgerClient
+from infra.entry.client import LedgerClient
 from tests.support import SECRET, end_offsets, token, unique
 
 

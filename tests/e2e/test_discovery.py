@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from infra.client import LedgerClient
+from infra.entry.client import LedgerClient
 from tests.support import token, unique
 
 
@@ -128,7 +128,7 @@ async def test_rebuild_of_the_embedded_audit_model_through_the_cli_changes_nothi
     t, seq = story["tenant"], story["seq"]
     before = (await http.get("/v1/audit/events", params={"min_seq": seq, "limit": 500}, headers=auditor(t))).json()
     env = {**os.environ, **{k: v for k, v in api.env().items() if k.startswith("RUNLEDGER_")}}
-    done = subprocess.run([sys.executable, "-m", "infra.cli", "projector", "rebuild", "audit", "--url", api.url],
+    done = subprocess.run([sys.executable, "-m", "infra.entry.cli", "projector", "rebuild", "audit", "--url", api.url],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "rebuilt audit:" in done.stdout and "generation 2 (now live)" in done.stdout

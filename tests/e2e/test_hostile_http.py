@@ -8,7 +8,7 @@ import uuid
 import jwt
 import pytest
 
-from infra.client import LedgerClient
+from infra.entry.client import LedgerClient
 from tests.support import SECRET, end_offsets, token, unique
 
 NESTED = b"[" * 40 + b"]" * 40

@@ -6,7 +6,7 @@ import asyncio
 import httpx
 import pytest
 
-from infra.client import LedgerClient
+from infra.entry.client import LedgerClient
 from schemas.envelope import encode, seal
 from tests.e2e.test_streams import bearer, collect
 from tests.integration.test_projectors import produce_raw

@@ -2,7 +2,7 @@
 import uuid
 
 
-from infra.client import LedgerClient
+from infra.entry.client import LedgerClient
 from tests.support import token, unique
 
 

@@ -4,7 +4,7 @@ import random
 
 import httpx
 
-from infra.client import LedgerClient
+from infra.entry.client import LedgerClient
 from schemas.envelope import GENESIS_HASH, compute_hash
 from tests.sse_client import messages
 from tests.support import token, unique

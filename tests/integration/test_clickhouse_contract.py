@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.clickhouse import (ChdbClickHouse, ChdbPathInUse, ClickHouse, ServerClickHouse,
+from infra.adapters.clickhouse import (ChdbClickHouse, ChdbPathInUse, ClickHouse, ServerClickHouse,
                               open_clickhouse)
 from tests.support import wait_until
 
@@ -328,7 +328,7 @@ def test_closed_adapter_refuses_calls(ctx):
 
 OPEN_IN_CHILD = """
 import sys
-from infra.clickhouse import ChdbClickHouse, ChdbPathInUse
+from infra.adapters.clickhouse import ChdbClickHouse, ChdbPathInUse
 try:
     ch = ChdbClickHouse(sys.argv[1])
 except ChdbPathInUse as exc:

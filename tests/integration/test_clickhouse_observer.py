@@ -1,5 +1,5 @@
 """The ClickHouse adapter's statement observer: every statement is reported once, by kind and table or SQL head."""
-from infra.clickhouse import ChdbClickHouse
+from infra.adapters.clickhouse import ChdbClickHouse
 
 
 def test_each_statement_is_reported_with_its_kind_subject_and_times(tmp_path):

@@ -2,8 +2,8 @@
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from infra import kafka
-from infra.eventlog.kafka import KafkaLog
+from infra.adapters import kafka
+from infra.adapters.eventlog.kafka import KafkaLog
 from tests.eventlog_contract import CASES, Ctx
 from tests.support import make_settings, unique
 

@@ -14,8 +14,8 @@ from uuid import UUID
 import pytest
 from psycopg.rows import dict_row
 
-from infra.clickhouse import ChdbClickHouse
-from infra.postgres import open_pool
+from infra.adapters.clickhouse import ChdbClickHouse
+from infra.adapters.postgres import open_pool
 from projectors.approvals import ApprovalsProjection
 from projectors.audit import AuditProjection
 from projectors.base import Batch

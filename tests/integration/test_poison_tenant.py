@@ -6,7 +6,7 @@ import json
 from contextlib import asynccontextmanager
 
 from commands.processor import CommandProcessor
-from infra.postgres import open_pool
+from infra.adapters.postgres import open_pool
 from projectors.approvals import ApprovalsProjection
 from projectors.channels import ChannelsProjection
 from projectors.rebuild import rebuild

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
 
 from commands.processor import CommandProcessor
-from infra import kafka
+from infra.adapters import kafka
 from schemas.chain import verify_chain
 from schemas.envelope import encode
 from tests.support import (REPO, command, events, make_settings, produce_commands, read_topic,
@@ -166,12 +166,12 @@ async def test_a_broken_chain_stops_the_processor_and_verify_names_the_seq():
     stop.set()
     await asyncio.wait_for(task, 60)
 
-    result = subprocess.run([sys.executable, "-m", "infra.cli", "verify", "--tenant", tenant],
+    result = subprocess.run([sys.executable, "-m", "infra.entry.cli", "verify", "--tenant", tenant],
                             cwd=REPO, capture_output=True, text=True, timeout=120,
                             env=_cli_env(settings))
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"BROKEN tenant {tenant}: first bad chain_seq 4" in result.stdout
-    ok = subprocess.run([sys.executable, "-m", "infra.cli", "verify", "--tenant", "nobody-here"],
+    ok = subprocess.run([sys.executable, "-m", "infra.entry.cli", "verify", "--tenant", "nobody-here"],
                         cwd=REPO, capture_output=True, text=True, timeout=120, env=_cli_env(settings))
     assert ok.returncode == 1 and "EMPTY tenant nobody-here" in ok.stdout
 

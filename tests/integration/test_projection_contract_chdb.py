@@ -5,7 +5,7 @@ import pytest
 
 pytest.register_assert_rewrite("tests.projection_contract")
 
-from infra.clickhouse import ChdbClickHouse  # noqa: E402
+from infra.adapters.clickhouse import ChdbClickHouse  # noqa: E402
 from projectors.ch import ClickHouseProjection  # noqa: E402
 from tests.projection_contract import Crash, ProjectionContract  # noqa: E402
 

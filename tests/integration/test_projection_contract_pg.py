@@ -5,7 +5,7 @@ import pytest
 
 pytest.register_assert_rewrite("tests.projection_contract")
 
-from infra.postgres import open_pool  # noqa: E402
+from infra.adapters.postgres import open_pool  # noqa: E402
 from projectors.base import Batch  # noqa: E402
 from projectors.generations import SchemaSwapped  # noqa: E402
 from projectors.pg import PostgresProjection, Statement  # noqa: E402

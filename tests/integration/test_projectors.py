@@ -10,9 +10,9 @@ from aiokafka import AIOKafkaProducer
 from commands.auth import Principal
 from commands.intake import command_envelope
 from commands.processor import CommandProcessor
-from infra.bootstrap import health
-from infra.postgres import open_pool
-from infra.workload import workload
+from infra.entry.bootstrap import health
+from infra.adapters.postgres import open_pool
+from bench.lib.workload import workload
 from projectors.approvals import ApprovalsProjection
 from projectors.rebuild import rebuild
 from projectors.runner import ProjectorRunner
@@ -286,7 +286,7 @@ async def test_clickhouse_models_after_kill_9_equal_a_fresh_rebuild(tmp_path):
     import itertools
     from collections import Counter
     import httpx
-    from infra.clickhouse import ChdbClickHouse
+    from infra.adapters.clickhouse import ChdbClickHouse
     from projectors.audit import AuditProjection
     from projectors.cost import CostProjection
     from tests.support import end_offsets, token

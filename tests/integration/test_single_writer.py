@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 
 import httpx
 
-from infra import kafka
+from infra.adapters import kafka
 from schemas.chain import ChainVerdict, verify_chain
 from tests.support import (Service, command, make_settings, read_topic, unique, wait_until)
 

@@ -5,7 +5,7 @@ may hold such pairs, and the read model must not let one run's events land on an
 """
 import uuid
 
-from infra.postgres import open_pool
+from infra.adapters.postgres import open_pool
 from projectors.base import Batch
 from projectors.runs import RunsProjection
 from queries.readmodels import ReadModels

@@ -4,7 +4,7 @@ import json
 
 import psycopg
 
-from infra.postgres import open_pool
+from infra.adapters.postgres import open_pool
 from projectors.channels import NOTIFY_CHANNEL
 from streams.hub import ChannelHub
 from tests.support import DATABASE_URL, make_settings, wait_until

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
 from domain.text import unstorable
-from infra.clickhouse import ChdbClickHouse
+from infra.adapters.clickhouse import ChdbClickHouse
 from tests.support import DATABASE_URL
 
 ADMITTED = st.text(st.characters(codec="utf-8"), max_size=40).filter(lambda t: unstorable(t) is None)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from infra import clickhouse
-from infra.clickhouse import ChdbPathInUse, _ConnectClickHouse, check_params, chdb_owner
+from infra.adapters import clickhouse
+from infra.adapters.clickhouse import ChdbPathInUse, _ConnectClickHouse, check_params, chdb_owner
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_importing_the_module_loads_no_engine_and_connects_nowhere():
-    code = ("import sys, infra.clickhouse; "
+    code = ("import sys, infra.adapters.clickhouse; "
             "assert 'chdb' not in sys.modules, 'chdb imported'; "
             "assert 'clickhouse_connect' not in sys.modules, 'clickhouse_connect imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 
-from infra.eventlog.memory import MemoryLog
+from infra.adapters.eventlog.memory import MemoryLog
 from tests.eventlog_contract import CASES, Ctx
 
 COUNTER = itertools.count()

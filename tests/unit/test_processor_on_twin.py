@@ -12,8 +12,8 @@ from commands.processor import CommandProcessor
 from domain import handlers
 from domain.commands import StartRun
 from domain.errors import InvalidState
-from infra.eventlog import TopicPartition
-from infra.eventlog.memory import MemoryLog
+from infra.adapters.eventlog import TopicPartition
+from infra.adapters.eventlog.memory import MemoryLog
 from schemas.chain import verify_chain
 from tests.support import command, make_settings, unique, wait_until
 

@@ -5,8 +5,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from infra.eventlog import Record, TopicPartition
-from infra.eventlog.memory import MemoryLog
+from infra.adapters.eventlog import Record, TopicPartition
+from infra.adapters.eventlog.memory import MemoryLog
 
 from projectors.admit import decoded
 from projectors.base import DATA_ERRORS

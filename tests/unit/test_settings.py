@@ -2,7 +2,7 @@
 import pytest
 from pydantic import ValidationError
 
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 
 SECRET = "k" * 40
 

@@ -1,6 +1,6 @@
 """The event log port in memory: the twin that unit tests of ownership, fencing and rebalances run on.
 
-It keeps what the processor relies on from Kafka (infra/eventlog/port.py): transactions whose
+It keeps what the processor relies on from Kafka (infra/adapters/eventlog/port.py): transactions whose
 records are invisible until committed and gone when aborted, a last stable offset that holds
 readers before an open transaction, epochs per transactional id that fence earlier writers, and
 consumer groups whose rebalances run as tasks of their own, so they land between any two awaits
@@ -19,8 +19,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
-from infra.kafka import partition_for
-from infra.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
+from infra.adapters.kafka import partition_for
+from infra.adapters.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
                                  PartitionReader, Record, TopicPartition, TransactionalWriter)
 
 

@@ -1,7 +1,7 @@
 """The event log as the command processor sees it: a group consumer, fenced transactional writers, readers.
 
 Two adapters pass one contract suite (tests/eventlog_contract.py): Kafka through aiokafka
-(infra/eventlog/kafka.py) and an in-memory twin (infra/eventlog/memory.py) for fast unit tests of
+(infra/adapters/eventlog/kafka.py) and an in-memory twin (infra/adapters/eventlog/memory.py) for fast unit tests of
 ownership, pausing, fencing and rebalances. What the processor relies on, and the twin imitates:
 
 - a consumer group moves partitions between members at any await, and tells each member through

@@ -2,8 +2,8 @@
 from aiokafka import TopicPartition
 from tqdm import tqdm
 
-from infra import kafka
-from infra.settings import Settings
+from infra.adapters import kafka
+from infra.adapters.settings import Settings
 from schemas.chain import ChainVerdict, ChainVerifier
 from schemas.envelope import decode
 

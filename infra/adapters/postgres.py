@@ -3,7 +3,7 @@ import re
 
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 
 
 class DatabaseUnavailable(RuntimeError):

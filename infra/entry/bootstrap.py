@@ -10,11 +10,11 @@ import uvloop
 
 from commands.api.app import create_app
 from commands.processor import CommandProcessor
-from infra.eventlog.kafka import KafkaLog
-from infra.postgres import open_pool
-from infra.settings import Settings
-from infra.telemetry import setup_metrics, setup_tracing
-from infra.clickhouse import open_clickhouse
+from infra.adapters.eventlog.kafka import KafkaLog
+from infra.adapters.postgres import open_pool
+from infra.adapters.settings import Settings
+from infra.adapters.telemetry import setup_metrics, setup_tracing
+from infra.adapters.clickhouse import open_clickhouse
 from projectors.approvals import ApprovalsProjection
 from projectors.channels import ChannelsProjection
 from projectors.audit import AuditProjection

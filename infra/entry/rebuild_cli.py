@@ -5,7 +5,7 @@ import httpx
 from tqdm import tqdm
 
 from commands.auth import mint
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 
 
 class RebuildFailed(Exception):
@@ -22,9 +22,9 @@ def show(progress: tqdm, done: int, total: int) -> None:
 
 
 async def direct(settings: Settings, name: str, swap: bool) -> str:
-    from infra.bootstrap import CLICKHOUSE_PROJECTIONS, POSTGRES_PROJECTIONS
-    from infra.clickhouse import open_clickhouse
-    from infra.postgres import open_pool
+    from infra.entry.bootstrap import CLICKHOUSE_PROJECTIONS, POSTGRES_PROJECTIONS
+    from infra.adapters.clickhouse import open_clickhouse
+    from infra.adapters.postgres import open_pool
     from projectors.rebuild import rebuild
     pg = {cls.name: cls for cls in POSTGRES_PROJECTIONS}
     store = await open_pool(settings) if name in pg else open_clickhouse(settings.clickhouse_url, settings.chdb_path)

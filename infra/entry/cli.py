@@ -11,7 +11,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 
 def settings_or_exit(**overrides):
-    from infra.bootstrap import build_settings
+    from infra.entry.bootstrap import build_settings
     try:
         return build_settings(**overrides)
     except ValidationError as error:
@@ -27,7 +27,7 @@ def serve(api: Annotated[bool, typer.Option(help="serve the HTTP API")] = True,
           port: Annotated[Optional[int], typer.Option(help="API port")] = None) -> None:
     """Run the API and/or the command processor in this process until Ctrl-C."""
     import uvloop
-    from infra.bootstrap import configure_logging, serve as run_roles
+    from infra.entry.bootstrap import configure_logging, serve as run_roles
     settings = settings_or_exit(api_port=port)
     configure_logging()
     uvloop.run(run_roles(settings, api=api, processor=processor, projectors=projectors))
@@ -37,7 +37,7 @@ def serve(api: Annotated[bool, typer.Option(help="serve the HTTP API")] = True,
 def verify(tenant: Annotated[str, typer.Option(help="tenant id whose chain to verify")],
            progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
     """Read a tenant's chain from Kafka and confirm it, or name the first bad chain_seq."""
-    from infra.verify import verify_tenant
+    from infra.entry.verify import verify_tenant
     settings = settings_or_exit()
     try:
         verdict = asyncio.run(verify_tenant(settings, tenant, progress and sys.stderr.isatty()))
@@ -78,7 +78,7 @@ def token(tenant: Annotated[str, typer.Option()], subject: Annotated[str, typer.
 def demo(url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8080",
          tenant: Annotated[str, typer.Option()] = "demo") -> None:
     """Drive a demo workload through the API and verify the resulting chain."""
-    from infra.demo import run_demo
+    from infra.entry.demo import run_demo
     settings = settings_or_exit()
     raise typer.Exit(asyncio.run(run_demo(settings, url, tenant)))
 
@@ -93,7 +93,7 @@ def projector_rebuild(name: Annotated[str, typer.Argument(help="runs | approvals
                                                             "when the model lives in embedded chdb)")] = "http://127.0.0.1:8080",
                       swap: Annotated[bool, typer.Option(help="swap the rebuilt tables in when done")] = True) -> None:
     """Replay the log from offset 0 into fresh tables with a progress bar, then swap them in atomically."""
-    from infra.bootstrap import CLICKHOUSE_PROJECTIONS, POSTGRES_PROJECTIONS
+    from infra.entry.bootstrap import CLICKHOUSE_PROJECTIONS, POSTGRES_PROJECTIONS
     names = {cls.name for cls in POSTGRES_PROJECTIONS + CLICKHOUSE_PROJECTIONS}
     if name not in names:
         typer.echo(f"error: no projector {name!r}; choose from {', '.join(sorted(names))}", err=True)
@@ -103,7 +103,7 @@ def projector_rebuild(name: Annotated[str, typer.Argument(help="runs | approvals
     if embedded and not swap:
         typer.echo("error: --no-swap needs direct access; the embedded engine belongs to the serving process", err=True)
         raise typer.Exit(2)
-    from infra import rebuild_cli
+    from infra.entry import rebuild_cli
     runner = rebuild_cli.via_api(settings, name, url) if embedded else rebuild_cli.direct(settings, name, swap)
     try:
         typer.echo(asyncio.run(runner))
@@ -117,7 +117,7 @@ def projector_resume(name: Annotated[str, typer.Argument(help="runs | approvals 
                      tenant: Annotated[str, typer.Option(help="the held tenant to replay")],
                      url: Annotated[str, typer.Option(help="API of a serving process")] = "http://127.0.0.1:8080") -> None:
     """Replay a tenant held in one read model from the event it stopped at (after fixing the cause)."""
-    from infra import rebuild_cli
+    from infra.entry import rebuild_cli
     try:
         typer.echo(asyncio.run(rebuild_cli.resume_via_api(settings_or_exit(), name, tenant, url)))
     except rebuild_cli.RebuildFailed as error:
@@ -128,7 +128,7 @@ def projector_resume(name: Annotated[str, typer.Argument(help="runs | approvals 
 @app.command()
 def topics() -> None:
     """Create the ledger topics if they are missing."""
-    from infra.kafka import ensure_topics
+    from infra.adapters.kafka import ensure_topics
     settings = settings_or_exit()
     asyncio.run(ensure_topics(settings))
     typer.echo(f"topics ready: {settings.commands_topic}, {settings.events_topic}, "

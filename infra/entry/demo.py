@@ -7,9 +7,9 @@ import time
 import httpx
 
 from commands.auth import mint
-from infra.client import LedgerClient, Outcome
-from infra.settings import Settings
-from infra.verify import tenant_envelopes, verify_tenant
+from infra.entry.client import LedgerClient, Outcome
+from infra.adapters.settings import Settings
+from infra.entry.verify import tenant_envelopes, verify_tenant
 
 
 def digest(text: str) -> str:

@@ -12,10 +12,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
-from infra import kafka
-from infra.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
+from infra.adapters import kafka
+from infra.adapters.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
                                  PartitionReader, Record, TopicPartition, TransactionalWriter)
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 
 
 def ours(tp) -> TopicPartition:

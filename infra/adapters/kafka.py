@@ -7,7 +7,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from infra.settings import Settings
+from infra.adapters.settings import Settings
 
 
 def partition_for(tenant_id: str, partitions: int) -> int:

@@ -1,5 +1,5 @@
 """The event log port and its adapters (Kafka through aiokafka; an in-memory twin for unit tests)."""
-from infra.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, NotAssigned, PartitionReader, Record,
+from infra.adapters.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, NotAssigned, PartitionReader, Record,
                                  TopicPartition, TransactionalWriter)
 
 __all__ = ["EventLog", "Fenced", "GroupConsumer", "LogError", "NotAssigned", "PartitionReader", "Record",

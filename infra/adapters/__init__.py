@@ -1,0 +1,1 @@
+"""Adapters: Kafka, the event-log port, PostgreSQL, ClickHouse, HTTP plumbing, telemetry, settings."""

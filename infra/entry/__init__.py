@@ -1,0 +1,1 @@
+"""Entry points: bootstrap (the one builder), the CLI, the demo, the HTTP client, the chain verifier."""
