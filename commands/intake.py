@@ -10,23 +10,18 @@ import rfc8785
 from pydantic import ValidationError
 from uuid_utils.compat import uuid7
 
-from commands.auth import Principal
 from domain.commands import COMMAND_TYPES, MAX_SAFE_INTEGER
 from domain.handlers import HANDLERS
 from domain.ledger import COMMAND
 from domain.text import escaped, unstorable
+from infra.adapters.http.auth import Principal
+from infra.adapters.http.errors import Refused
 from schemas.envelope import iso
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 MAX_DEPTH = 32  # commands nest two levels; deeper is an attack on the parser, not a command
 SYSTEM_ONLY = frozenset({"ExpireApproval"})
 CLIENT_TYPES = sorted(set(COMMAND_TYPES) - SYSTEM_ONLY)
-
-
-class Refused(Exception):
-    def __init__(self, status: int, code: str, reason: str, details: Any = None):
-        super().__init__(reason)
-        self.status, self.code, self.reason, self.details = status, code, reason, details
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:

@@ -10,10 +10,14 @@ from typing import Any, Callable
 from uuid import UUID
 
 from domain.commands import MAX_SAFE_INTEGER
+from infra.adapters.http.errors import Refused
 
 
-class BadCursor(ValueError):
-    pass
+class BadCursor(Refused):
+    """A cursor this API did not issue (400 invalid_cursor)."""
+
+    def __init__(self, reason: str):
+        super().__init__(400, "invalid_cursor", reason)
 
 
 def encode_cursor(values: list[Any]) -> str:

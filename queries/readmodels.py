@@ -7,6 +7,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from projectors.generations import PostgresGenerations
+from infra.adapters.http.errors import Refused
 from queries.pagination import INSTANT_AND_ID, decode_cursor, encode_cursor
 
 RUN_COLUMNS = ("run_id, agent_id, project, state, attempt, budget_micros, labels, error, requested_at, "
@@ -14,20 +15,26 @@ RUN_COLUMNS = ("run_id, agent_id, project, state, attempt, budget_micros, labels
                "tokens_in, tokens_out, EXTRACT(EPOCH FROM (COALESCE(ended_at, now()) - started_at)) AS duration_s")
 
 
-class NotCaughtUp(Exception):
+class NotCaughtUp(Refused):
+    """The read model has not applied the tenant's chain as far as min_seq asked: try again shortly."""
+
     def __init__(self, projection: str, wanted: int, applied: int):
-        super().__init__(f"the {projection} read model has applied this tenant's chain up to "
-                         f"chain_seq {applied}, not yet {wanted}")
+        super().__init__(503, "not_caught_up", f"the {projection} read model has applied this tenant's chain up to "
+                                               f"chain_seq {applied}, not yet {wanted}",
+                         {"read_model": projection, "wanted_seq": wanted, "applied_seq": applied},
+                         {"Retry-After": "1"})
         self.projection, self.wanted, self.applied = projection, wanted, applied
 
 
-class TenantHeld(Exception):
+class TenantHeld(Refused):
     """This tenant is held in a read model: what it serves stops before `chain_seq`."""
 
     def __init__(self, projection: str, chain_seq: int, held_at):
-        super().__init__(f"this tenant's {projection} read model is held before chain_seq {chain_seq} "
+        super().__init__(503, "read_model_held",
+                         f"this tenant's {projection} read model is held before chain_seq {chain_seq} "
                          f"(since {held_at:%Y-%m-%dT%H:%M:%SZ}): an event could not be applied, and what it "
-                         "shows stops before it; operators have been told, and it catches up once resumed")
+                         "shows stops before it; operators have been told, and it catches up once resumed",
+                         {"read_model": projection, "held_before_seq": chain_seq, "held_since": held_at.isoformat()})
         self.projection, self.chain_seq, self.held_at = projection, chain_seq, held_at
 
 

@@ -11,13 +11,15 @@ import re
 from typing import Annotated, Any, AsyncIterator
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from psycopg.rows import dict_row
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
-from commands.auth import AuthError, Principal, authenticate
-from commands.intake import Refused
-from queries.api.deps import MinSeq, WaitMs
+from infra.adapters.http.auth import Principal
+from infra.adapters.http.deps import MinSeq, WaitMs, require, stream_caller
+from infra.adapters.http.errors import Refused
+from queries.api.services import ReadModelsDep
+from queries.readmodels import ReadModels
 from streams.hub import OVERFLOW, ChannelHub, Subscription
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
@@ -26,19 +28,14 @@ PAGE = 1000
 EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII only (str.isdigit takes "²"), and within a BIGINT
 
 
-def principal_of(request: Request, access_token: str | None) -> Principal:
-    """Bearer header, or `access_token` in the query for EventSource, which cannot set headers."""
-    settings = request.app.state.settings
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else (access_token or "")
-    if not token:
-        raise AuthError("missing_token", "send 'Authorization: Bearer <token>' or ?access_token=")
-    return authenticate(token, settings.jwt_secret.get_secret_value(), settings.jwt_audience)
+async def get_hub(request: Request) -> ChannelHub:
+    return request.app.state.hub
 
 
-def check_roles(principal: Principal, *roles: str) -> None:
-    if not set(roles).intersection(principal.roles):
-        raise Refused(403, "missing_role", f"this stream needs one of the roles {sorted(roles)}")
+HubDep = Annotated[ChannelHub, Depends(get_hub)]
+Watcher = Annotated[Principal, require("operator", "admin", "auditor", caller=stream_caller, what="stream")]
+ApprovalWatcher = Annotated[Principal, require("operator", "admin", "approver", "auditor", caller=stream_caller,
+                                               what="stream")]
 
 
 def resume_point(header: str | None, query: str | None) -> int | None:
@@ -51,9 +48,8 @@ def resume_point(header: str | None, query: str | None) -> int | None:
     return int(raw)
 
 
-async def channel_state(request: Request, tenant_id: str, channel: str) -> tuple[str, int, int] | None:
+async def channel_state(read_models: ReadModels, tenant_id: str, channel: str) -> tuple[str, int, int] | None:
     """Return (schema, head, oldest retained) of a channel, or None if it has no event yet."""
-    read_models = request.app.state.read_models
     async with read_models.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         live = await read_models.generations.live_on(conn, "channels")
         if live is None:
@@ -127,14 +123,13 @@ async def live(hub: ChannelHub, sub: Subscription, schema: str, last: int) -> As
             yield b"".join(frames)
 
 
-async def stream(request: Request, principal: Principal, channel: str, last_event_id: str | None,
-                 query_last_event_id: str | None, must_exist: bool, min_seq: int | None = None,
-                 wait_ms: int = 2000) -> EventSourceResponse:
+async def stream(models: ReadModels, hub: ChannelHub, principal: Principal, channel: str,
+                 last_event_id: str | None, query_last_event_id: str | None, must_exist: bool,
+                 min_seq: int | None = None, wait_ms: int = 2000) -> EventSourceResponse:
     after = resume_point(last_event_id, query_last_event_id)
-    await request.app.state.read_models.wait_for("channels", principal.tenant_id, min_seq, wait_ms)
-    hub: ChannelHub = request.app.state.hub
+    await models.wait_for("channels", principal.tenant_id, min_seq, wait_ms)
     sub = hub.subscribe(principal.tenant_id, channel)
-    state = await channel_state(request, principal.tenant_id, channel)
+    state = await channel_state(models, principal.tenant_id, channel)
     if state is None or (must_exist and state[1] == 0):
         hub.unsubscribe(sub)
         raise Refused(404, "not_found", f"no stream {channel} in this tenant")
@@ -143,38 +138,31 @@ async def stream(request: Request, principal: Principal, channel: str, last_even
                                send_timeout=30, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-TokenQuery = Annotated[str | None, Query(description="bearer token, for EventSource clients")]
 LastIdQuery = Annotated[str | None, Query(alias="last_event_id", description="resume after this id (first connection)")]
 LastIdHeader = Annotated[str | None, Header(alias="Last-Event-ID")]
 
 
 @router.get("/tenant", summary="Every event of the caller's tenant")
-async def tenant_feed(request: Request, access_token: TokenQuery = None, last_event_id: LastIdHeader = None,
+async def tenant_feed(principal: Watcher, models: ReadModelsDep, hub: HubDep, last_event_id: LastIdHeader = None,
                       last_event_id_query: LastIdQuery = None, min_seq: MinSeq = None,
                       wait_ms: WaitMs = 2000) -> EventSourceResponse:
-    principal = principal_of(request, access_token)
-    check_roles(principal, "operator", "admin", "auditor")
-    return await stream(request, principal, "tenant", last_event_id, last_event_id_query, must_exist=False,
+    return await stream(models, hub, principal, "tenant", last_event_id, last_event_id_query, must_exist=False,
                         min_seq=min_seq, wait_ms=wait_ms)
 
 
 @router.get("/approvals", summary="The approval queue: requested, votes, granted, denied, expired")
-async def approvals_feed(request: Request, access_token: TokenQuery = None, last_event_id: LastIdHeader = None,
-                      last_event_id_query: LastIdQuery = None, min_seq: MinSeq = None,
-                      wait_ms: WaitMs = 2000) -> EventSourceResponse:
-    principal = principal_of(request, access_token)
-    check_roles(principal, "operator", "admin", "approver", "auditor")
-    return await stream(request, principal, "approvals", last_event_id, last_event_id_query, must_exist=False,
+async def approvals_feed(principal: ApprovalWatcher, models: ReadModelsDep, hub: HubDep,
+                         last_event_id: LastIdHeader = None, last_event_id_query: LastIdQuery = None,
+                         min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> EventSourceResponse:
+    return await stream(models, hub, principal, "approvals", last_event_id, last_event_id_query, must_exist=False,
                         min_seq=min_seq, wait_ms=wait_ms)
 
 
 @router.get("/runs/{run_id}", summary="One run's events, with its tool calls and approvals")
-async def run_feed(run_id: UUID, request: Request, access_token: TokenQuery = None,
+async def run_feed(run_id: UUID, principal: Watcher, models: ReadModelsDep, hub: HubDep,
                    last_event_id: LastIdHeader = None, last_event_id_query: LastIdQuery = None,
                    min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> EventSourceResponse:
     """A run that does not exist in the caller's tenant is a 404; pass the chain_seq of the command
     that created it as `min_seq` to wait until the stream knows it."""
-    principal = principal_of(request, access_token)
-    check_roles(principal, "operator", "admin", "auditor")
-    return await stream(request, principal, f"run:{run_id}", last_event_id, last_event_id_query,
+    return await stream(models, hub, principal, f"run:{run_id}", last_event_id, last_event_id_query,
                         must_exist=True, min_seq=min_seq, wait_ms=wait_ms)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import httpx
 from aiokafka import TopicPartition
 
-from commands.auth import Principal, mint
+from infra.adapters.http.auth import Principal, mint
 from commands.intake import command_envelope
 from infra.adapters import kafka
 from infra.adapters.settings import Settings

@@ -6,7 +6,7 @@ import math
 
 from tqdm import tqdm
 
-from commands.auth import Principal
+from infra.adapters.http.auth import Principal
 from commands.intake import command_envelope
 from bench.lib.workload import workload
 

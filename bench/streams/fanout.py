@@ -210,7 +210,7 @@ def delivery_rows(fan: Fan, report, finals: list[dict], head: int, high: int, co
 
 async def fanout(fan: Fan, report) -> None:
     from bench.streams.api import wait_caught_up
-    from commands.auth import mint
+    from infra.adapters.http.auth import mint
 
     tenant = f"fanout-{uuid.uuid4().hex[:8]}"
     fan.writer = mint(fan.servers.secret, tenant, "bench-agent", ["operator"], ttl_s=24 * 3600)

@@ -22,7 +22,7 @@ TARGETS = {"replay_s": 2.0, "replay_events": 100_000}
 
 
 async def produce_requests(args, servers, tenant: str, count: int, log) -> float:
-    from commands.auth import Principal
+    from infra.adapters.http.auth import Principal
     from commands.intake import command_envelope
     from infra.adapters import kafka
 
@@ -91,7 +91,7 @@ def replay_rows(report, n: int, runs: list[dict]) -> None:
 
 
 async def replay(args, servers, mp, commands, report, log) -> None:
-    from commands.auth import mint
+    from infra.adapters.http.auth import mint
 
     tenant = f"replay-{uuid.uuid4().hex[:8]}"
     writer = mint(servers.secret, tenant, "bench-agent", ["operator"], ttl_s=24 * 3600)

@@ -15,7 +15,7 @@ from bench.lib.tenants import spread_tenants
 from bench.lib.topics import bench_settings
 from bench.write.load import HttpMix, Sample, drive_open_loop, http_client
 from bench.write.workload import serve_env
-from commands.auth import mint
+from infra.adapters.http.auth import mint
 from infra.adapters import kafka
 
 

@@ -9,7 +9,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from commands.auth import authenticate, mint
+from infra.adapters.http.auth import authenticate, mint
 from commands.intake import command_envelope
 from infra.adapters.settings import Settings
 

@@ -4,10 +4,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind
 
-from commands.api.deps import BusDep, PrincipalDep, SettingsDep
+from commands.api.services import BusDep
 from commands.bus import OutcomePending
-from commands.intake import Refused, command_envelope
+from commands.intake import command_envelope
 from infra.adapters import telemetry
+from infra.adapters.http.deps import Caller, SettingsDep
+from infra.adapters.http.errors import Refused
 
 router = APIRouter(prefix="/v1/commands", tags=["commands"])
 
@@ -40,7 +42,7 @@ def check_declared_length(declared: str | None, limit: int) -> None:
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": {"$ref": "#/components/schemas/AnyCommand"},
                                       "example": EXAMPLE}}}})
-async def send_command(request: Request, principal: PrincipalDep, bus: BusDep,
+async def send_command(request: Request, principal: Caller, bus: BusDep,
                        settings: SettingsDep,
                        idempotency_key: Annotated[str | None, Header()] = None,
                        traceparent: Annotated[str | None, Header(description="W3C trace context")] = None,

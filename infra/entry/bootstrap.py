@@ -8,26 +8,34 @@ from typing import Awaitable, Callable
 import uvicorn
 import uvloop
 
-from commands.api.app import create_app
+from commands.api import routes_commands
+from commands.bus import CommandBus
 from commands.processor import CommandProcessor
+from infra.adapters.clickhouse import open_clickhouse
 from infra.adapters.eventlog.kafka import KafkaLog
+from infra.adapters.http.app import create_app
 from infra.adapters.postgres import open_pool
 from infra.adapters.settings import Settings
 from infra.adapters.telemetry import setup_metrics, setup_tracing
-from infra.adapters.clickhouse import open_clickhouse
 from projectors.approvals import ApprovalsProjection
 from projectors.channels import ChannelsProjection
 from projectors.audit import AuditProjection
 from projectors.cost import CostProjection
-from projectors.metrics import LagMetrics
+from projectors.jobs import RebuildJobs
+from queries.metrics import LagMetrics
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
+from queries.api import routes_approvals, routes_discovery, routes_ops, routes_runs
 from queries.discovery import Discovery
 from queries.readmodels import ReadModels
+from streams import routes as streams_routes
+from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
 
 POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection)
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
+ROUTERS = (routes_commands.router, routes_runs.router, routes_approvals.router, routes_discovery.router,
+           routes_ops.router, streams_viewer.router, streams_routes.router)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -77,12 +85,9 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
         lag.register(setup_metrics("runledger", console=settings.otel_console))
         tasks.append(asyncio.create_task(lag.refresh_forever(settings, projections, stop), name="lag-metrics"))
     if api:
-        by_name = {p.name: p for p in projections}
         hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
         tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
-        app = create_app(settings, ReadModels(pool, settings.topic_prefix), projections,
-                         Discovery(by_name["audit"], by_name["cost"]), hub,
-                         health=lambda detail: health(command_processor, runners, detail))
+        app = build_app(settings, pool, projections, hub, lambda detail: health(command_processor, runners, detail))
         tasks += serve_api(app, settings, stop)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -96,6 +101,16 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
             await pool.close()
         if ch:
             ch.close()
+
+
+def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, report: Callable[[bool], dict]):
+    """The API: every side's routers, and the services their dependencies hand to routes."""
+    by_name = {p.name: p for p in projections}
+    bus = CommandBus(settings)
+    services = {"bus": bus, "read_models": ReadModels(pool, settings.topic_prefix), "projections": projections,
+                "discovery": Discovery(by_name["audit"], by_name["cost"]), "hub": hub,
+                "rebuilds": RebuildJobs(settings, projections)}
+    return create_app(settings, list(ROUTERS), services, started=[bus], health=report)
 
 
 async def on_own_loop(name: str, role: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:

@@ -61,7 +61,7 @@ def token(tenant: Annotated[str, typer.Option()], subject: Annotated[str, typer.
           roles: Annotated[str, typer.Option(help="comma-separated roles")] = "operator",
           ttl: Annotated[int, typer.Option(help="lifetime in seconds")] = 3600) -> None:
     """Mint a bearer token signed with RUNLEDGER_JWT_SECRET."""
-    from commands.auth import ROLES, TENANT_ID, mint
+    from infra.adapters.http.auth import ROLES, TENANT_ID, mint
     wanted = [r.strip() for r in roles.split(",") if r.strip()]
     if not TENANT_ID.match(tenant):
         typer.echo(f"error: {tenant!r} is not a valid tenant id ({TENANT_ID.pattern})", err=True)

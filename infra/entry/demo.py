@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from commands.auth import mint
+from infra.adapters.http.auth import mint
 from infra.entry.client import LedgerClient, Outcome
 from infra.adapters.settings import Settings
 from infra.entry.verify import tenant_envelopes, verify_tenant

@@ -4,7 +4,7 @@ import asyncio
 import httpx
 from tqdm import tqdm
 
-from commands.auth import mint
+from infra.adapters.http.auth import mint
 from infra.adapters.settings import Settings
 
 

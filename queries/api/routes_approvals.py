@@ -2,8 +2,9 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from commands.intake import Refused
-from queries.api.deps import ApprovalViewer, Limit, MinSeq, ReadModelsDep, WaitMs
+from infra.adapters.http.deps import ApprovalViewer, Limit, MinSeq, WaitMs
+from infra.adapters.http.errors import Refused
+from queries.api.services import ReadModelsDep
 
 router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
 

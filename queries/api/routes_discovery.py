@@ -1,29 +1,24 @@
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from commands.auth import Principal
-from queries.api.deps import Instant, Limit, MinSeq, WaitMs, require
-from queries.discovery import Discovery
+from infra.adapters.http.auth import Principal
+from infra.adapters.http.deps import Instant, Limit, MinSeq, WaitMs, require
+from queries.api.services import DiscoveryDep
 
 router = APIRouter(tags=["audit", "cost"])
 Auditor = Annotated[Principal, require("auditor", "admin")]
 GroupBy = Literal["project", "run", "model", "provider", "day"]
 
 
-def discovery(request: Request) -> Discovery:
-    return request.app.state.discovery
-
-
 @router.get("/v1/audit/events", summary="Search every event of the tenant, newest first (keyset pagination)")
-async def search(request: Request, principal: Auditor, limit: Limit = 100, actor: str | None = None,
+async def search(d: DiscoveryDep, principal: Auditor, limit: Limit = 100, actor: str | None = None,
                  type: str | None = None, run_id: str | None = None, tool: str | None = None,
                  decision: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"] | None = None,
                  aggregate_id: str | None = None, tool_call_id: str | None = None, approval_id: str | None = None,
                  since: Instant | None = None, until: Instant | None = None, cursor: str | None = None,
                  min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
-    d = discovery(request)
     await d.wait_for(d.audit, principal.tenant_id, min_seq, wait_ms)
     filters = {"actor": actor, "type": type, "run_id": run_id, "tool": tool, "decision": decision,
                "aggregate_id": aggregate_id, "tool_call_id": tool_call_id, "approval_id": approval_id}
@@ -31,18 +26,16 @@ async def search(request: Request, principal: Auditor, limit: Limit = 100, actor
 
 
 @router.get("/v1/costs/rollup", summary="Cost totals grouped by project, run, model, provider and/or day")
-async def rollup(request: Request, principal: Auditor,
+async def rollup(d: DiscoveryDep, principal: Auditor,
                  group_by: Annotated[list[GroupBy], Query()] = ["project"],
                  since: Instant | None = None, until: Instant | None = None,
                  min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
-    d = discovery(request)
     await d.wait_for(d.cost, principal.tenant_id, min_seq, wait_ms)
     return {"group_by": group_by, "items": await d.rollup(principal.tenant_id, list(dict.fromkeys(group_by)), since, until)}
 
 
 @router.get("/v1/costs/budgets", summary="Each budget's limit and what its current period has used")
-async def budgets(request: Request, principal: Auditor, min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
-    d = discovery(request)
+async def budgets(d: DiscoveryDep, principal: Auditor, min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
     await d.wait_for(d.cost, principal.tenant_id, min_seq, wait_ms)
     today = datetime.now(timezone.utc).date().isoformat()
     return {"items": await d.budgets(principal.tenant_id, today)}

@@ -3,8 +3,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from commands.intake import Refused
-from queries.api.deps import Instant, Limit, MinSeq, Operator, ReadModelsDep, WaitMs
+from infra.adapters.http.deps import Instant, Limit, MinSeq, Operator, WaitMs
+from infra.adapters.http.errors import Refused
+from queries.api.services import ReadModelsDep
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])
 RunState = Literal["requested", "running", "waiting_for_approval", "succeeded", "failed", "cancelled"]

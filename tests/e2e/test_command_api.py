@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from commands.auth import mint
+from infra.adapters.http.auth import mint
 from infra.entry.client import LedgerClient
 from tests.support import SECRET, end_offsets, token, unique
 

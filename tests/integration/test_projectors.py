@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from commands.auth import Principal
+from infra.adapters.http.auth import Principal
 from commands.intake import command_envelope
 from commands.processor import CommandProcessor
 from infra.entry.bootstrap import health

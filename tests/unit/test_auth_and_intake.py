@@ -6,8 +6,9 @@ import time
 import jwt
 import pytest
 
-from commands.auth import AuthError, Principal, authenticate, mint
-from commands.intake import Refused, command_envelope
+from infra.adapters.http.auth import AuthError, Principal, authenticate, mint
+from commands.intake import command_envelope
+from infra.adapters.http.errors import Refused
 
 SECRET = "s" * 40
 OPERATOR = Principal("acme", "bot", ("operator",))

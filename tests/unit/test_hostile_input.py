@@ -10,13 +10,14 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 
-from commands.api.guard import refuse_unstorable_parameters
+from infra.adapters.http.guard import refuse_unstorable_parameters
 from commands.api.routes_commands import check_declared_length
-from commands.auth import AuthError, Principal, authenticate
-from commands.intake import Refused, command_envelope
+from infra.adapters.http.auth import AuthError, Principal, authenticate
+from commands.intake import command_envelope
+from infra.adapters.http.errors import Refused
 from domain.ledger import COMMAND
 from domain.text import escaped, unstorable
-from queries.api.deps import Instant
+from infra.adapters.http.deps import Instant
 from queries.pagination import CHAIN_SEQ, INSTANT_AND_ID, BadCursor, decode_cursor, encode_cursor
 from streams.routes import resume_point
 

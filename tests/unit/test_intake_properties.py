@@ -17,10 +17,11 @@ import rfc8785
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from commands.api.openapi import IDEMPOTENCY_KEY as DOCUMENTED_KEY
-from commands.api.openapi import LAST_EVENT_ID as DOCUMENTED_EVENT_ID
-from commands.auth import ROLES, Principal
-from commands.intake import Refused, command_envelope
+from infra.adapters.http.openapi import IDEMPOTENCY_KEY as DOCUMENTED_KEY
+from infra.adapters.http.openapi import LAST_EVENT_ID as DOCUMENTED_EVENT_ID
+from infra.adapters.http.auth import ROLES, Principal
+from commands.intake import command_envelope
+from infra.adapters.http.errors import Refused
 from domain.commands import COMMAND_TYPES
 from domain.text import unstorable
 from streams.routes import resume_point

@@ -3,7 +3,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from projectors.metrics import LagMetrics
+from queries.metrics import LagMetrics
 from queries.lag import PartitionLag, status_of
 
 

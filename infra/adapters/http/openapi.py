@@ -2,7 +2,7 @@
 
 FastAPI knows a route's success status and its own 422 only. The refusals (`Refused`, `AuthError`,
 `NotCaughtUp`, `TenantHeld`, `BadCursor`, and the app-wide guard's invalid_parameter) are raised
-inside dependencies and turned into responses by the handlers in `commands/api/app.py`, so they are
+inside dependencies and turned into responses by the handlers in `infra/adapters/http/app.py`, so they are
 listed here per kind of route, all with the one body they share (`Rejection`). A contract fuzzer
 (`tests/e2e/test_contract_fuzz.py`) holds the server to it: a status or a body this schema does not
 document fails it.
@@ -25,7 +25,7 @@ UNAUTHORIZED = ("missing_token, invalid_token, token_expired: no bearer token, o
                 "not verify, has expired or lacks a valid tenant, subject or roles")
 FORBIDDEN = "missing_role: the token lacks every role this route admits"
 INVALID_REQUEST = "invalid_request: a parameter does not have the documented type or range"
-# commands/api/guard.py refuses these on every route, before the route's own checks.
+# infra/adapters/http/guard.py refuses these on every route, before the route's own checks.
 INVALID_PARAMETER = "invalid_parameter: a path or query parameter, name or value, has text no store can keep"
 UNAVAILABLE = ("not_caught_up: the read model has not applied the tenant's chain up to `min_seq` within "
                "`wait_ms`; `details` says how far it has got; retry after `Retry-After` seconds. "

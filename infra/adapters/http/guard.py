@@ -8,7 +8,7 @@ routers are included, so it is registered before them.
 """
 from fastapi import Depends, Request
 
-from commands.intake import Refused
+from infra.adapters.http.errors import Refused
 from domain.text import escaped, unstorable
 
 
