@@ -10,6 +10,7 @@ from typing import Callable
 import pytest
 
 from infra.adapters.eventlog import EventLog, Fenced, NotAssigned, TopicPartition
+from tests.support import wait_until
 
 
 @dataclass
@@ -31,6 +32,25 @@ async def read_all(ctx: Ctx, tp: TopicPartition) -> list[bytes]:
         await reader.stop()
 
 
+async def read_when(ctx: Ctx, tp: TopicPartition, expected: list[bytes], timeout_s: float = 30) -> list[bytes]:
+    """Read the partition until it holds `expected` or the deadline passes; return the last read.
+
+    Kafka writes a transaction's commit marker after the commit returns, so the last stable offset
+    can trail it for a moment; the twin is at once.
+    """
+    last: list[bytes] = []
+
+    async def arrived() -> bool:
+        nonlocal last
+        last = await read_all(ctx, tp)
+        return last == expected
+    try:
+        await wait_until(arrived, timeout_s, f"{expected} on {tp}")
+    except AssertionError:
+        pass  # the caller's assertion shows what was read instead
+    return last
+
+
 async def committed_transaction(writer, topic: str, values: list[bytes], partition: int = 0) -> None:
     async with writer.transaction():
         sends = [await writer.send(topic, v, b"k", partition) for v in values]
@@ -47,7 +67,7 @@ async def case_committed_records_are_read_in_order_and_aborted_ones_never(ctx: C
             raise RuntimeError("the caller gives up")
     await committed_transaction(writer, ctx.events, [b"3"])
     await writer.stop()
-    assert await read_all(ctx, TopicPartition(ctx.events, 0)) == [b"1", b"2", b"3"]
+    assert await read_when(ctx, TopicPartition(ctx.events, 0), [b"1", b"2", b"3"]) == [b"1", b"2", b"3"]
 
 
 async def case_a_new_writer_fences_the_old_and_aborts_its_open_transaction(ctx: Ctx):
@@ -62,7 +82,7 @@ async def case_a_new_writer_fences_the_old_and_aborts_its_open_transaction(ctx: 
     await committed_transaction(new, ctx.events, [b"owner"])
     await new.stop()
     await old.stop()
-    assert await read_all(ctx, TopicPartition(ctx.events, 0)) == [b"owner"]
+    assert await read_when(ctx, TopicPartition(ctx.events, 0), [b"owner"]) == [b"owner"]
 
 
 async def case_offsets_sent_with_a_transaction_commit_with_it_and_only_then(ctx: Ctx):
@@ -85,8 +105,13 @@ async def case_offsets_sent_with_a_transaction_commit_with_it_and_only_then(ctx:
     consumer = ctx.log.group_consumer([ctx.commands], group, on_assigned, noop)
     await consumer.start()
     try:
+        await wait_until(lambda: tp in consumer.assignment(), 30, "the assignment")
+        # Kafka materialises transactional offsets when the commit marker lands, a moment after the commit
+        committed = await wait_until(lambda: committed_is(consumer, tp, 2), 30, "the committed offset")
+        consumer.pause(*(consumer.assignment() - {tp}))
+        consumer.seek(tp, committed)
         records = await fetch_until(consumer, 1)
-        assert (await consumer.committed(tp), [r.value for r in records[tp]]) == (2, [b"c"])
+        assert (committed, [r.value for r in records[tp]]) == (2, [b"c"])
     finally:
         await consumer.stop()
 
@@ -132,10 +157,14 @@ async def case_records_after_an_open_transaction_wait_until_it_ends(ctx: Ctx):
             await asyncio.gather(await writer.send(ctx.events, b"open", b"k", 1))
             await ctx.produce(ctx.events, b"k", b"after", 1)
             assert (await reader.end_offsets([tp]))[tp] == 0
-        assert [r.value async for r in reader.read(tp)] == [b"open", b"after"]
+        assert await read_when(ctx, tp, [b"open", b"after"]) == [b"open", b"after"]
     finally:
         await reader.stop()
         await writer.stop()
+
+
+async def committed_is(consumer, tp: TopicPartition, offset: int) -> int | None:
+    return offset if await consumer.committed(tp) == offset else None
 
 
 async def noop(_):
