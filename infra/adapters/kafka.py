@@ -39,8 +39,12 @@ async def ensure_topics(settings: Settings) -> None:
 
 
 def transactional_producer(settings: Settings, partition: int) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                            transactional_id=settings.transactional_id(partition),
+    """The producer the processor's writer of `partition` uses (tests use it to fence that writer)."""
+    return transactional_producer_for(settings, settings.transactional_id(partition))
+
+
+def transactional_producer_for(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, transactional_id=transactional_id,
                             enable_idempotence=True, acks="all", linger_ms=0,
                             max_batch_size=1024 * 1024, transaction_timeout_ms=30000)
 

@@ -4,8 +4,8 @@ aiokafka's own errors are mapped to the port's: ProducerFenced to Fenced, Illega
 partition that is not assigned) to NotAssigned, every other KafkaError to LogError, so callers
 never import aiokafka. The consumer's generation counts the rebalance callbacks this adapter sees.
 """
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Awaitable, Iterator
 
 import aiokafka
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -14,8 +14,21 @@ from aiokafka.structs import OffsetAndMetadata
 
 from infra.adapters import kafka
 from infra.adapters.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
-                                 PartitionReader, Record, TopicPartition, TransactionalWriter)
+                                         PartitionReader, Record, TopicPartition, TransactionalWriter)
 from infra.adapters.settings import Settings
+
+
+@contextmanager
+def ported(doing: str | None = None) -> Iterator[None]:
+    """Raise aiokafka's errors as the port's: Fenced, NotAssigned, or LogError (saying what failed)."""
+    try:
+        yield
+    except ProducerFenced as error:
+        raise Fenced(repr(error)) from error
+    except IllegalStateError as error:
+        raise NotAssigned(str(error)) from error
+    except KafkaError as error:
+        raise LogError(f"{doing}: {error!r}" if doing else repr(error)) from error
 
 
 def ours(tp) -> TopicPartition:
@@ -50,10 +63,8 @@ class KafkaGroupConsumer(GroupConsumer):
         consumer.subscribe(topics, listener=_Listener(self, on_assigned, on_revoked))
 
     async def start(self) -> None:
-        try:
+        with ported("cannot join the consumer group"):
             await self.consumer.start()
-        except KafkaError as error:
-            raise LogError(f"cannot join the consumer group: {error!r}") from error
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -78,86 +89,53 @@ class KafkaGroupConsumer(GroupConsumer):
         self.assigned_only(lambda t: self.consumer.seek(t, offset), (tp,))
 
     def assigned_only(self, action, tps) -> None:
-        try:
+        with ported():
             for tp in tps:
                 action(theirs(tp))
-        except IllegalStateError as error:
-            raise NotAssigned(str(error)) from error
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
-        try:
+        with ported():
             fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        except KafkaError as error:
-            raise LogError(repr(error)) from error
         return {ours(tp): [record_of(r) for r in records] for tp, records in fetched.items() if records}
 
     async def committed(self, tp: TopicPartition) -> int | None:
-        try:
+        with ported():
             return await self.consumer.committed(theirs(tp))
-        except IllegalStateError as error:
-            raise NotAssigned(str(error)) from error
-        except KafkaError as error:
-            raise LogError(repr(error)) from error
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
+        with ported():
             await self.consumer.commit({theirs(tp): OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-        except IllegalStateError as error:
-            raise NotAssigned(str(error)) from error
-        except KafkaError as error:
-            raise LogError(repr(error)) from error
 
     async def position(self, tp: TopicPartition) -> int:
-        try:
+        with ported():
             return await self.consumer.position(theirs(tp))
-        except IllegalStateError as error:
-            raise NotAssigned(str(error)) from error
 
 
 class KafkaWriter(TransactionalWriter):
     def __init__(self, settings: Settings, transactional_id: str):
-        self.producer = aiokafka.AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, transactional_id=transactional_id,
-            enable_idempotence=True, acks="all", linger_ms=0, max_batch_size=1024 * 1024,
-            transaction_timeout_ms=30000)
+        self.producer = kafka.transactional_producer_for(settings, transactional_id)
 
     async def start(self) -> None:
-        try:
+        with ported():
             await self.producer.start()
-        except ProducerFenced as error:
-            raise Fenced(repr(error)) from error
-        except KafkaError as error:
-            raise LogError(repr(error)) from error
 
     async def stop(self) -> None:
         await self.producer.stop()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        try:
+        with ported():
             async with self.producer.transaction():
                 yield
-        except ProducerFenced as error:
-            raise Fenced(repr(error)) from error
-        except KafkaError as error:
-            raise LogError(repr(error)) from error
 
     async def send(self, topic: str, value: bytes, key: bytes | None, partition: int,
                    headers: list[tuple[str, bytes]] | None = None) -> Awaitable[None]:
-        try:
+        with ported():
             return await self.producer.send(topic, value=value, key=key, partition=partition, headers=headers)
-        except ProducerFenced as error:
-            raise Fenced(repr(error)) from error
-        except KafkaError as error:
-            raise LogError(repr(error)) from error
 
     async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
-        try:
+        with ported():
             await self.producer.send_offsets_to_transaction({theirs(tp): o for tp, o in offsets.items()}, group)
-        except ProducerFenced as error:
-            raise Fenced(repr(error)) from error
-        except KafkaError as error:
-            raise LogError(repr(error)) from error
 
 
 class KafkaReader(PartitionReader):
@@ -203,13 +181,9 @@ class KafkaLog(EventLog):
         return KafkaReader(self.settings)
 
     async def partitions(self, topic: str) -> list[int]:
-        try:
+        with ported(f"cannot describe {topic}"):
             return sorted(await kafka.partitions_of(self.settings, topic))
-        except KafkaError as error:
-            raise LogError(f"cannot describe {topic}: {error!r}") from error
 
     async def ensure_topics(self) -> None:
-        try:
+        with ported("cannot create the ledger topics"):
             await kafka.ensure_topics(self.settings)
-        except KafkaError as error:
-            raise LogError(f"cannot create the ledger topics: {error!r}") from error
