@@ -13,7 +13,8 @@ from pydantic import TypeAdapter
 
 from domain.commands import AnyCommand
 from infra.adapters.http import guard
-from infra.adapters.http.auth import AuthError, authenticate
+from infra.adapters.http.auth import AuthError
+from infra.adapters.http.deps import identify, is_ops_admin
 from infra.adapters.http.errors import install_error_handlers
 from infra.adapters.http.openapi import document_responses
 from infra.adapters.settings import Settings
@@ -37,15 +38,10 @@ TELEMETRY = {"operation_spans": False, "exclude": is_stream}
 
 def ops_admin(request: Request) -> bool:
     """Whether the request carries a valid admin token of the ops tenant (health details are theirs)."""
-    settings = request.app.state.settings
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return False
     try:
-        principal = authenticate(token.strip(), settings.jwt_secret.get_secret_value(), settings.jwt_audience)
+        return is_ops_admin(identify(request), request.app.state.settings)
     except AuthError:
         return False
-    return principal.tenant_id == settings.ops_tenant and "admin" in principal.roles
 
 
 def add_command_schema(app: FastAPI) -> None:

@@ -73,9 +73,13 @@ def require(*roles: str, caller=header_caller, what: str = "view"):
     return Depends(check)
 
 
+def is_ops_admin(principal: Principal, settings: Settings) -> bool:
+    return principal.tenant_id == settings.ops_tenant and "admin" in principal.roles
+
+
 async def require_ops(request: Request, principal: Caller) -> Principal:
     """Platform-wide views need an admin of the operations tenant, never a customer tenant's token."""
-    if principal.tenant_id != request.app.state.settings.ops_tenant or "admin" not in principal.roles:
+    if not is_ops_admin(principal, request.app.state.settings):
         raise Refused(403, "ops_only", "platform views need an admin token of the operations tenant")
     return principal
 
