@@ -45,6 +45,13 @@ def decoded(value: bytes | None) -> tuple[Envelope, str | None]:
     return env, None
 
 
+def read(record: Record) -> tuple[Envelope, str | None, str | None]:
+    """The record's envelope, why it holds none, and its tenant: the envelope's, else the record key's."""
+    env, problem = decoded(record.value)
+    key_tenant = record.key.decode(errors="replace") if record.key else None
+    return env, problem, env.get("tenant_id") if not problem else key_tenant
+
+
 def place(partition: int, record: Record, key: bool = False) -> str:
     """Name a record's position in the log, and (key=True) the tenant its key names, if it has one."""
     where = f"partition {partition} offset {record.offset}"
@@ -144,8 +151,10 @@ class Admission:
 
     async def admitted(self, partition: int, record: Record, poll: Poll) -> Envelope | None:
         """Return the record's envelope if its tenant is not held and it follows the tenant's head; else hold."""
-        env, problem = decoded(record.value)
-        tenant = env.get("tenant_id") if not problem else (record.key.decode(errors="replace") if record.key else None)
+        return await self.admit(partition, record, *read(record), poll)
+
+    async def admit(self, partition: int, record: Record, env: Envelope, problem: str | None, tenant: str | None,
+                    poll: Poll) -> Envelope | None:
         if tenant is None:
             raise ProjectionHalted(f"{place(partition, record)}: {problem}; the record names no tenant to hold")
         if tenant in self.held or tenant in poll.holds:
@@ -183,11 +192,11 @@ class Admission:
             if failure := await self.failure_of(envelopes):
                 index, error = await self.first_failing(envelopes, failure)
                 env = envelopes[index]
-                found[tenant] = Hold(tenant, partition_of[tenant], poll.offsets[(tenant, env["chain_seq"])],
-                                     env["chain_seq"],
-                                     f"partition {partition_of[tenant]} offset {poll.offsets[(tenant, env['chain_seq'])]}, "
-                                     f"tenant {tenant} chain_seq {env['chain_seq']}: the {self.projection.name} read "
-                                     f"model cannot store this {env['type']} event ({type(error).__name__}: {error})")
+                partition, offset, seq = partition_of[tenant], poll.offsets[(tenant, env["chain_seq"])], env["chain_seq"]
+                found[tenant] = Hold(tenant, partition, offset, seq,
+                                     f"partition {partition} offset {offset}, tenant {tenant} chain_seq {seq}: the "
+                                     f"{self.projection.name} read model cannot store this {env['type']} event "
+                                     f"({type(error).__name__}: {error})")
         return found
 
     async def failure_of(self, envelopes: list[Envelope]) -> Exception | None:
@@ -231,11 +240,10 @@ class Admission:
 
     async def resumed(self, hold: Hold, record: Record, poll: Poll) -> Envelope | None:
         """The record's envelope if it is the held tenant's next event; events it already applied are passed over."""
-        env, problem = decoded(record.value)
-        tenant = env.get("tenant_id") if not problem else (record.key.decode(errors="replace") if record.key else None)
+        env, problem, tenant = read(record)
         if tenant != hold.tenant_id:
             return None
         verifier = await self.verifier(tenant, poll.heads)
         if not problem and isinstance(env.get("chain_seq"), int) and env["chain_seq"] <= verifier.head_seq:
             return None
-        return await self.admitted(hold.partition, record, poll)
+        return await self.admit(hold.partition, record, env, problem, tenant, poll)
