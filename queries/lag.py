@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 
 from infra.adapters import kafka
 from infra.adapters.settings import Settings
-from projectors.base import Projection
+from projectors.base import Hold, Projection
 from schemas.envelope import parse_iso
 
 
@@ -52,14 +52,22 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
         await consumer.stop()
 
 
+Holds = dict[str, dict[str, Hold]]  # projector → tenant → its hold
+
+
+async def holds_of(projections: list[Projection]) -> Holds:
+    return {p.name: await p.holds() for p in projections}
+
+
 async def projector_lag(settings: Settings, projections: list[Projection], stall_after_s: float = 30,
-                        lagging_after_s: float = 5) -> list[PartitionLag]:
+                        lagging_after_s: float = 5, holds: Holds | None = None) -> list[PartitionLag]:
     ends = await end_offsets(settings)
+    holds = holds if holds is not None else await holds_of(projections)
     now = datetime.now(timezone.utc)
     report = []
     for projection in projections:
         positions, failed = await projection.positions(), await projection.failure() is not None
-        held = [h.partition for h in (await projection.holds()).values()]
+        held = [h.partition for h in holds[projection.name].values()]
         for partition, end in sorted(ends.items()):
             pos = positions.get(partition)
             position = pos.next_offset if pos else 0
@@ -73,12 +81,13 @@ async def projector_lag(settings: Settings, projections: list[Projection], stall
     return report
 
 
-async def held_report(projections: list[Projection]) -> list[dict]:
+async def held_report(projections: list[Projection], holds: Holds | None = None) -> list[dict]:
     """Every held tenant of every read model: where it stopped, since when, why, and whether a resume is asked."""
+    holds = holds if holds is not None else await holds_of(projections)
     return [{"projector": p.name, "tenant_id": h.tenant_id, "partition": h.partition, "offset": h.offset,
              "chain_seq": h.chain_seq, "held_at": h.held_at.isoformat() if h.held_at else None,
              "resume_requested": h.resume_requested, "reason": h.reason}
-            for p in projections for h in sorted((await p.holds()).values(), key=lambda h: h.tenant_id)]
+            for p in projections for h in sorted(holds[p.name].values(), key=lambda h: h.tenant_id)]
 
 
 def as_dicts(report: list[PartitionLag]) -> list[dict]:

@@ -5,15 +5,16 @@ from infra.adapters.http.errors import Refused
 from projectors.base import Projection
 from projectors.jobs import AlreadyRebuilding
 from queries.api.services import ProjectionsDep, RebuildsDep
-from queries.lag import as_dicts, held_report, projector_lag
+from queries.lag import as_dicts, held_report, holds_of, projector_lag
 
 router = APIRouter(prefix="/v1/ops", tags=["ops"])
 
 
 @router.get("/projectors", summary="Lag and status of every projector, per partition (platform-wide)")
 async def projectors(_: OpsAdmin, settings: SettingsDep, projections: ProjectionsDep) -> dict:
-    report = await projector_lag(settings, projections)
-    return {"partitions": as_dicts(report), "held": await held_report(projections)}
+    holds = await holds_of(projections)
+    report = await projector_lag(settings, projections, holds=holds)
+    return {"partitions": as_dicts(report), "held": await held_report(projections, holds)}
 
 
 def known(projections: list[Projection], name: str) -> Projection:
