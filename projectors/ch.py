@@ -49,9 +49,12 @@ def progress_rows(batch: Batch, now: datetime) -> list[tuple]:
                        for t, e in last.items()]
 
 
-def held_rows(holds: Sequence[Hold], released: str | None, now: datetime) -> list[tuple]:
-    rows = [(h.tenant_id, h.partition, h.offset, h.chain_seq, h.reason, "held", now, now) for h in holds]
-    return rows + ([(released, 0, 0, 0, "", "released", now, now)] if released is not None else [])
+def held_rows(holds: Sequence[Hold], now: datetime) -> list[tuple]:
+    return [(h.tenant_id, h.partition, h.offset, h.chain_seq, h.reason, "held", now, now) for h in holds]
+
+
+def released_rows(tenant_id: str | None, now: datetime) -> list[tuple]:
+    return [(tenant_id, 0, 0, 0, "", "released", now, now)] if tenant_id is not None else []
 
 
 class Recent(dict):
@@ -80,6 +83,7 @@ class ClickHouseProjection(Generational):
         super().__init__(ClickHouseGenerations(ch, topic_prefix), generation)
         self.ch = ch
         self.column_types: dict[str, dict[str, str]] = {}  # table → column → type, read once
+        self.probe_tables: set[str] = set()  # Null-engine twins made so far
         self.known = Recent()  # what rows() looked up in earlier batches
 
     @property
@@ -118,9 +122,10 @@ class ClickHouseProjection(Generational):
         for table, (columns, rows) in self.rows([env for batch in batches for env in batch.envelopes]).items():
             self.insert(table, columns, rows)
         now = datetime.now(timezone.utc)
-        self.insert("held", HELD_COLUMNS, held_rows([h for h in holds if h.tenant_id != released], None, now))
+        # A tenant both held and released here is released: its two rows would share `at`.
+        self.insert("held", HELD_COLUMNS, held_rows([h for h in holds if h.tenant_id != released], now))
         self.insert("progress", PROGRESS_COLUMNS, [row for batch in batches for row in progress_rows(batch, now)])
-        self.insert("held", HELD_COLUMNS, held_rows([], released, now))
+        self.insert("held", HELD_COLUMNS, released_rows(released, now))
 
     async def probe(self, envelopes: list[Envelope]) -> None:
         await self.run(self._probe, envelopes)
@@ -128,7 +133,10 @@ class ClickHouseProjection(Generational):
     def _probe(self, envelopes: list[Envelope]) -> None:
         """Build the rows and insert them into Null-engine twins: every conversion runs, nothing is kept."""
         for table, (columns, rows) in self.rows(envelopes).items():
-            self.ch.command(f"CREATE TABLE IF NOT EXISTS {self.db}.{table}_probe AS {self.db}.{table} ENGINE = Null")
+            twin = f"{self.db}.{table}_probe"
+            if twin not in self.probe_tables:
+                self.ch.command(f"CREATE TABLE IF NOT EXISTS {twin} AS {self.db}.{table} ENGINE = Null")
+                self.probe_tables.add(twin)
             self.insert(f"{table}_probe", columns, rows)
 
     async def holds(self) -> dict[str, Hold]:
