@@ -139,8 +139,12 @@ class ProjectorRunner:
         await self.consumer.commit({tp: next_offset for tp, (_, _, next_offset) in zip(fetched, polled)})
 
     async def resume_requested(self, every_s: float = 1.0) -> None:
-        """Replay the held tenants ops asked to resume, on partitions this runner owns (at most once a second)."""
-        if time.monotonic() - self.resume_checked < every_s:
+        """Replay the held tenants ops asked to resume, on partitions this runner owns (at most once a second).
+
+        Only while some tenant is held: every hold is loaded with each assignment, so with none
+        known there is nothing a request could name, and the store is not asked.
+        """
+        if not self.admission.held or time.monotonic() - self.resume_checked < every_s:
             return
         self.resume_checked = time.monotonic()
         owned = {tp.partition for tp in self.consumer.assignment()}
