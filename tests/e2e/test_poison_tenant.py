@@ -7,10 +7,9 @@ import httpx
 import pytest
 
 from infra.entry.client import LedgerClient
-from schemas.envelope import encode, seal
 from tests.e2e.test_streams import bearer, collect
-from tests.integration.test_projectors import produce_raw
-from tests.support import Service, events, make_settings, token, unique, wait_until
+from tests.integration.test_projectors import append_behind
+from tests.support import Service, make_settings, token, unique, wait_until
 
 OPS = {"Authorization": f"Bearer {token('ops', 'oncall', ('admin',))}"}
 
@@ -33,12 +32,8 @@ async def send(http, tenant: str, body: dict) -> dict:
 
 async def poison(settings, tenant: str, run_id: str) -> dict:
     """A's next event, sealed on A's chain but holding a NUL no PostgreSQL text column can keep."""
-    head = [e for e in await events(settings) if e["tenant_id"] == tenant][-1]
-    env = seal({**head, "event_id": "01a20000-0000-7000-8000-00000000beef", "chain_seq": head["chain_seq"] + 1,
-                "prev_hash": head["hash"], "type": "run.failed", "aggregate_type": "run", "aggregate_id": run_id,
-                "aggregate_version": head["aggregate_version"] + 1, "payload": {"error": "secret\u0000content"}})
-    await produce_raw(settings, encode(env), tenant)
-    return env
+    return await append_behind(settings, tenant, event_id="01a20000-0000-7000-8000-00000000beef", type="run.failed",
+                               aggregate_type="run", aggregate_id=run_id, payload={"error": "secret\u0000content"})
 
 
 async def test_a_poison_of_one_tenant_holds_it_and_the_other_tenant_on_its_partition_is_served(one_partition):
@@ -102,11 +97,8 @@ async def test_an_event_the_audit_model_cannot_read_holds_its_tenant_there_and_o
         run_c = (await send(http, c, {"type": "RequestRun", "agent_id": "bot"}))["aggregate_id"]
         run_b = (await send(http, b, {"type": "RequestRun", "agent_id": "bot"}))["aggregate_id"]
         # When C's next event has no actor object (the audit row needs the actor's subject)
-        head = [e for e in await events(api.settings) if e["tenant_id"] == c][-1]
-        env = seal({**head, "event_id": "01a20000-0000-7000-8000-00000000cafe", "chain_seq": head["chain_seq"] + 1,
-                    "prev_hash": head["hash"], "type": "run.started", "aggregate_id": run_c,
-                    "aggregate_version": head["aggregate_version"] + 1, "actor": None, "payload": {}})
-        await produce_raw(api.settings, encode(env), c)
+        env = await append_behind(api.settings, c, event_id="01a20000-0000-7000-8000-00000000cafe", type="run.started",
+                                  aggregate_id=run_c, actor=None, payload={})
         seq = (await send(http, b, {"type": "StartRun", "run_id": run_b}))["events"][-1]["chain_seq"]
         # Then the ClickHouse audit model serves B's new event and holds C at it; the runs model applies both
         audit = await http.get("/v1/audit/events", params={"min_seq": seq, "wait_ms": 10000}, headers=bearer(b, "auditor"))

@@ -13,9 +13,8 @@ from projectors.rebuild import rebuild
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
 from queries.lag import held_report, projector_lag
-from schemas.envelope import encode, seal
-from tests.integration.test_projectors import dump, produce_raw, send_all
-from tests.support import command, events, make_settings, unique, wait_until
+from tests.integration.test_projectors import append_behind, dump, send_all
+from tests.support import command, make_settings, unique, wait_until
 
 TABLES = {"runs": ("runs", "steps", "tool_calls"), "approvals": ("approvals", "approval_votes"),
           "channels": ("channel_events", "channel_heads")}
@@ -63,12 +62,9 @@ def lifecycle(tenant: str, run_id: str) -> list[dict]:
 
 async def poison_after(settings, tenant: str, run_id: str) -> dict:
     """Append to A's chain, behind the processor's back, a FailRun whose error holds a NUL (the intake refuses it)."""
-    head = [e for e in await events(settings) if e["tenant_id"] == tenant][-1]
-    poison = seal({**head, "event_id": "01a20000-0000-7000-8000-00000000dead", "chain_seq": head["chain_seq"] + 1,
-                   "prev_hash": head["hash"], "type": "run.failed", "aggregate_id": run_id,
-                   "aggregate_type": "run", "aggregate_version": 3, "payload": {"error": "before\u0000after"}})
-    await produce_raw(settings, encode(poison), tenant)
-    return poison
+    return await append_behind(settings, tenant, event_id="01a20000-0000-7000-8000-00000000dead", type="run.failed",
+                               aggregate_id=run_id, aggregate_type="run", aggregate_version=3,
+                               payload={"error": "before\u0000after"})
 
 
 async def rows_of(pool, projection, tenant: str) -> dict[str, list]:

@@ -18,7 +18,7 @@ from projectors.rebuild import rebuild
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
 from queries.lag import projector_lag
-from schemas.envelope import encode
+from schemas.envelope import encode, seal
 from tests.support import Service, events, make_settings, produce_commands, read_topic, replies, unique, wait_until
 
 TABLES = {RunsProjection: ("runs", "steps", "tool_calls"), ApprovalsProjection: ("approvals", "approval_votes")}
@@ -179,6 +179,15 @@ async def produce_raw(settings, value: bytes, tenant: str):
         return await producer.send_and_wait(settings.events_topic, value, key=tenant.encode(), partition=0)
     finally:
         await producer.stop()
+
+
+async def append_behind(settings, tenant: str, **fields) -> dict:
+    """Seal and put on the log the tenant's next event, behind the processor's back; fields override its head's."""
+    head = [e for e in await events(settings) if e["tenant_id"] == tenant][-1]
+    env = seal({**head, "chain_seq": head["chain_seq"] + 1, "prev_hash": head["hash"],
+                "aggregate_version": head["aggregate_version"] + 1, **fields})
+    await produce_raw(settings, encode(env), tenant)
+    return env
 
 
 async def test_a_broken_chain_holds_its_tenant_and_lag_and_health_name_it():
