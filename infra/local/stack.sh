@@ -104,6 +104,18 @@ else
 fi
 PG_SUPERUSER="$PG_OS_USER"
 
+# As root, PostgreSQL runs as the postgres user, which must be able to reach its data directory.
+# A home under a private directory (mktemp -d makes them 0700) cannot be reached; the cluster then
+# lives in /var/tmp under a name derived from the home, so status and down find the same one.
+existing_ancestor() { local d="$1"; while [[ ! -e "$d" ]]; do d="$(dirname "$d")"; done; printf '%s' "$d"; }
+if [[ $EUID -eq 0 ]] && id postgres >/dev/null 2>&1 \
+   && ! runuser -u postgres -- test -x "$(existing_ancestor "$RUNLEDGER_HOME")" 2>/dev/null; then
+  PG_HOME="/var/tmp/runledger-pg-$(printf '%s' "$RUNLEDGER_HOME" | sha256sum | cut -c1-16)"
+  PG_DATA="$PG_HOME/data"
+  PG_LOG="$PG_HOME/postgres.log"
+  mkdir -p "$PG_HOME" && chown postgres "$PG_HOME" && chmod 755 "$PG_HOME"
+fi
+
 # Unix socket for local superuser access (peer auth). A socket path is limited to ~107
 # bytes, so fall back to /tmp when RUNLEDGER_HOME is deep.
 if (( ${#PG_DATA} <= 80 )); then PG_SOCKET_DIR="$PG_DATA"; else PG_SOCKET_DIR="/tmp/runledger-pg-$PG_PORT"; fi
@@ -118,8 +130,8 @@ pg_psql_super() {  # pg_psql_super ARGS...: psql as the cluster superuser over t
 pg_init() {
   if [[ $EUID -eq 0 ]]; then
     id postgres >/dev/null 2>&1 || die "no 'postgres' OS user (it comes with Debian's postgresql package)"
-    runuser -u postgres -- test -x "$RUNLEDGER_HOME" \
-      || die "the postgres OS user cannot reach $RUNLEDGER_HOME (a parent directory is not world-executable); set RUNLEDGER_HOME elsewhere"
+    runuser -u postgres -- test -x "$(dirname "$PG_DATA")" \
+      || die "the postgres OS user cannot reach $(dirname "$PG_DATA") (a parent directory is not world-executable); set RUNLEDGER_HOME elsewhere"
   fi
   if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
     log "postgres: initialising data directory $PG_DATA"
