@@ -1,4 +1,8 @@
-"""Turn an HTTP request body into a command envelope, or refuse it with a specific reason."""
+"""Turn an HTTP request body into a command envelope, or refuse it with a specific reason.
+
+Refusals are domain rejections (`domain.errors`) with a specific code and no status: the HTTP
+adapter maps each code to its status (`infra/adapters/http/errors.py`).
+"""
 import hashlib
 import json
 import math
@@ -11,11 +15,11 @@ from pydantic import ValidationError
 from uuid_utils.compat import uuid7
 
 from domain.commands import COMMAND_TYPES, MAX_SAFE_INTEGER
+from domain.errors import Forbidden, InvalidCommand, Malformed
 from domain.handlers import HANDLERS
 from domain.ledger import COMMAND
 from domain.text import escaped, unstorable
 from infra.adapters.http.auth import Principal
-from infra.adapters.http.errors import Refused
 from schemas.envelope import iso
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
@@ -32,9 +36,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise too_deep() from None
     except ValueError as error:  # UnicodeDecodeError included
-        raise Refused(400, "malformed_json", f"the body is not valid JSON: {error}") from None
+        raise Malformed(f"the body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
-        raise Refused(422, "invalid_command", "the body must be a JSON object with a 'type'")
+        raise InvalidCommand("the body must be a JSON object with a 'type'")
     check_depth(body)
     return body
 
@@ -44,7 +48,7 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     members: dict[str, Any] = {}
     for key, value in pairs:
         if key in members:
-            raise Refused(400, "duplicate_key", f"the body repeats the key '{escaped(key)}'")
+            raise Malformed(f"the body repeats the key '{escaped(key)}'", "duplicate_key")
         members[key] = value
     return members
 
@@ -60,8 +64,8 @@ def finite_float(text: str) -> float:
     return number
 
 
-def too_deep() -> Refused:
-    return Refused(400, "too_deeply_nested", f"the body nests arrays or objects deeper than {MAX_DEPTH} levels")
+def too_deep() -> Malformed:
+    return Malformed(f"the body nests arrays or objects deeper than {MAX_DEPTH} levels", "too_deeply_nested")
 
 
 def check_depth(body: dict[str, Any]) -> None:
@@ -93,27 +97,27 @@ def check_text(body: dict[str, Any]) -> None:
     for path, text in strings_in(body):
         if why := unstorable(text):
             field = ".".join(map(escaped, path))
-            raise Refused(422, "invalid_text", f"{field}: {why}", [{"field": field, "problem": why}])
+            raise InvalidCommand(f"{field}: {why}", "invalid_text", details=[{"field": field, "problem": why}])
 
 
 def check_type(body: dict[str, Any]) -> str:
     kind = body.get("type")
     if kind is not None and not isinstance(kind, str):
-        raise Refused(422, "invalid_command", "type: must be a string naming a command, e.g. 'RequestRun'",
-                      [{"field": "type", "problem": "must be a string"}])
+        raise InvalidCommand("type: must be a string naming a command, e.g. 'RequestRun'",
+                             details=[{"field": "type", "problem": "must be a string"}])
     if kind in SYSTEM_ONLY:
-        raise Refused(403, "system_command", f"{kind} is issued by runledger itself, not by clients")
+        raise Forbidden(f"{kind} is issued by runledger itself, not by clients", "system_command")
     if kind not in COMMAND_TYPES:
-        raise Refused(422, "unknown_command_type",
-                      f"unknown command type {kind!r}; known types: {', '.join(CLIENT_TYPES)}")
+        raise InvalidCommand(f"unknown command type {kind!r}; known types: {', '.join(CLIENT_TYPES)}",
+                             "unknown_command_type")
     return kind
 
 
 def check_expected_version(body: dict[str, Any]) -> int | None:
     version = body.pop("expected_version", None)
     if version is not None and (type(version) is not int or not 0 <= version <= MAX_SAFE_INTEGER):
-        raise Refused(422, "invalid_command", f"expected_version must be an integer from 0 to {MAX_SAFE_INTEGER}",
-                      [{"field": "expected_version", "problem": "must be an integer from 0 to 2**53-1"}])
+        raise InvalidCommand(f"expected_version must be an integer from 0 to {MAX_SAFE_INTEGER}",
+                             details=[{"field": "expected_version", "problem": "must be an integer from 0 to 2**53-1"}])
     return version
 
 
@@ -124,19 +128,19 @@ def validate(body: dict[str, Any]) -> Any:
         details = [{"field": ".".join(str(p) for p in e["loc"][1:]), "problem": e["msg"]}
                    for e in error.errors(include_url=False)]
         summary = "; ".join(f"{d['field'] or 'body'}: {d['problem']}" for d in details)
-        raise Refused(422, "invalid_command", f"invalid {body['type']}: {summary}", details) from None
+        raise InvalidCommand(f"invalid {body['type']}: {summary}", details=details) from None
 
 
 def check_roles(command: Any, principal: Principal) -> None:
     _, roles = HANDLERS[type(command)]
     if roles and not roles.intersection(principal.roles):
-        raise Refused(403, "missing_role", f"{command.type} needs one of the roles {sorted(roles)}")
+        raise Forbidden(f"{command.type} needs one of the roles {sorted(roles)}", "missing_role")
 
 
 def check_idempotency_key(key: str | None) -> None:
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise Refused(422, "invalid_idempotency_key",
-                      "Idempotency-Key must be 1-200 printable ASCII characters without spaces")
+        raise InvalidCommand("Idempotency-Key must be 1-200 printable ASCII characters without spaces",
+                             "invalid_idempotency_key")
 
 
 def command_envelope(principal: Principal, raw: bytes, idempotency_key: str | None,

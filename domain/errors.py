@@ -1,9 +1,13 @@
-"""Domain errors: each carries a machine-readable code and a human reason."""
+"""Domain errors: each carries a machine-readable code and a human reason, and no transport status.
+
+The HTTP adapter (`infra/adapters/http/errors.py`) maps a code to its status in one table; a code
+it does not list takes the status of its class's own code.
+"""
+from typing import Any
 
 
 class DomainError(Exception):
     code = "rejected"
-    http_status = 409
 
     def __init__(self, reason: str, code: str | None = None):
         super().__init__(reason)
@@ -14,29 +18,33 @@ class DomainError(Exception):
 
 class NotFound(DomainError):
     code = "not_found"
-    http_status = 404
 
 
 class InvalidState(DomainError):
     code = "invalid_state"
-    http_status = 409
 
 
 class Forbidden(DomainError):
     code = "forbidden"
-    http_status = 403
 
 
 class VersionConflict(DomainError):
     code = "version_conflict"
-    http_status = 409
 
 
 class BudgetExceeded(DomainError):
     code = "budget_exceeded"
-    http_status = 409
 
 
 class InvalidCommand(DomainError):
+    """A command that is not valid as sent; `details` names each field and what is wrong with it."""
     code = "invalid_command"
-    http_status = 422
+
+    def __init__(self, reason: str, code: str | None = None, details: list[dict[str, Any]] | None = None):
+        super().__init__(reason, code)
+        self.details = details
+
+
+class Malformed(DomainError):
+    """A request body that cannot be read as one JSON object (not JSON, a repeated member, too deep)."""
+    code = "malformed_json"

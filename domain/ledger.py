@@ -102,8 +102,7 @@ class TenantLedger:
             aggregate_id, version, envelopes = self.decide(command, now)
         except DomainError as error:
             envelopes = []
-            reply = self.reply(command, "rejected", code=error.code, reason=error.reason,
-                               http_status=error.http_status)
+            reply = self.reply(command, "rejected", code=error.code, reason=error.reason)
         except Exception as error:  # Inconsistent included: after a rebuild it would happen again
             raise Undecidable(command["command_id"], error) from error
         else:
@@ -115,7 +114,7 @@ class TenantLedger:
 
     def refuse_undecidable(self, command: dict[str, Any], kind: str) -> dict[str, Any]:
         """Answer a command that could not be decided once and for all: rejected, nothing appended."""
-        reply = self.reply(command, "rejected", code="undecidable", http_status=500,
+        reply = self.reply(command, "rejected", code="undecidable",
                            reason=f"runledger could not decide this command ({kind}); it is rejected and "
                                   "nothing was appended. This is a defect of runledger: report it")
         if command.get("idempotency_key"):
@@ -175,8 +174,7 @@ class TenantLedger:
         if prior["request_digest"] != command["request_digest"]:
             error = InvalidCommand(f"Idempotency-Key {command['idempotency_key']!r} was already "
                                    f"used for a different request", "idempotency_key_reused")
-            return {**self.reply(command, "rejected", code=error.code, reason=error.reason,
-                                 http_status=error.http_status), "replayed": True}
+            return {**self.reply(command, "rejected", code=error.code, reason=error.reason), "replayed": True}
         return {**prior, "command_id": command["command_id"], "replayed": True,
                 "original_command_id": prior["command_id"]}
 

@@ -48,11 +48,13 @@ class ChannelReader:
     oldest: int  # the oldest seq it still retains
 
     @classmethod
-    async def open(cls, read_models, hub: ChannelHub, tenant_id: str, channel: str) -> "ChannelReader | None":
-        """Subscribe, then read the channel's head; None (unsubscribed) if the channels model has no generation."""
+    async def open(cls, tables, hub: ChannelHub, tenant_id: str, channel: str) -> "ChannelReader | None":
+        """Subscribe, then read the channel's head; None (unsubscribed) if the channels model has no generation.
+
+        `tables` is where the channels read model lives (`streams.services.ChannelTables`)."""
         sub = hub.subscribe(tenant_id, channel)
-        async with read_models.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            live = await read_models.generations.live_on(conn, "channels")
+        async with tables.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            live = await tables.generations.live_on(conn, "channels")
             if live is None:
                 hub.unsubscribe(sub)
                 return None

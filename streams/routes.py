@@ -3,26 +3,19 @@ import re
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from sse_starlette.sse import EventSourceResponse
 
 from infra.adapters.http.auth import Principal
 from infra.adapters.http.deps import MinSeq, WaitMs, require, stream_caller
 from infra.adapters.http.errors import Refused
-from queries.api.services import ReadModelsDep
-from queries.readmodels import ReadModels
-from streams.hub import ChannelHub
 from streams.reader import ChannelReader
+from streams.services import Sources, SourcesDep
 
 router = APIRouter(prefix="/v1/streams", tags=["streams"])
 EVENT_ID = re.compile(r"[0-9]{1,18}")  # ASCII only (str.isdigit takes "²"), and within a BIGINT
 
 
-async def get_hub(request: Request) -> ChannelHub:
-    return request.app.state.hub
-
-
-HubDep = Annotated[ChannelHub, Depends(get_hub)]
 Watcher = Annotated[Principal, require("operator", "admin", "auditor", caller=stream_caller, what="stream")]
 ApprovalWatcher = Annotated[Principal, require("operator", "admin", "approver", "auditor", caller=stream_caller,
                                                what="stream")]
@@ -38,12 +31,12 @@ def resume_point(header: str | None, query: str | None) -> int | None:
     return int(raw)
 
 
-async def stream(models: ReadModels, hub: ChannelHub, principal: Principal, channel: str,
+async def stream(sources: Sources, principal: Principal, channel: str,
                  last_event_id: str | None, query_last_event_id: str | None, must_exist: bool,
                  min_seq: int | None = None, wait_ms: int = 2000) -> EventSourceResponse:
     after = resume_point(last_event_id, query_last_event_id)
-    await models.wait_for("channels", principal.tenant_id, min_seq, wait_ms)
-    reader = await ChannelReader.open(models, hub, principal.tenant_id, channel)
+    await sources.catch_up(principal.tenant_id, min_seq, wait_ms)
+    reader = await ChannelReader.open(sources.tables, sources.hub, principal.tenant_id, channel)
     if reader is None or (must_exist and reader.head == 0):
         if reader:
             reader.close()
@@ -57,26 +50,26 @@ LastIdHeader = Annotated[str | None, Header(alias="Last-Event-ID")]
 
 
 @router.get("/tenant", summary="Every event of the caller's tenant")
-async def tenant_feed(principal: Watcher, models: ReadModelsDep, hub: HubDep, last_event_id: LastIdHeader = None,
+async def tenant_feed(principal: Watcher, sources: SourcesDep, last_event_id: LastIdHeader = None,
                       last_event_id_query: LastIdQuery = None, min_seq: MinSeq = None,
                       wait_ms: WaitMs = 2000) -> EventSourceResponse:
-    return await stream(models, hub, principal, "tenant", last_event_id, last_event_id_query, must_exist=False,
+    return await stream(sources, principal, "tenant", last_event_id, last_event_id_query, must_exist=False,
                         min_seq=min_seq, wait_ms=wait_ms)
 
 
 @router.get("/approvals", summary="The approval queue: requested, votes, granted, denied, expired")
-async def approvals_feed(principal: ApprovalWatcher, models: ReadModelsDep, hub: HubDep,
+async def approvals_feed(principal: ApprovalWatcher, sources: SourcesDep,
                          last_event_id: LastIdHeader = None, last_event_id_query: LastIdQuery = None,
                          min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> EventSourceResponse:
-    return await stream(models, hub, principal, "approvals", last_event_id, last_event_id_query, must_exist=False,
+    return await stream(sources, principal, "approvals", last_event_id, last_event_id_query, must_exist=False,
                         min_seq=min_seq, wait_ms=wait_ms)
 
 
 @router.get("/runs/{run_id}", summary="One run's events, with its tool calls and approvals")
-async def run_feed(run_id: UUID, principal: Watcher, models: ReadModelsDep, hub: HubDep,
+async def run_feed(run_id: UUID, principal: Watcher, sources: SourcesDep,
                    last_event_id: LastIdHeader = None, last_event_id_query: LastIdQuery = None,
                    min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> EventSourceResponse:
     """A run that does not exist in the caller's tenant is a 404; pass the chain_seq of the command
     that created it as `min_seq` to wait until the stream knows it."""
-    return await stream(models, hub, principal, f"run:{run_id}", last_event_id, last_event_id_query,
+    return await stream(sources, principal, f"run:{run_id}", last_event_id, last_event_id_query,
                         must_exist=True, min_seq=min_seq, wait_ms=wait_ms)

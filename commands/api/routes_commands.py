@@ -9,7 +9,7 @@ from commands.bus import OutcomePending
 from commands.intake import command_envelope
 from infra.adapters import telemetry
 from infra.adapters.http.deps import Caller, SettingsDep
-from infra.adapters.http.errors import Refused
+from infra.adapters.http.errors import Refused, status_of_code
 
 router = APIRouter(prefix="/v1/commands", tags=["commands"])
 
@@ -70,8 +70,10 @@ async def submit(bus, command: dict, settings) -> JSONResponse:
 
 
 def outcome_response(reply: dict) -> JSONResponse:
+    """A processor's reply as the response; a rejection's status is its code's (`http_status`, which
+    replies of older versions carry, is neither used nor shown)."""
     headers = {"Idempotent-Replayed": "true"} if reply.get("replayed") else {}
     body = {k: v for k, v in reply.items()
             if k not in ("request_digest", "idempotency_key", "http_status", "tenant_id")}
-    status = 200 if reply["status"] == "accepted" else reply.get("http_status", 409)
+    status = 200 if reply["status"] == "accepted" else status_of_code(reply["code"])
     return JSONResponse(body, status_code=status, headers=headers)

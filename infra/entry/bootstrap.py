@@ -3,6 +3,7 @@ import asyncio
 import logging
 import signal
 import threading
+from functools import partial
 from typing import Awaitable, Callable
 
 import uvicorn
@@ -31,6 +32,7 @@ from queries.readmodels import ReadModels
 from streams import routes as streams_routes
 from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
+from streams.services import Sources
 
 POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection)
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
@@ -107,8 +109,10 @@ def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, repo
     """The API: every side's routers, and the services their dependencies hand to routes."""
     by_name = {p.name: p for p in projections}
     bus = CommandBus(settings)
-    services = {"bus": bus, "read_models": ReadModels(pool, settings.topic_prefix), "projections": projections,
-                "discovery": Discovery(by_name["audit"], by_name["cost"]), "hub": hub,
+    read_models = ReadModels(pool, settings.topic_prefix)
+    services = {"bus": bus, "read_models": read_models, "projections": projections,
+                "discovery": Discovery(by_name["audit"], by_name["cost"]),
+                "stream_sources": Sources(hub, read_models, partial(read_models.wait_for, "channels")),
                 "rebuilds": RebuildJobs(settings, projections)}
     return create_app(settings, list(ROUTERS), services, started=[bus], health=report)
 

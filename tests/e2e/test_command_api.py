@@ -1,11 +1,13 @@
 """The command API over HTTP against a running `runledger serve` (API + processor) on the real broker."""
 import base64
 import json
+import re
 import time
 import uuid
 
 import pytest
 
+from commands.intake import CLIENT_TYPES
 from infra.adapters.http.auth import mint
 from infra.entry.client import LedgerClient
 from tests.support import SECRET, end_offsets, token, unique
@@ -61,7 +63,8 @@ async def test_a_stale_expected_version_is_a_409(http, tenant):
     stale = await agent.send({"type": "CancelRun", "run_id": run_id, "reason": "x"}, expected_version=1)
     assert (stale.status_code, stale.body["code"]) == (409, "version_conflict")
     fresh = await agent.send({"type": "CancelRun", "run_id": run_id, "reason": "x"}, expected_version=2)
-    assert fresh.accepted
+    assert (fresh.status_code, fresh.body["status"], fresh.body["aggregate_version"],
+            [e["type"] for e in fresh.body["events"]]) == (200, "accepted", 3, ["run.cancelled"])
 
 
 def b64(data: dict) -> str:
@@ -71,27 +74,43 @@ def b64(data: dict) -> str:
 ALG_NONE = b64({"alg": "none", "typ": "JWT"}) + "." + b64(
     {"sub": "x", "tenant_id": "t", "roles": ["admin"], "aud": "runledger", "exp": int(time.time()) + 3600}) + "."
 
+UNKNOWN_TYPE = re.escape(f"unknown command type 'DeleteEverything'; known types: {', '.join(CLIENT_TYPES)}")
+# label, request, bearer, status, code, and the reason (a pattern the whole reason must match)
 BAD_REQUESTS = [
-    ("malformed json", {"content": b'{"type": "RequestRun", '}, None, 400, "malformed_json"),
-    ("not an object", {"json": ["RequestRun"]}, None, 422, "invalid_command"),
-    ("unknown type", {"json": {"type": "DeleteEverything"}}, None, 422, "unknown_command_type"),
-    ("wrong type", {"json": {"type": "RequestRun", "agent_id": ["a"]}}, None, 422, "invalid_command"),
-    ("missing field", {"json": {"type": "StartRun"}}, None, 422, "invalid_command"),
-    ("unknown field", {"json": {"type": "RequestRun", "agent_id": "a", "tenant_id": "other"}}, None, 422, "invalid_command"),
-    ("system command", {"json": {"type": "ExpireApproval", "approval_id": str(uuid.uuid4())}}, None, 403, "system_command"),
-    ("oversized body", {"json": {"type": "RequestRun", "agent_id": "a", "labels": {"k": "v" * 70000}}}, None, 413, "body_too_large"),
-    ("missing token", {"json": {"type": "RequestRun", "agent_id": "a"}}, "", 401, "missing_token"),
-    ("alg none", {"json": {"type": "RequestRun", "agent_id": "a"}}, ALG_NONE, 401, "invalid_token"),
-    ("wrong key", {"json": {"type": "RequestRun", "agent_id": "a"}}, "wrong-key", 401, "invalid_token"),
-    ("expired", {"json": {"type": "RequestRun", "agent_id": "a"}}, "expired", 401, "token_expired"),
-    ("garbage token", {"json": {"type": "RequestRun", "agent_id": "a"}}, "abc.def.ghi", 401, "invalid_token"),
-    ("wrong role", {"json": {"type": "SetBudget", "project": "p", "period": "day", "limit_micros": 1, "currency": "USD"}}, None, 403, "missing_role"),
+    ("malformed json", {"content": b'{"type": "RequestRun", '}, None, 400, "malformed_json",
+     r"the body is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 24 \(char 23\)"),
+    ("not an object", {"json": ["RequestRun"]}, None, 422, "invalid_command",
+     r"the body must be a JSON object with a 'type'"),
+    ("unknown type", {"json": {"type": "DeleteEverything"}}, None, 422, "unknown_command_type", UNKNOWN_TYPE),
+    ("wrong type", {"json": {"type": "RequestRun", "agent_id": ["a"]}}, None, 422, "invalid_command",
+     r"invalid RequestRun: agent_id: Input should be a valid string"),
+    ("missing field", {"json": {"type": "StartRun"}}, None, 422, "invalid_command",
+     r"invalid StartRun: run_id: Field required"),
+    ("unknown field", {"json": {"type": "RequestRun", "agent_id": "a", "tenant_id": "other"}}, None, 422,
+     "invalid_command", r"invalid RequestRun: tenant_id: Extra inputs are not permitted"),
+    ("system command", {"json": {"type": "ExpireApproval", "approval_id": str(uuid.uuid4())}}, None, 403,
+     "system_command", r"ExpireApproval is issued by runledger itself, not by clients"),
+    ("oversized body", {"json": {"type": "RequestRun", "agent_id": "a", "labels": {"k": "v" * 70000}}}, None, 413,
+     "body_too_large", r"the body is 700[0-9]{2} bytes; the limit is 65536"),
+    ("missing token", {"json": {"type": "RequestRun", "agent_id": "a"}}, "", 401, "missing_token",
+     r"send 'Authorization: Bearer <token>'"),
+    ("alg none", {"json": {"type": "RequestRun", "agent_id": "a"}}, ALG_NONE, 401, "invalid_token",
+     r"the token's algorithm is not accepted \(HS256 only\)"),
+    ("wrong key", {"json": {"type": "RequestRun", "agent_id": "a"}}, "wrong-key", 401, "invalid_token",
+     r"the token's signature does not verify"),
+    ("expired", {"json": {"type": "RequestRun", "agent_id": "a"}}, "expired", 401, "token_expired",
+     r"the bearer token has expired"),
+    ("garbage token", {"json": {"type": "RequestRun", "agent_id": "a"}}, "abc.def.ghi", 401, "invalid_token",
+     r"the token cannot be read: Invalid header string: .+"),
+    ("wrong role", {"json": {"type": "SetBudget", "project": "p", "period": "day", "limit_micros": 1,
+                             "currency": "USD"}}, None, 403, "missing_role",
+     r"SetBudget needs one of the roles \['admin'\]"),
 ]
 
 
-@pytest.mark.parametrize("label,request_kwargs,bearer,status,code", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
-async def test_bad_requests_get_a_specific_4xx_and_the_log_does_not_move(api, http, tenant, label,
-                                                                          request_kwargs, bearer, status, code):
+@pytest.mark.parametrize("label,request_kwargs,bearer,status,code,reason", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+async def test_bad_requests_get_a_specific_4xx_and_the_log_does_not_move(api, http, tenant, label, request_kwargs,
+                                                                          bearer, status, code, reason):
     if bearer is None:
         bearer = token(tenant)
     elif bearer == "wrong-key":
@@ -102,7 +121,7 @@ async def test_bad_requests_get_a_specific_4xx_and_the_log_does_not_move(api, ht
     before = await log_position(api)
     response = await http.post("/v1/commands", headers=headers, **request_kwargs)
     assert (response.status_code, response.json()["code"]) == (status, code), response.text
-    assert response.json()["reason"]
+    assert re.fullmatch(reason, response.json()["reason"]), response.json()["reason"]
     assert await log_position(api) == before
 
 
@@ -135,7 +154,9 @@ async def test_a_tenant_cannot_touch_another_tenants_run(api, http, tenant):
         assert tenant not in json.dumps(outcome.body)
     _, events_after = await log_position(api)
     assert events_after == events_before
-    assert (await owner.send({"type": "CompleteRun", "run_id": run_id})).accepted
+    completed = await owner.send({"type": "CompleteRun", "run_id": run_id})
+    assert (completed.status_code, completed.body["status"], [e["type"] for e in completed.body["events"]]) == \
+        (200, "accepted", ["run.succeeded"])
 
 
 async def test_approvals_enforce_requester_role_and_two_persons(http, tenant):
@@ -166,7 +187,9 @@ async def test_over_budget_is_refused(http, tenant):
             "amount_micros": 101, "currency": "USD"}
     refused = await agent.send(cost)
     assert (refused.status_code, refused.body["code"]) == (409, "budget_exceeded")
-    assert (await agent.send({**cost, "amount_micros": 100})).accepted
+    at_limit = await agent.send({**cost, "amount_micros": 100})
+    assert (at_limit.status_code, at_limit.body["status"], [e["type"] for e in at_limit.body["events"]]) == \
+        (200, "accepted", ["budget.cost_recorded"])
     again = await agent.send({"type": "RequestRun", "agent_id": "b", "project": "p"})
     assert (again.status_code, again.body["code"]) == (409, "budget_exceeded")
 

@@ -12,7 +12,7 @@ from aiokafka.errors import ProducerFenced
 
 from commands.processor import CommandProcessor
 from infra.adapters import kafka
-from schemas.chain import verify_chain
+from schemas.chain import ChainVerdict, verify_chain
 from schemas.envelope import encode
 from tests.support import (REPO, command, events, make_settings, produce_commands, read_topic,
                            replies, unique, wait_until)
@@ -68,7 +68,7 @@ async def test_commands_become_chained_events_with_cloudevents_headers():
         by_tenant.setdefault(env["tenant_id"], []).append(env)
     assert sorted(by_tenant) == sorted(tenants)
     for tenant, chain in by_tenant.items():
-        assert verify_chain(tenant, chain).ok
+        assert verify_chain(tenant, chain) == ChainVerdict(True, 3, chain[-1]["hash"])
         assert [e["type"] for e in chain] == ["run.requested", "run.started", "run.step_started"]
     for c in sent:
         appended = [(e["chain_seq"], e["hash"]) for e in by_tenant[c["tenant_id"]] if e["command_id"] == c["command_id"]]
@@ -90,7 +90,7 @@ async def test_a_backlog_larger_than_a_batch_is_paused_drained_in_order_and_lose
     # Then every command is decided once, in the order it was sent, in transactions of ≤ 5
     assert {o["status"] for o in outcomes.values()} == {"accepted"}
     chain = [e for e in await events(settings) if e["tenant_id"] == tenant]
-    assert verify_chain(tenant, chain).ok
+    assert verify_chain(tenant, chain) == ChainVerdict(True, 40, chain[-1]["hash"])
     assert [e["aggregate_id"] for e in chain] == run_ids
     assert transactions >= 8
 
@@ -121,7 +121,9 @@ async def test_a_restarted_processor_still_deduplicates_and_fires_timers():
     assert [e["aggregate_id"] for e in fired] == [original["aggregate_id"]]
     after = await events(settings)
     assert [e["command_id"] for e in after].count(first[-1]["command_id"]) == len(original["events"])
-    assert verify_chain(tenant, after).ok
+    assert [e["type"] for e in after] == ["run.requested", "run.started", "run.step_started", "approval.requested",
+                                          "run.waiting_for_approval", "approval.expired", "run.approval_resolved"]
+    assert verify_chain(tenant, after) == ChainVerdict(True, 7, after[-1]["hash"])
 
 
 async def test_the_broker_fences_a_deposed_transactional_writer():
@@ -203,4 +205,4 @@ async def test_a_fenced_processor_drops_its_state_and_retakes_the_partition_from
     assert sorted(r["command_id"] for r in all_replies) == sorted(c["command_id"] for c in first + second)
     assert {o["status"] for o in outcomes.values()} == {"accepted"}
     chain = await events(settings)
-    assert verify_chain(tenant, chain).ok and len(chain) == 3 + 5
+    assert verify_chain(tenant, chain) == ChainVerdict(True, 3 + 5, chain[-1]["hash"])

@@ -9,7 +9,7 @@ from infra.adapters.postgres import open_pool
 from projectors.base import Batch
 from projectors.runs import RunsProjection
 from queries.readmodels import ReadModels
-from schemas.chain import verify_chain
+from schemas.chain import ChainVerdict, verify_chain
 from schemas.envelope import GENESIS_HASH, seal
 from tests.support import make_settings, unique
 from tests.unit.test_envelope import unsealed
@@ -46,7 +46,7 @@ async def test_two_runs_with_the_same_step_id_keep_their_own_steps():
         step_started(first, step, "plan-of-r1"), step_started(second, step, "plan-of-r2"),
         ("run.step_finished", second, 4, {"step_id": step, "outcome": "succeeded", "error": None}),
     ])
-    assert verify_chain(tenant, log).ok
+    assert verify_chain(tenant, log) == ChainVerdict(True, 7, log[-1]["hash"])
     pool = await open_pool(settings)
     try:
         # When the runs projection applies it

@@ -8,7 +8,8 @@ import pytest
 
 from infra.adapters.http.auth import AuthError, Principal, authenticate, mint
 from commands.intake import command_envelope
-from infra.adapters.http.errors import Refused
+from domain.errors import DomainError
+from infra.adapters.http.errors import status_of
 
 SECRET = "s" * 40
 OPERATOR = Principal("acme", "bot", ("operator",))
@@ -58,19 +59,19 @@ def test_bad_tokens_are_refused_with_a_reason(token, code, fragment):
     (b'{"type":"SetBudget","project":"p","period":"day","limit_micros":1,"currency":"USD"}', 403, "missing_role"),
 ])
 def test_bad_bodies_are_refused_specifically(raw, status, code):
-    with pytest.raises(Refused) as error:
+    with pytest.raises(DomainError) as error:
         command_envelope(OPERATOR, raw, None, None, None)
-    assert (error.value.status, error.value.code) == (status, code)
+    assert (status_of(error.value), error.value.code) == (status, code)
 
 
 def test_field_errors_name_the_field():
-    with pytest.raises(Refused) as error:
+    with pytest.raises(DomainError) as error:
         command_envelope(OPERATOR, b'{"type":"StartStep","run_id":"01a20000-0000-7000-8000-000000000001","kind":"dance","name":"x"}', None, None, None)
     assert error.value.details[0]["field"] == "kind" and "kind" in error.value.reason
 
 
 def test_bad_idempotency_key_is_refused():
-    with pytest.raises(Refused) as error:
+    with pytest.raises(DomainError) as error:
         command_envelope(OPERATOR, b'{"type":"RequestRun","agent_id":"a"}', "has space", None, None)
     assert error.value.code == "invalid_idempotency_key"
 

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from domain.ledger import TenantLedger
-from schemas.chain import verify_chain
+from schemas.chain import ChainVerdict, verify_chain
 from tests.unit.harness import ADMIN, OPERATOR, Harness, approver
 
 
@@ -22,7 +22,7 @@ def test_run_lifecycle_appends_a_verifiable_chain(h):
     assert h.types() == ["run.requested", "run.started", "run.step_started", "run.step_finished",
                          "run.succeeded"]
     assert [e["chain_seq"] for e in h.log] == [1, 2, 3, 4, 5]
-    assert verify_chain("acme", h.log).ok
+    assert verify_chain("acme", h.log) == ChainVerdict(True, 5, h.log[-1]["hash"])
 
 
 @pytest.mark.parametrize("body_type,code", [

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from schemas.chain import verify_chain
+from schemas.chain import ChainVerdict, verify_chain
 from schemas.envelope import GENESIS_HASH, Envelope, cloudevents_headers, compute_hash, seal
 
 
@@ -58,7 +58,7 @@ def test_prev_hash_is_inside_what_is_hashed():
 def test_a_valid_chain_verifies_with_count_and_head():
     envelopes = chain(5)
     verdict = verify_chain("acme", envelopes)
-    assert (verdict.ok, verdict.count, verdict.head_hash) == (True, 5, envelopes[-1]["hash"])
+    assert verdict == ChainVerdict(True, 5, envelopes[-1]["hash"], bad_seq=None, problem=None)
     assert envelopes[0]["prev_hash"] == "0" * 64
 
 

@@ -14,7 +14,8 @@ from infra.adapters.http.guard import refuse_unstorable_parameters
 from commands.api.routes_commands import check_declared_length
 from infra.adapters.http.auth import AuthError, Principal, authenticate
 from commands.intake import command_envelope
-from infra.adapters.http.errors import Refused
+from domain.errors import DomainError
+from infra.adapters.http.errors import Refused, status_of
 from domain.ledger import COMMAND
 from domain.text import escaped, unstorable
 from infra.adapters.http.deps import Instant
@@ -26,9 +27,10 @@ ADMIN = Principal("acme", "bot", ("admin", "operator"))
 RUN = "01a20000-0000-7000-8000-000000000001"
 
 
-def refused(body: bytes | dict) -> Refused:
+def refused(body: bytes | dict) -> DomainError:
+    """The intake's refusal of a body; its status is the one the HTTP adapter gives its code."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    with pytest.raises(Refused) as error:
+    with pytest.raises(DomainError) as error:
         command_envelope(ADMIN, raw, None, None, None)
     return error.value
 
@@ -67,13 +69,13 @@ def test_escaped_writes_only_the_unstorable_characters_as_escapes():
 ])
 def test_unstorable_text_anywhere_in_the_body_is_refused_naming_its_path(body, field):
     error = refused(body)
-    assert (error.status, error.code, error.details[0]["field"]) == (422, "invalid_text", field)
+    assert (status_of(error), error.code, error.details[0]["field"]) == (422, "invalid_text", field)
     assert error.reason.startswith(f"{field}: has ")
 
 
 def test_a_lone_surrogate_escape_in_the_raw_json_is_refused_before_validation():
     error = refused(b'{"type":"FailRun","run_id":"' + RUN.encode() + b'","error":"x\\ud800y"}')
-    assert (error.status, error.code, error.details[0]["field"]) == (422, "invalid_text", "error")
+    assert (status_of(error), error.code, error.details[0]["field"]) == (422, "invalid_text", "error")
     assert "lone surrogate (U+D800 at position 1)" in error.reason
 
 
@@ -102,14 +104,14 @@ def test_free_text_keeps_tabs_and_line_breaks():
 ])
 def test_a_repeated_key_anywhere_is_refused_naming_it(raw, key):
     error = refused(raw)
-    assert (error.status, error.code) == (400, "duplicate_key") and f"'{key}'" in error.reason
+    assert (status_of(error), error.code) == (400, "duplicate_key") and f"'{key}'" in error.reason
 
 
 @pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400"])
 def test_numbers_json_has_no_word_for_are_malformed(constant):
     error = refused(b'{"type":"RecordCost","provider":"p","model":"m","amount_micros":' + constant
                     + b',"currency":"USD"}')
-    assert (error.status, error.code) == (400, "malformed_json") and constant.lstrip(b"-").decode() in error.reason
+    assert (status_of(error), error.code) == (400, "malformed_json") and constant.lstrip(b"-").decode() in error.reason
 
 
 @pytest.mark.parametrize("raw", [
@@ -119,7 +121,7 @@ def test_numbers_json_has_no_word_for_are_malformed(constant):
 ])
 def test_a_body_that_is_not_plain_utf8_is_malformed(raw):
     error = refused(raw)
-    assert (error.status, error.code) == (400, "malformed_json")
+    assert (status_of(error), error.code) == (400, "malformed_json")
 
 
 @pytest.mark.parametrize("raw", [
@@ -129,19 +131,19 @@ def test_a_body_that_is_not_plain_utf8_is_malformed(raw):
 ])
 def test_deep_nesting_is_refused_whether_or_not_the_parser_survives_it(raw):
     error = refused(raw)
-    assert (error.status, error.code) == (400, "too_deeply_nested") and "32 levels" in error.reason
+    assert (status_of(error), error.code) == (400, "too_deeply_nested") and "32 levels" in error.reason
 
 
 @pytest.mark.parametrize("kind", [["RequestRun"], {"a": 1}, 7, True, 1.5])
 def test_a_type_that_is_not_a_string_is_a_422_naming_type(kind):
     error = refused({"type": kind, "agent_id": "a"})
-    assert (error.status, error.code, error.details[0]["field"]) == (422, "invalid_command", "type")
+    assert (status_of(error), error.code, error.details[0]["field"]) == (422, "invalid_command", "type")
 
 
 @pytest.mark.parametrize("version", [2**53, 2**64, -1, True, 1.0, "1"])
 def test_expected_version_is_an_integer_the_hash_rule_keeps_exact(version):
     error = refused({"type": "RequestRun", "agent_id": "a", "expected_version": version})
-    assert (error.status, error.code, error.details[0]["field"]) == (422, "invalid_command", "expected_version")
+    assert (status_of(error), error.code, error.details[0]["field"]) == (422, "invalid_command", "expected_version")
 
 
 def test_the_largest_safe_expected_version_is_accepted_and_digested():
@@ -166,7 +168,7 @@ INT_FIELDS = [
 @pytest.mark.parametrize("body,field", INT_FIELDS, ids=[f for _, f in INT_FIELDS])
 def test_every_integer_field_takes_only_a_json_integer(body, field, value):
     error = refused({**body, field: value})
-    assert (error.status, error.code) == (422, "invalid_command")
+    assert (status_of(error), error.code) == (422, "invalid_command")
     assert [d["field"] for d in error.details] == [field] and field in error.reason
 
 
@@ -184,7 +186,7 @@ def test_every_integer_field_still_takes_a_json_integer(body, field):
 ])
 def test_bools_and_numbers_are_not_strings_or_literals(body, field):
     error = refused(body)
-    assert (error.status, error.code, [d["field"] for d in error.details]) == (422, "invalid_command", [field])
+    assert (status_of(error), error.code, [d["field"] for d in error.details]) == (422, "invalid_command", [field])
 
 
 def test_uuid_fields_still_take_uuid_strings_and_store_them_canonically():
@@ -195,7 +197,7 @@ def test_uuid_fields_still_take_uuid_strings_and_store_them_canonically():
 
 
 def test_an_idempotency_key_with_a_trailing_newline_is_refused():
-    with pytest.raises(Refused) as error:
+    with pytest.raises(DomainError) as error:
         command_envelope(ADMIN, b'{"type":"RequestRun","agent_id":"a"}', "key\n", None, None)
     assert error.value.code == "invalid_idempotency_key"
 

@@ -21,7 +21,8 @@ from infra.adapters.http.openapi import IDEMPOTENCY_KEY as DOCUMENTED_KEY
 from infra.adapters.http.openapi import LAST_EVENT_ID as DOCUMENTED_EVENT_ID
 from infra.adapters.http.auth import ROLES, Principal
 from commands.intake import command_envelope
-from infra.adapters.http.errors import Refused
+from domain.errors import DomainError
+from infra.adapters.http.errors import Refused, status_of
 from domain.commands import COMMAND_TYPES
 from domain.text import unstorable
 from streams.routes import resume_point
@@ -73,7 +74,7 @@ principals = st.just(EVERY_ROLE) | st.builds(lambda roles: Principal("acme", "ag
 def test_every_command_type_has_a_sample_that_is_accepted_as_it_is(kind):
     raw = json.dumps({"type": kind, **VALID[kind]}).encode()
     if kind == "ExpireApproval":
-        with pytest.raises(Refused, match="issued by runledger itself"):
+        with pytest.raises(DomainError, match="issued by runledger itself"):
             command_envelope(EVERY_ROLE, raw, None, None, None)
     else:
         assert_storable(command_envelope(EVERY_ROLE, raw, "key-1", None, None))
@@ -128,19 +129,21 @@ keys = (st.none() | printable_keys | st.text(any_char, max_size=210) | st.just("
 def test_any_body_is_refused_specifically_or_becomes_a_storable_envelope(principal, raw, key):
     try:
         envelope = command_envelope(principal, raw, key, None, None)
-    except Refused as refusal:
-        event(f"refused {refusal.status} {refusal.code}")  # see them with --hypothesis-show-statistics
+    except DomainError as refusal:
+        event(f"refused {status_of(refusal)} {refusal.code}")  # see them with --hypothesis-show-statistics
         assert_specific(refusal)
     else:
         event("accepted")
         assert_storable(envelope)
 
 
-def assert_specific(refusal: Refused) -> None:
-    assert 400 <= refusal.status < 500, f"{refusal.status} {refusal.code}: {refusal.reason}"
+def assert_specific(refusal: DomainError) -> None:
+    status = status_of(refusal)
+    assert 400 <= status < 500, f"{status} {refusal.code}: {refusal.reason}"
     assert re.fullmatch(r"[a-z][a-z0-9_]*", refusal.code) and refusal.code not in GENERIC_CODES, refusal.code
     assert refusal.reason.strip()
-    rendered = {"status": "rejected", "code": refusal.code, "reason": refusal.reason, "details": refusal.details}
+    rendered = {"status": "rejected", "code": refusal.code, "reason": refusal.reason,
+                "details": getattr(refusal, "details", None)}
     json.dumps(rendered, ensure_ascii=False).encode("utf-8")  # what the API's JSONResponse does
 
 
@@ -175,7 +178,7 @@ def test_the_documented_idempotency_key_rule_is_the_one_the_intake_applies(key):
     try:
         command_envelope(operator, body, key, None, None)
         accepted = True
-    except Refused as refusal:
+    except DomainError as refusal:
         assert refusal.code == "invalid_idempotency_key"
         accepted = False
     assert accepted == (key is None or re.fullmatch(DOCUMENTED_KEY, key) is not None), repr(key)

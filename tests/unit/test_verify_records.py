@@ -6,7 +6,7 @@ import random
 import pytest
 import rfc8785
 
-from schemas.chain import verify_chain
+from schemas.chain import ChainVerdict, verify_chain
 from schemas.envelope import GENESIS_HASH, Plain, compute_hash, decode, encode, needs_full_jcs, seal
 from tests.unit.test_envelope import chain, random_value, unsealed
 
@@ -29,7 +29,7 @@ def test_records_as_sealed_decode_plain_and_verify():
     values = records(4)
     assert all(type(decode(v)) is Plain for v in values)
     verdict = verdict_of(values)
-    assert (verdict.ok, verdict.count, verdict.head_hash) == (True, 4, json.loads(values[-1])["hash"])
+    assert verdict == ChainVerdict(True, 4, json.loads(values[-1])["hash"], bad_seq=None, problem=None)
 
 
 def test_changing_any_single_byte_of_a_record_is_refused():
@@ -76,8 +76,7 @@ def test_a_foreign_producer_with_other_key_order_and_whitespace_verifies():
     envelopes = chain(3)
     foreign = [json.dumps(dict(reversed(list(e.items()))), indent=2).encode() for e in envelopes]
     assert all(f != encode(e) and json.loads(f) == e for f, e in zip(foreign, envelopes))
-    verdict = verdict_of(foreign)
-    assert (verdict.ok, verdict.count) == (True, 3)
+    assert verdict_of(foreign) == ChainVerdict(True, 3, envelopes[-1]["hash"])
 
 
 def test_a_record_hashed_over_its_own_non_canonical_text_is_refused():
@@ -90,8 +89,9 @@ def test_a_record_hashed_over_its_own_non_canonical_text_is_refused():
 
 def test_floats_are_hashed_by_rfc8785_not_by_their_python_spelling():
     body = unsealed(1, GENESIS_HASH, ratio=1.0, big=1e21)
-    assert type(decode(encode(seal(body)))) is dict
-    assert verdict_of([encode(seal(body))]).ok
+    sealed = seal(body)
+    assert type(decode(encode(sealed))) is dict
+    assert verdict_of([encode(sealed)]) == ChainVerdict(True, 1, sealed["hash"])
     python_spelling = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     assert python_spelling != rfc8785.dumps(body)
     assert verdict_of([spliced(python_spelling)]).bad_seq == 1

@@ -1,7 +1,7 @@
 """The one FastAPI app: bootstrap hands it each side's routers and services; it adds the shared plumbing.
 
 It imports no side: commands, queries and streams bring their routers, and their services
-(the bus, read models, discovery, the SSE hub, rebuild jobs) arrive as `services`, set on
+(the bus, read models, discovery, the streams' sources, rebuild jobs) arrive as `services`, set on
 `app.state` for the sides' own dependencies to hand to routes.
 """
 from contextlib import asynccontextmanager

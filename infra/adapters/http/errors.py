@@ -1,8 +1,11 @@
 """Every refusal the API gives, in one shape and mapped to its response in one place.
 
-Commands, queries and streams raise `Refused` (or a subclass) and never build responses
-themselves; an AuthError is a 401 with `WWW-Authenticate`, FastAPI's own validation errors a 422
-`invalid_request` naming each field.
+Commands, queries and streams raise `Refused` (or a subclass) or a domain rejection
+(`domain.errors.DomainError`, which has a code and no status) and never build responses
+themselves. `STATUSES` is the one table from a rejection's code to its HTTP status: a domain
+error whose code it does not list takes the status of its class's own code, and a processor's
+reply, which has only its code, takes 409 for a code not listed. An AuthError is a 401 with `WWW-Authenticate`,
+FastAPI's own validation errors a 422 `invalid_request` naming each field.
 """
 from typing import Any
 
@@ -10,7 +13,36 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from domain.errors import DomainError, Forbidden, InvalidCommand, Malformed, NotFound
 from infra.adapters.http.auth import AuthError
+
+REJECTED = 409  # any other code (invalid_state, version_conflict, budget_exceeded, ...): the state refuses it
+STATUSES: dict[str, int] = {
+    # each class's own code: the status of every code of that class not listed below
+    Malformed.code: 400, Forbidden.code: 403, NotFound.code: 404, InvalidCommand.code: 422,
+    # the body cannot be read as one JSON object (commands/intake.py)
+    "duplicate_key": 400, "too_deeply_nested": 400,
+    # the caller may not send this command
+    "missing_role": 403, "system_command": 403, "requester_cannot_approve": 403, "platform_hold": 403,
+    # the command is not valid as sent
+    "unknown_command_type": 422, "invalid_text": 422, "invalid_idempotency_key": 422,
+    "idempotency_key_reused": 422, "unknown_step": 422, "wrong_run": 422, "wrong_project": 422,
+    "wrong_tenant": 422, "retention_below_minimum": 422,
+    # the processor could not decide the command (a defect of runledger)
+    "undecidable": 500,
+}
+
+
+def status_of_code(code: str, kind: type[DomainError] = DomainError) -> int:
+    """The HTTP status of a rejection's code; one not listed takes that of its class's own code."""
+    if code in STATUSES:
+        return STATUSES[code]
+    return next((STATUSES[k.code] for k in kind.__mro__ if issubclass(k, DomainError) and k.code in STATUSES),
+                REJECTED)
+
+
+def status_of(error: DomainError) -> int:
+    return status_of_code(error.code, type(error))
 
 
 class Refused(Exception):
@@ -36,6 +68,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def on_refused(_: Request, error: Refused) -> JSONResponse:
         return refusal(error.status, error.code, error.reason, error.details, error.headers)
+
+    @app.exception_handler(DomainError)
+    async def on_rejected(_: Request, error: DomainError) -> JSONResponse:
+        return refusal(status_of(error), error.code, error.reason, getattr(error, "details", None))
 
     @app.exception_handler(AuthError)
     async def on_auth(_: Request, error: AuthError) -> JSONResponse:

@@ -1,8 +1,9 @@
 """Document every status a route can answer, beside what FastAPI generates on its own.
 
-FastAPI knows a route's success status and its own 422 only. The refusals (`Refused`, `AuthError`,
-`NotCaughtUp`, `TenantHeld`, `BadCursor`, and the app-wide guard's invalid_parameter) are raised
-inside dependencies and turned into responses by the handlers in `infra/adapters/http/app.py`, so they are
+FastAPI knows a route's success status and its own 422 only. The refusals (`Refused`, the intake's
+and the processor's domain rejections, `AuthError`, `NotCaughtUp`, `TenantHeld`, `BadCursor`, and the
+app-wide guard's invalid_parameter) are raised inside dependencies and routes and turned into
+responses by the handlers in `infra/adapters/http/errors.py`, so they are
 listed here per kind of route, all with the one body they share (`Rejection`). A contract fuzzer
 (`tests/e2e/test_contract_fuzz.py`) holds the server to it: a status or a body this schema does not
 document fails it.
