@@ -1,8 +1,14 @@
 """Settings for every runledger process, from environment variables (pydantic-settings)."""
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+import base64
+import binascii
+import re
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "runledger"}
+KEK_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+KEK_HOWTO = "python -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())'"
 
 
 def env(name: str) -> AliasChoices:
@@ -10,7 +16,9 @@ def env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RUNLEDGER_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a refused secret (a KEK of the wrong length, say) is never echoed into a log
+    model_config = SettingsConfigDict(env_prefix="RUNLEDGER_", extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:19092", validation_alias=env("KAFKA_BOOTSTRAP"))
     database_url: str = Field("postgresql://runledger:runledger@127.0.0.1:15432/runledger",
@@ -33,6 +41,13 @@ class Settings(BaseSettings):
     sse_buffer: int = Field(1000, ge=10, description="events buffered per SSE subscriber before it is cut off")
     ops_tenant: str = Field("ops", description="admins of this tenant see platform-wide ops views")
     session_timeout_ms: int = Field(10000, ge=6000, description="broker minimum is 6000 by default")
+    kek: SecretStr | None = Field(None, description="RUNLEDGER_KEK: base64 of the 32-byte key-encryption key that "
+                                  "wraps content data keys (docs/adr/0008)")
+    kek_id: str = Field("kek-1", pattern=KEK_ID_PATTERN, description="RUNLEDGER_KEK_ID: the id rows "
+                        "wrapped under RUNLEDGER_KEK carry; a new KEK gets a new id")
+    previous_keks: dict[str, SecretStr] = Field(
+        default_factory=dict, description='RUNLEDGER_PREVIOUS_KEKS: JSON {"<kek id>": "<base64>"} of older KEKs '
+        "that rows may still be wrapped under while a rotation runs")
 
     @field_validator("jwt_secret")
     @classmethod
@@ -43,6 +58,31 @@ class Settings(BaseSettings):
                              "characters (e.g. `python -c 'import secrets; "
                              "print(secrets.token_urlsafe(48))'`)")
         return value
+
+    @field_validator("kek")
+    @classmethod
+    def check_kek(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            kek_bytes("RUNLEDGER_KEK", value)
+        return value
+
+    @field_validator("previous_keks")
+    @classmethod
+    def check_previous_keks(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for kek_id, kek in value.items():
+            if not re.match(KEK_ID_PATTERN, kek_id):
+                raise ValueError(f"RUNLEDGER_PREVIOUS_KEKS: KEK id {kek_id!r} does not match {KEK_ID_PATTERN}")
+            kek_bytes(f"RUNLEDGER_PREVIOUS_KEKS[{kek_id!r}]", kek)
+        return value
+
+    @model_validator(mode="after")
+    def check_kek_ring(self) -> "Settings":
+        if self.previous_keks and self.kek is None:
+            raise ValueError("RUNLEDGER_PREVIOUS_KEKS is set without RUNLEDGER_KEK: set the current KEK too")
+        if self.kek is not None and self.kek_id in self.previous_keks:
+            raise ValueError(f"RUNLEDGER_KEK_ID {self.kek_id!r} is also in RUNLEDGER_PREVIOUS_KEKS: "
+                             "the current KEK and an old one need different ids")
+        return self
 
     @property
     def commands_topic(self) -> str:
@@ -62,3 +102,20 @@ class Settings(BaseSettings):
 
     def transactional_id(self, partition: int) -> str:
         return f"{self.topic_prefix}.processor.p{partition}"
+
+
+def kek_bytes(name: str, value: SecretStr) -> bytes:
+    """Decode a KEK setting (base64 of 32 random bytes); refuse placeholders. Messages never show the value."""
+    text = value.get_secret_value().strip()
+    howto = f"make one with `{KEK_HOWTO}`"
+    if text.lower() in PLACEHOLDER_SECRETS:
+        raise ValueError(f"{name} is a placeholder, not a key: {howto}")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name} is not base64: it must be base64 of 32 random bytes; {howto}") from None
+    if len(raw) != 32:
+        raise ValueError(f"{name} decodes to {len(raw)} bytes, not 32: {howto}")
+    if len(set(raw)) == 1:
+        raise ValueError(f"{name} is one byte repeated, a placeholder, not a key: {howto}")
+    return raw
