@@ -143,8 +143,25 @@ def check_idempotency_key(key: str | None) -> None:
                              "invalid_idempotency_key")
 
 
+def target(command: Any, principal: Principal, ops_tenant: str | None) -> tuple[str, dict[str, Any]]:
+    """The tenant whose chain decides the command, and the actor it records there.
+
+    A command naming another tenant (a platform hold or sweep) is taken only from an admin of the
+    ops tenant, and is recorded on that tenant's chain with the role `super_admin`.
+    """
+    actor = {"subject": principal.subject, "roles": list(principal.roles)}
+    named = getattr(command, "tenant_id", None)
+    if named is None or named == principal.tenant_id:
+        return principal.tenant_id, actor
+    if ops_tenant is not None and principal.tenant_id == ops_tenant and "admin" in principal.roles:
+        return named, {"subject": principal.subject, "roles": ["super_admin"]}
+    raise Forbidden(f"{command.type} names tenant {named!r}: only an admin of the platform's ops tenant "
+                    "(a super_admin) may act on another tenant", "cross_tenant")
+
+
 def command_envelope(principal: Principal, raw: bytes, idempotency_key: str | None,
-                     traceparent: str | None, correlation_id: str | None) -> dict[str, Any]:
+                     traceparent: str | None, correlation_id: str | None,
+                     ops_tenant: str | None = None) -> dict[str, Any]:
     """Validate a request completely and return the envelope to put on `ledger.commands`."""
     check_idempotency_key(idempotency_key)
     body = parse_body(raw)
@@ -153,16 +170,17 @@ def command_envelope(principal: Principal, raw: bytes, idempotency_key: str | No
     check_type(body)
     command = validate(body)
     check_roles(command, principal)
+    tenant_id, actor = target(command, principal, ops_tenant)
     canonical_body = command.model_dump(mode="json")
     command_id = str(uuid7())
     digest_source = {"body": canonical_body, "expected_version": expected_version}
     return {
         "command_id": command_id,
-        "tenant_id": principal.tenant_id,
+        "tenant_id": tenant_id,
         "idempotency_key": idempotency_key,
         "request_digest": hashlib.sha256(rfc8785.dumps(digest_source)).hexdigest(),
         "expected_version": expected_version,
-        "actor": {"subject": principal.subject, "roles": list(principal.roles)},
+        "actor": actor,
         "issued_at": iso(datetime.now(timezone.utc)),
         "traceparent": traceparent,
         "correlation_id": correlation_id,

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from domain.ledger import ChainBroken, TenantLedger
+from domain.retention import Rules
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError, NotAssigned, TopicPartition, TransactionalWriter
 from infra.adapters.settings import Settings
 from schemas.envelope import decode
@@ -37,11 +38,12 @@ class PartitionOwner:
     backlogged: bool = False  # paused on purpose: the pending backlog is full
     worker: asyncio.Task | None = None
     timer: asyncio.Task | None = None
+    rules: Rules = field(default_factory=Rules)
 
     def tenant(self, tenant_id: str) -> TenantLedger:
         ledger = self.tenants.get(tenant_id)
         if ledger is None:
-            ledger = self.tenants[tenant_id] = TenantLedger(tenant_id)
+            ledger = self.tenants[tenant_id] = TenantLedger(tenant_id, rules=self.rules)
         return ledger
 
 
@@ -77,7 +79,8 @@ class Ownership:
     async def acquire(self, tp: TopicPartition) -> None:
         """Fence the previous owner, rebuild the partition's state, then resume its commands."""
         generation = self.consumer.generation
-        owner = PartitionOwner(tp.partition, self.log.transactional_writer(self.settings.transactional_id(tp.partition)))
+        owner = PartitionOwner(tp.partition, self.log.transactional_writer(self.settings.transactional_id(tp.partition)),
+                               rules=self.settings.retention_rules)
         try:
             await owner.writer.start()
             self.still_assigned(tp, generation)

@@ -42,7 +42,8 @@ class CommandProcessor:
                       "undecidable": 0, "healed": 0}
         self.ownership = Ownership(settings, self.log, self.stats)
         self.worker = Worker(settings, self.ownership, clock, self.stats)
-        self.timers = Timers(settings.timer_interval_s, self.ownership, self.worker, clock)
+        self.timers = Timers(settings.timer_interval_s, self.ownership, self.worker, clock,
+                             settings.retention_sweep_interval_s)
         self.consumer: GroupConsumer = None  # type: ignore[assignment]
 
     @property

@@ -2,7 +2,8 @@
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict,
+                      StringConstraints, model_validator)
 
 from domain.text import storable
 
@@ -26,6 +27,10 @@ Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
 RiskTier = Literal["low", "medium", "high", "critical"]
 # Strict validation wants UUID instances; ids arrive as JSON strings, which are the only lax input.
 Id = Annotated[UUID, Strict(False)]
+# Instants arrive as RFC 3339 strings with an offset; a time without one is refused.
+Instant = Annotated[AwareDatetime, Strict(False)]
+TenantName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+RecordClass = Literal["audit", "operational"]
 
 
 class Command(BaseModel):
@@ -178,10 +183,79 @@ class RecordCost(Command):
     currency: Currency
 
 
+class TenantScope(Command):
+    kind: Literal["tenant"]
+
+
+class RunScope(Command):
+    kind: Literal["run"]
+    run_id: Id
+
+
+class SubjectScope(Command):
+    kind: Literal["subject"]
+    subject: Name
+
+
+class AggregateScope(Command):
+    kind: Literal["aggregate"]
+    aggregate_id: Id
+
+
+class TimeRangeScope(Command):
+    """Records recorded at or after `start` and before `end`."""
+    kind: Literal["time_range"]
+    start: Instant
+    end: Instant
+
+    @model_validator(mode="after")
+    def ordered(self) -> "TimeRangeScope":
+        if self.end <= self.start:
+            raise ValueError(f"the time range is reversed or empty: end {self.end.isoformat()} is not "
+                             f"after start {self.start.isoformat()}")
+        return self
+
+
+HoldScope = Annotated[Union[TenantScope, RunScope, SubjectScope, AggregateScope, TimeRangeScope],
+                      Field(discriminator="kind")]
+
+
+class PlaceLegalHold(Command):
+    """Hold what the scope covers; `tenant_id` names another tenant (platform super_admin only)."""
+    type: Literal["PlaceLegalHold"] = "PlaceLegalHold"
+    hold_id: Id | None = None
+    tenant_id: TenantName | None = None
+    matter: Name
+    reason: Text
+    scope: HoldScope
+
+
+class ReleaseLegalHold(Command):
+    type: Literal["ReleaseLegalHold"] = "ReleaseLegalHold"
+    hold_id: Id
+    tenant_id: TenantName | None = None
+    reason: Text
+
+
+class SetRetentionPolicy(Command):
+    type: Literal["SetRetentionPolicy"] = "SetRetentionPolicy"
+    record_class: RecordClass
+    days: Annotated[int, Field(ge=0, le=100 * 366)]
+
+
+class SweepRetention(Command):
+    """Remove up to `limit` expired, un-held run families of a record class from its read models."""
+    type: Literal["SweepRetention"] = "SweepRetention"
+    record_class: RecordClass
+    tenant_id: TenantName | None = None
+    limit: Annotated[int, Field(ge=1, le=1000)] = 500
+
+
 AnyCommand = Annotated[Union[
     RequestRun, StartRun, StartStep, FinishStep, CompleteRun, FailRun, RetryRun, CancelRun,
     ResumeRun, ForceFailRun, RequestToolCall, DecidePolicy, CompleteToolCall, FailToolCall,
     RequestApproval, GrantApproval, DenyApproval, ExpireApproval, SetBudget, RecordCost,
+    PlaceLegalHold, ReleaseLegalHold, SetRetentionPolicy, SweepRetention,
 ], Field(discriminator="type")]
 
 COMMAND_TYPES = {c.model_fields["type"].default: c for c in AnyCommand.__origin__.__args__}

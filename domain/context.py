@@ -8,6 +8,7 @@ from eventsourcing.domain import Aggregate
 from uuid_utils.compat import uuid7
 
 from domain.errors import InvalidState, NotFound, VersionConflict
+from domain.retention import Families, Rules
 from domain.run import check_step_id_free
 from schemas.envelope import Actor, iso
 
@@ -22,6 +23,8 @@ class Context:
     now: datetime
     expected_version: int | None = None
     step_runs: Mapping[str, str] = field(default_factory=dict)
+    families: Families = field(default_factory=Families)
+    rules: Rules = field(default_factory=Rules)
     touched: list[Aggregate] = field(default_factory=list)
 
     @property
@@ -54,6 +57,7 @@ class Context:
         aggregate = self.aggregates.get(aggregate_id)
         if aggregate is None or not isinstance(aggregate, kind):
             return None
+        self.check_not_swept(aggregate)
         self.check_expected_version(aggregate)
         self.touch(aggregate)
         return aggregate
@@ -63,6 +67,14 @@ class Context:
         if aggregate is None:
             raise NotFound(f"no {kind.__name__.lower()} {aggregate_id} in tenant {self.tenant_id}")
         return aggregate
+
+    def check_not_swept(self, aggregate: Aggregate) -> None:
+        """What a retention sweep removed from the read models can no longer change."""
+        family = self.families.swept_family_of(str(aggregate.id))
+        if family is not None:
+            raise InvalidState(f"{type(aggregate).__name__.lower()} {aggregate.id} belongs to run "
+                               f"{family.run_id}, which a retention sweep removed (chain_seq "
+                               f"{min(family.swept.values())}); it can no longer change", "swept")
 
     def add(self, aggregate: A) -> UUID:
         self.aggregates[aggregate.id] = aggregate

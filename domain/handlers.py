@@ -8,6 +8,7 @@ from domain.approval import Approval
 from domain.budget import Budget, budget_id, check_run_cap
 from domain.context import Context
 from domain.errors import InvalidCommand, InvalidState
+from domain.governing import GOVERNANCE_HANDLERS
 from domain.run import Run
 from domain.tool_call import ToolCall
 
@@ -202,4 +203,5 @@ HANDLERS: dict[type, tuple[Handler, frozenset[str]]] = {
     c.ExpireApproval: (expire_approval, frozenset({"system"})),
     c.SetBudget: (set_budget, frozenset({"admin"})),
     c.RecordCost: (record_cost, OPERATORS),
+    **GOVERNANCE_HANDLERS,
 }

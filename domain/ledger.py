@@ -16,6 +16,7 @@ from domain.commands import AnyCommand, ExpireApproval
 from domain.context import Context
 from domain.errors import DomainError, Forbidden, InvalidCommand
 from domain.handlers import HANDLERS
+from domain.retention import Families, Rules
 from domain.registry import (AGGREGATE_TYPES, EVENT_TYPES, payload_of, schema_version_of,
                              to_domain_event)
 from schemas.chain import ChainVerifier
@@ -50,6 +51,8 @@ class TenantLedger:
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     expiries: dict[str, str] = field(default_factory=dict)
     step_runs: dict[str, str] = field(default_factory=dict)
+    families: Families = field(default_factory=Families)
+    rules: Rules = field(default_factory=Rules)
 
     def __post_init__(self) -> None:
         self.chain = self.chain or ChainVerifier(self.tenant_id)
@@ -74,6 +77,7 @@ class TenantLedger:
         """Fold one envelope into the indexes kept beside the aggregates, replayed or just appended."""
         self.track_timers(env["type"], env["aggregate_id"], env["payload"])
         self.track_steps(env["type"], env["aggregate_id"], env["payload"])
+        self.families.track(env)
 
     def track_steps(self, event_type: str, run_id: str, payload: dict[str, Any]) -> None:
         """Remember which run owns each step id; in logs from before the rule, the first run does."""
@@ -128,7 +132,7 @@ class TenantLedger:
         if roles and not roles.intersection(actor.roles):
             raise Forbidden(f"{cmd.type} needs one of the roles {sorted(roles)}", "missing_role")
         ctx = Context(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"),
-                      step_runs=self.step_runs)
+                      step_runs=self.step_runs, families=self.families, rules=self.rules)
         try:
             aggregate_id = handler(cmd, ctx)
         except DomainError:

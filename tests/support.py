@@ -138,6 +138,9 @@ class Service:
                 "RUNLEDGER_COMMAND_TIMEOUT_S": str(s.command_timeout_s),
                 "RUNLEDGER_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
                 "RUNLEDGER_SSE_BUFFER": str(s.sse_buffer), "RUNLEDGER_SSE_RETAIN": str(s.sse_retain),
+                "RUNLEDGER_RETENTION_MIN_DAYS_AUDIT": str(s.retention_min_days_audit),
+                "RUNLEDGER_RETENTION_MIN_DAYS_OPERATIONAL": str(s.retention_min_days_operational),
+                "RUNLEDGER_RETENTION_SWEEP_INTERVAL_S": str(s.retention_sweep_interval_s),
                 "PYTHONUNBUFFERED": "1"}
 
     def start(self) -> "Service":

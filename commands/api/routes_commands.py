@@ -52,7 +52,7 @@ async def send_command(request: Request, principal: Caller, bus: BusDep,
             "runledger.command", context=telemetry.context_from(request.headers),
             kind=SpanKind.SERVER, attributes={"runledger.tenant_id": principal.tenant_id}) as span:
         command = command_envelope(principal, raw, idempotency_key,
-                                   telemetry.current_traceparent(), x_correlation_id)
+                                   telemetry.current_traceparent(), x_correlation_id, settings.ops_tenant)
         span.set_attribute("runledger.command_type", command["body"]["type"])
         span.set_attribute("runledger.command_id", command["command_id"])
         return await submit(bus, command, settings)

@@ -6,6 +6,8 @@ import re
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.retention import Rules
+
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "runledger"}
 KEK_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 KEK_HOWTO = "python -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())'"
@@ -41,6 +43,12 @@ class Settings(BaseSettings):
     sse_buffer: int = Field(1000, ge=10, description="events buffered per SSE subscriber before it is cut off")
     ops_tenant: str = Field("ops", description="admins of this tenant see platform-wide ops views")
     session_timeout_ms: int = Field(10000, ge=6000, description="broker minimum is 6000 by default")
+    retention_min_days_audit: int = Field(3 * 365, ge=0, description="no tenant may keep audit records "
+                                          "(audit/discovery, cost) for fewer days")
+    retention_min_days_operational: int = Field(1, ge=0, description="no tenant may keep runs, approvals "
+                                                "and SSE channels for fewer days")
+    retention_sweep_interval_s: float = Field(3600.0, ge=0, description="how often each processor sweeps "
+                                              "its tenants' expired records (0: only when asked)")
     kek: SecretStr | None = Field(None, description="RUNLEDGER_KEK: base64 of the 32-byte key-encryption key that "
                                   "wraps content data keys (docs/adr/0008)")
     kek_id: str = Field("kek-1", pattern=KEK_ID_PATTERN, description="RUNLEDGER_KEK_ID: the id rows "
@@ -83,6 +91,10 @@ class Settings(BaseSettings):
             raise ValueError(f"RUNLEDGER_KEK_ID {self.kek_id!r} is also in RUNLEDGER_PREVIOUS_KEKS: "
                              "the current KEK and an old one need different ids")
         return self
+
+    @property
+    def retention_rules(self) -> Rules:
+        return Rules({"audit": self.retention_min_days_audit, "operational": self.retention_min_days_operational})
 
     @property
     def commands_topic(self) -> str:

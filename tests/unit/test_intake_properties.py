@@ -55,6 +55,12 @@ VALID: dict[str, dict[str, Any]] = {
     "SetBudget": {"project": "p", "period": "month", "limit_micros": 10, "currency": "EUR"},
     "RecordCost": {"run_id": ID, "provider": "openai", "model": "m", "tokens_in": 3, "amount_micros": 7,
                    "currency": "USD"},
+    "PlaceLegalHold": {"matter": "Doe v. Acme", "reason": "litigation",
+                       "scope": {"kind": "time_range", "start": "2026-01-01T00:00:00Z",
+                                 "end": "2026-02-01T00:00:00+01:00"}},
+    "ReleaseLegalHold": {"hold_id": ID, "reason": "settled"},
+    "SetRetentionPolicy": {"record_class": "operational", "days": 30},
+    "SweepRetention": {"record_class": "audit", "limit": 10},
 }
 UNSTORABLE = ["\x00", "\x01", "\x1f", "\ud800", "\udbff", "\udfff"]
 ODD_TEXT = ["\x7f", "\u2028", "\ufeff", "\t", "\n", "\U0001f600", ""]

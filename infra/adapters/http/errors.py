@@ -24,6 +24,7 @@ STATUSES: dict[str, int] = {
     "duplicate_key": 400, "too_deeply_nested": 400,
     # the caller may not send this command
     "missing_role": 403, "system_command": 403, "requester_cannot_approve": 403, "platform_hold": 403,
+    "cross_tenant": 403,
     # the command is not valid as sent
     "unknown_command_type": 422, "invalid_text": 422, "invalid_idempotency_key": 422,
     "idempotency_key_reused": 422, "unknown_step": 422, "wrong_run": 422, "wrong_project": 422,
