@@ -1,6 +1,10 @@
-"""The approvals read model (Postgres): the pending queue, votes so far, decisions and expiries."""
+"""The approvals read model (Postgres): the pending queue, votes so far, decisions and expiries.
+
+A retention sweep of this store removes the approvals of its runs and their votes (projectors/removals.py).
+"""
 from projectors.base import Envelope
 from projectors.pg import PostgresProjection, Statement
+from projectors.removals import governs, sweep_of
 
 DDL = """
 CREATE TABLE IF NOT EXISTS {s}.approvals (
@@ -30,6 +34,8 @@ class ApprovalsProjection(PostgresProjection):
                 (*params, env["chain_seq"], env["tenant_id"], env["aggregate_id"]))
 
     def statements(self, env: Envelope) -> list[Statement]:
+        if governs(self.name, env):
+            return self.swept(env)
         p, at, s = env["payload"], env["occurred_at"], self.schema
         match env["type"]:
             case "approval.requested":
@@ -54,3 +60,14 @@ class ApprovalsProjection(PostgresProjection):
                 return [self.update(env, "state = 'expired', decided_at = %s", p["expired_at"])]
             case _:
                 return []
+
+    def swept(self, env: Envelope) -> list[Statement]:
+        """Remove the votes, then the approvals, of the swept runs."""
+        sweep, s = sweep_of(env), self.schema
+        params = (sweep.tenant_id, sweep.run_ids)
+        return [self.removal(sweep, "approval_votes",
+                             f"DELETE FROM {s}.approval_votes v USING {s}.approvals a WHERE v.tenant_id = %s "
+                             "AND a.tenant_id = v.tenant_id AND a.approval_id = v.approval_id "
+                             "AND a.run_id = ANY(%s::uuid[])", params),
+                self.removal(sweep, "approvals", f"DELETE FROM {s}.approvals WHERE tenant_id = %s "
+                                                 "AND run_id = ANY(%s::uuid[])", params)]

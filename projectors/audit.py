@@ -1,8 +1,14 @@
-"""The audit/discovery read model (ClickHouse): one row per event, searchable by who/what/when."""
+"""The audit/discovery read model (ClickHouse): one row per event, searchable by who/what/when.
+
+A retention sweep of this store removes every event row whose run_id is a swept run: the run's
+events, its tool calls' and approvals' (their rows carry their run's id) and the costs charged to
+it. The sweep's own row, and every governance event, has no run_id and stays.
+"""
 import json
 
 from projectors.base import Envelope
 from projectors.ch import ClickHouseProjection, ts
+from projectors.removals import Sweep
 
 COLUMNS = ["tenant_id", "chain_seq", "event_id", "type", "schema_version", "aggregate_type", "aggregate_id",
            "aggregate_version", "occurred_at", "recorded_at", "actor_subject", "actor_roles", "command_id",
@@ -20,9 +26,21 @@ DDL = ["CREATE TABLE IF NOT EXISTS {db}.events (tenant_id String, chain_seq UInt
        "ENGINE = ReplacingMergeTree ORDER BY (tenant_id, chain_seq)"]
 
 
+def text_or_none(value) -> str | None:
+    """A tool policy's version is text; a retention policy's (retention.*) is a number, kept as its digits."""
+    return None if value is None else str(value)
+
+
 class AuditProjection(ClickHouseProjection):
     name = "audit"
     ddl = DDL
+    swept_tables = ("events",)
+
+    def forget(self, sweep: Sweep) -> None:
+        # No event of a swept family follows its sweep, so these would never be looked up again: just memory.
+        runs = set(sweep.run_ids)
+        for key in [k for k, (run_id, _) in self.known.items() if k[0] == sweep.tenant_id and run_id in runs]:
+            del self.known[key]
 
     def rows(self, envelopes: list[Envelope]) -> dict[str, tuple[list[str], list[tuple]]]:
         parents = self.parents(envelopes)
@@ -57,5 +75,5 @@ class AuditProjection(ClickHouseProjection):
                 env["aggregate_version"], ts(env["occurred_at"]), ts(env["recorded_at"]), env["actor"]["subject"],
                 env["actor"]["roles"], env["command_id"], env["correlation_id"], run_id, tool_call_id,
                 aid if kind == "approval" else p.get("approval_id"), p.get("tool") or tool, p.get("decision"),
-                p.get("policy_id"), p.get("policy_version"), env["prev_hash"], env["hash"],
+                p.get("policy_id"), text_or_none(p.get("policy_version")), env["prev_hash"], env["hash"],
                 json.dumps(p, separators=(",", ":"), ensure_ascii=False))

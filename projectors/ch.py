@@ -10,6 +10,14 @@ insert per table per poll, and the column types named so no insert needs a DESCR
 
 Each projection lives in one database per generation (projectors/generations.py), and the live
 writer re-checks the registry before every poll's inserts.
+
+A retention sweep of this store (projectors/removals.py) is applied after the poll's row inserts:
+per table, an INSERT … SELECT count() records in `removals` how many rows the sweep's runs have
+(ReplacingMergeTree(rows): the highest count wins, and a replay, which finds at most the rows it
+re-inserted, never lowers it), then a lightweight DELETE removes them, synchronously
+(`lightweight_deletes_sync = 2`: the statement returns once the rows are gone, on a server too,
+whose default may be asynchronous). A replayed poll re-inserts its rows and deletes them again.
+A probe builds the sweeps (so a bad payload fails it) but runs none of them.
 """
 import asyncio
 from datetime import datetime, timezone
@@ -19,6 +27,12 @@ from typing import Any, Sequence
 from infra.adapters.clickhouse import ClickHouse
 from projectors.base import Batch, Envelope, Hold, Position
 from projectors.generations import ClickHouseGenerations, Generational
+from projectors.removals import Removal, Sweep, sweeps
+
+REMOVALS_DDL = ("CREATE TABLE IF NOT EXISTS {db}.removals (tenant_id String, chain_seq UInt64, "
+                "record_class LowCardinality(String), table_name String, rows UInt64, swept_at DateTime64(6, 'UTC')) "
+                "ENGINE = ReplacingMergeTree(rows) ORDER BY (tenant_id, chain_seq, table_name)")
+SWEPT_ROWS = "tenant_id = {t:String} AND run_id IN {runs:Array(String)}"
 
 BOOKKEEPING_DDL = [
     "CREATE TABLE IF NOT EXISTS {db}.progress (partition UInt32, next_offset UInt64, tenant_id String, "
@@ -30,6 +44,7 @@ BOOKKEEPING_DDL = [
     "CREATE TABLE IF NOT EXISTS {db}.held (tenant_id String, partition UInt32, record_offset UInt64, "
     "chain_seq UInt64, reason String, state LowCardinality(String), held_at DateTime64(6, 'UTC'), "
     "at DateTime64(6, 'UTC')) ENGINE = MergeTree ORDER BY (tenant_id, at)",
+    REMOVALS_DDL,
 ]
 HELD_COLUMNS = ["tenant_id", "partition", "record_offset", "chain_seq", "reason", "state", "held_at", "at"]
 PROGRESS_COLUMNS = ["partition", "next_offset", "tenant_id", "chain_seq", "hash", "last_recorded_at", "written_at"]
@@ -76,6 +91,7 @@ def ts(iso: str) -> datetime:
 
 class ClickHouseProjection(Generational):
     ddl: list[str] = []
+    swept_tables: tuple[str, ...] = ()  # tables a sweep of this store removes rows from, by their run_id column
     linger_ms = 100  # every insert makes a part: fewer, bigger inserts
     generations: ClickHouseGenerations
 
@@ -99,6 +115,11 @@ class ClickHouseProjection(Generational):
     def writer_for(self, generation: int) -> "ClickHouseProjection":
         return type(self)(self.ch, self.prefix, generation)
 
+    async def open(self) -> "ClickHouseProjection":
+        await super().open()
+        await self.run(self.ch.command, REMOVALS_DDL.format(db=self.db))  # for generations made before it existed
+        return self
+
     # -- the Projection port ------------------------------------------------------------------
     async def positions(self) -> dict[int, Position]:
         rows = await self.run(self.ch.query,
@@ -119,8 +140,11 @@ class ClickHouseProjection(Generational):
         """Rows, then holds, then positions: a crash between them replays a poll whose holds already stand."""
         if self.pinned_generation is None:
             self.raise_if_swapped(self.generations.live_now(self.name))
-        for table, (columns, rows) in self.rows([env for batch in batches for env in batch.envelopes]).items():
+        envelopes = [env for batch in batches for env in batch.envelopes]
+        for table, (columns, rows) in self.rows(envelopes).items():
             self.insert(table, columns, rows)
+        for sweep in sweeps(self.name, envelopes):
+            self.remove(sweep)
         now = datetime.now(timezone.utc)
         # A tenant both held and released here is released: its two rows would share `at`.
         self.insert("held", HELD_COLUMNS, held_rows([h for h in holds if h.tenant_id != released], now))
@@ -132,6 +156,7 @@ class ClickHouseProjection(Generational):
 
     def _probe(self, envelopes: list[Envelope]) -> None:
         """Build the rows and insert them into Null-engine twins: every conversion runs, nothing is kept."""
+        sweeps(self.name, envelopes)  # read (so checked), never run
         for table, (columns, rows) in self.rows(envelopes).items():
             twin = f"{self.db}.{table}_probe"
             if twin not in self.probe_tables:
@@ -171,6 +196,32 @@ class ClickHouseProjection(Generational):
         # Not argMax(failure, at): aggregates skip NULLs, so the NULL that clears a failure would never win.
         rows = await self.run(self.ch.query, f"SELECT failure AS f FROM {self.db}.status ORDER BY at DESC LIMIT 1")
         return rows[0]["f"] if rows else None
+
+    def remove(self, sweep: Sweep) -> None:
+        """Record how many rows of each swept table the sweep's runs have, then delete them."""
+        params = {"t": sweep.tenant_id, "runs": sweep.run_ids}
+        for table in self.swept_tables:
+            self.ch.command(f"INSERT INTO {self.db}.removals SELECT {{t:String}}, {{seq:UInt64}}, {{cls:String}}, "
+                            f"{{table:String}}, count(), parseDateTime64BestEffort({{at:String}}, 6, 'UTC') "
+                            f"FROM {self.db}.{table} FINAL WHERE {SWEPT_ROWS}",
+                            {**params, "seq": sweep.chain_seq, "cls": sweep.record_class, "table": table,
+                             "at": sweep.swept_at})
+            if sweep.run_ids:
+                self.ch.command(f"DELETE FROM {self.db}.{table} WHERE {SWEPT_ROWS} "
+                                "SETTINGS lightweight_deletes_sync = 2", params)
+        self.forget(sweep)
+
+    def forget(self, sweep: Sweep) -> None:
+        """Drop what `known` remembers of the swept families, if a subclass remembers any."""
+
+    async def removals(self, tenant_id: str) -> list[Removal]:
+        """What retention sweeps removed from this read model for a tenant, sweep by sweep, table by table."""
+        rows = await self.run(self.ch.query,
+                              f"SELECT tenant_id, chain_seq, record_class, table_name, rows, swept_at "
+                              f"FROM {self.db}.removals FINAL WHERE tenant_id = {{t:String}} "
+                              "ORDER BY chain_seq, table_name", {"t": tenant_id})
+        return [Removal(r["tenant_id"], r["chain_seq"], r["record_class"], r["table_name"], r["rows"], r["swept_at"])
+                for r in rows]
 
     def rows(self, envelopes: list[Envelope]) -> dict[str, tuple[list[str], list[tuple]]]:
         """Return, per table, the columns and rows this batch adds."""

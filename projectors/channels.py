@@ -4,13 +4,21 @@ Channels of a tenant: `tenant` (every event), `run:<run_id>` (the run's own even
 its tool calls and approvals) and `approvals` (every approval event). The channel sequence is the
 SSE `id`. Rows, channel heads and the projector position commit in one transaction, and a
 NOTIFY in that transaction wakes the streams API only once the rows are visible.
+
+A retention sweep of this store (projectors/removals.py) removes its families' rows: the whole of
+each `run:<id>` channel, and the rows of the `tenant` and `approvals` channels whose event belongs
+to a swept family, then the families' `aggregate_runs`. Channel heads keep counting, so an SSE id
+is never reused; a swept run channel's `oldest` moves past its head (everything in it is gone),
+and the other channels just have gaps, which readers skip (streams/reader.py). The sweep event
+and the governance events stay in the tenant channel.
 """
 import json
 
 from psycopg import AsyncConnection
 
 from projectors.base import Envelope
-from projectors.pg import PostgresProjection
+from projectors.pg import PostgresProjection, Statement
+from projectors.removals import Sweep, sweeps
 
 NOTIFY_CHANNEL = "runledger_sse"
 
@@ -56,6 +64,16 @@ def channels_of(env: Envelope, run_id: str | None) -> list[str]:
     return channels
 
 
+def family_rows(schema: str, tenant_id: str, runs: list[str]) -> tuple[str, tuple]:
+    """The channel rows (alias `e`) of these runs' families: their run channels, and their events elsewhere."""
+    member = (f"(e.envelope->>'aggregate_type' = 'run' AND e.envelope->>'aggregate_id' = ANY(%s)) "
+              f"OR e.envelope->>'aggregate_id' IN (SELECT aggregate_id FROM {schema}.aggregate_runs "
+              "WHERE tenant_id = %s AND run_id = ANY(%s)) "
+              "OR (e.type = 'budget.cost_recorded' AND e.envelope->'payload'->>'run_id' = ANY(%s))")
+    return (f"e.tenant_id = %s AND (e.channel = ANY(%s) OR (e.channel IN ('tenant', 'approvals') AND ({member})))",
+            (tenant_id, [f"run:{r}" for r in runs], runs, tenant_id, runs, runs))
+
+
 class ChannelsProjection(PostgresProjection):
     name = "channels"
     ddl = DDL
@@ -86,6 +104,9 @@ class ChannelsProjection(PostgresProjection):
                 "ON CONFLICT (tenant_id, channel) DO UPDATE SET seq = excluded.seq",
                 [(t, c, heads[(t, c)]) for t, c in keys])
             await self.trim(cur, heads, oldest)
+            for sweep in sweeps(self.name, envelopes):  # after the poll's rows: none of its families follows it
+                for sql, params in self.swept(sweep):
+                    await cur.execute(sql, params)
             for note in notifications(self.schema, [[t, c, heads[(t, c)]] for t, c in keys]):
                 await cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, note))
 
@@ -98,6 +119,17 @@ class ChannelsProjection(PostgresProjection):
                                   "AND seq < %s", (tenant, channel, keep_from))
                 await cur.execute(f"UPDATE {self.schema}.channel_heads SET oldest = %s WHERE tenant_id = %s "
                                   "AND channel = %s", (keep_from, tenant, channel))
+
+    def swept(self, sweep: Sweep) -> list[Statement]:
+        """Remove a sweep's families from the channels, then forget which run their aggregates belong to."""
+        s, t, runs = self.schema, sweep.tenant_id, sweep.run_ids
+        run_channels = [f"run:{r}" for r in runs]
+        where, params = family_rows(s, t, runs)
+        return [self.removal(sweep, "channel_events", f"DELETE FROM {s}.channel_events e WHERE {where}", params),
+                (f"UPDATE {s}.channel_heads SET oldest = seq + 1 WHERE tenant_id = %s AND channel = ANY(%s)",
+                 (t, run_channels)),
+                self.removal(sweep, "aggregate_runs",
+                             f"DELETE FROM {s}.aggregate_runs WHERE tenant_id = %s AND run_id = ANY(%s)", (t, runs))]
 
     async def run_ids(self, conn: AsyncConnection, envelopes: list[Envelope]) -> dict[tuple[str, str], str]:
         """(tenant, aggregate id) → run id, remembering tool calls and approvals as they are requested."""

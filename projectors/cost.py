@@ -1,4 +1,9 @@
-"""The cost ledger (ClickHouse): cost entries in integer micro-units, and budgets."""
+"""The cost ledger (ClickHouse): cost entries in integer micro-units, and budgets.
+
+A retention sweep of this store removes the cost entries charged to its runs. Budgets, their
+projects and unattributed costs are governance records and stay, so what `known` remembers
+(a budget's project) is never made stale by a sweep.
+"""
 from projectors.base import Envelope
 from projectors.ch import ClickHouseProjection, ts
 
@@ -21,6 +26,7 @@ DDL = [
 class CostProjection(ClickHouseProjection):
     name = "cost"
     ddl = DDL
+    swept_tables = ("cost_entries",)
 
     def rows(self, envelopes: list[Envelope]) -> dict[str, tuple[list[str], list[tuple]]]:
         entries, budgets, opened = [], [], []

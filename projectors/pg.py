@@ -4,6 +4,10 @@ Each projection lives in its own schema, one per generation (projectors/generati
 writer re-reads the registry inside every transaction (FOR SHARE), so it can never write a poll
 into a generation that is no longer live. One transaction holds a whole poll: every partition's
 rows, the heads and each partition's position.
+
+A retention sweep (projectors/removals.py) is one of a poll's events like any other: its DELETEs
+run in the poll's transaction, each recording in `removals` how many rows it removed, so a probe
+(a rolled-back transaction) removes nothing and a poll replayed after a failure records it once.
 """
 from typing import Any, Iterable, Sequence
 
@@ -13,9 +17,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from projectors.base import DATA_ERRORS, Batch, Envelope, Hold, Position
 from projectors.generations import Generational, PostgresGenerations
+from projectors.removals import Removal, Sweep
 
 Statement = tuple[str, tuple[Any, ...]]
 
+# What each retention sweep removed, per table (projectors/removals.py); a replayed poll adds nothing.
+REMOVALS_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.removals (
+    tenant_id text NOT NULL, chain_seq bigint NOT NULL, record_class text NOT NULL, table_name text NOT NULL,
+    rows bigint NOT NULL, swept_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, chain_seq, table_name)
+);
+"""
 BOOKKEEPING_DDL = """
 CREATE TABLE IF NOT EXISTS {s}.positions (
     partition int PRIMARY KEY,
@@ -41,7 +54,7 @@ CREATE TABLE IF NOT EXISTS {s}.held (
     held_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     resume_requested boolean NOT NULL DEFAULT false
 );
-"""
+""" + REMOVALS_DDL
 
 
 class PostgresProjection(Generational):
@@ -65,6 +78,13 @@ class PostgresProjection(Generational):
 
     def writer_for(self, generation: int) -> "PostgresProjection":
         return type(self)(self.pool, self.prefix, generation)
+
+    async def open(self) -> "PostgresProjection":
+        await super().open()
+        async with self.pool.connection() as conn:  # a generation made before removals existed gets the table
+            await self.generations.serialise(conn, self.name)
+            await conn.execute(REMOVALS_DDL.format(s=self.schema))
+        return self
 
     # -- the Projection port ------------------------------------------------------------------
     async def positions(self) -> dict[int, Position]:
@@ -152,6 +172,20 @@ class PostgresProjection(Generational):
         async with self.pool.connection() as conn:
             row = await (await conn.execute(f"SELECT failure FROM {self.schema}.status")).fetchone()
         return row[0] if row else None
+
+    def removal(self, sweep: Sweep, table: str, delete: str, params: tuple[Any, ...]) -> Statement:
+        """Delete a sweep's rows from one table (`delete` has no RETURNING) and record how many, in one statement."""
+        return (f"WITH gone AS ({delete} RETURNING 1) INSERT INTO {self.schema}.removals "
+                "SELECT %s, %s, %s, %s, count(*), %s FROM gone ON CONFLICT DO NOTHING",
+                (*params, sweep.tenant_id, sweep.chain_seq, sweep.record_class, table, sweep.swept_at))
+
+    async def removals(self, tenant_id: str) -> list[Removal]:
+        """What retention sweeps removed from this read model for a tenant, sweep by sweep, table by table."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                f"SELECT tenant_id, chain_seq, record_class, table_name, rows, swept_at FROM {self.schema}.removals "
+                "WHERE tenant_id = %s ORDER BY chain_seq, table_name", (tenant_id,))).fetchall()
+        return [Removal(*row) for row in rows]
 
     def statements(self, env: Envelope) -> list[Statement]:
         """Return the SQL that folds one event into this read model (none for events it ignores)."""

@@ -1,8 +1,12 @@
-"""The runs read model (Postgres): each run's state, steps, tool calls and totals."""
+"""The runs read model (Postgres): each run's state, steps, tool calls and totals.
+
+A retention sweep of this store removes its runs' rows from all three tables (projectors/removals.py).
+"""
 from psycopg.types.json import Jsonb
 
 from projectors.base import Envelope
 from projectors.pg import PostgresProjection, Statement
+from projectors.removals import governs, sweep_of
 
 DDL = """
 CREATE TABLE IF NOT EXISTS {s}.runs (
@@ -40,6 +44,7 @@ CREATE INDEX IF NOT EXISTS tool_calls_by_run ON {s}.tool_calls (tenant_id, run_i
 RUN_ENDS = {"run.succeeded": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled",
             "run.force_failed": "failed"}
 TOOL_DECISION_STATE = {"ALLOW": "allowed", "DENY": "blocked", "REQUIRE_APPROVAL": "awaiting_approval"}
+SWEPT_TABLES = ("tool_calls", "steps", "runs")  # every row of each carries its run_id
 
 
 class RunsProjection(PostgresProjection):
@@ -57,6 +62,11 @@ class RunsProjection(PostgresProjection):
                 (*params, env["tenant_id"], env["aggregate_id"]))
 
     def statements(self, env: Envelope) -> list[Statement]:
+        if governs(self.name, env):
+            sweep = sweep_of(env)
+            return [self.removal(sweep, table, f"DELETE FROM {self.schema}.{table} WHERE tenant_id = %s "
+                                               "AND run_id = ANY(%s::uuid[])", (sweep.tenant_id, sweep.run_ids))
+                    for table in SWEPT_TABLES]
         p, at, s = env["payload"], env["occurred_at"], self.schema
         match env["type"]:
             case "run.requested":
