@@ -22,22 +22,24 @@ from projectors.approvals import ApprovalsProjection
 from projectors.channels import ChannelsProjection
 from projectors.audit import AuditProjection
 from projectors.cost import CostProjection
+from projectors.governance import GovernanceProjection
 from projectors.jobs import RebuildJobs
 from queries.metrics import LagMetrics
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
-from queries.api import routes_approvals, routes_discovery, routes_ops, routes_runs
+from queries.api import routes_approvals, routes_discovery, routes_governance, routes_ops, routes_runs
 from queries.discovery import Discovery
+from queries.governance import Governance
 from queries.readmodels import ReadModels
 from streams import routes as streams_routes
 from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
 from streams.services import Sources
 
-POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection)
+POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection, GovernanceProjection)
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
 ROUTERS = (routes_commands.router, routes_runs.router, routes_approvals.router, routes_discovery.router,
-           routes_ops.router, streams_viewer.router, streams_routes.router)
+           routes_governance.router, routes_ops.router, streams_viewer.router, streams_routes.router)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -110,8 +112,9 @@ def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, repo
     by_name = {p.name: p for p in projections}
     bus = CommandBus(settings)
     read_models = ReadModels(pool, settings.topic_prefix)
-    services = {"bus": bus, "read_models": read_models, "projections": projections,
-                "discovery": Discovery(by_name["audit"], by_name["cost"]),
+    discovery = Discovery(by_name["audit"], by_name["cost"])
+    services = {"bus": bus, "read_models": read_models, "projections": projections, "discovery": discovery,
+                "governance": Governance(read_models, discovery),
                 "stream_sources": Sources(hub, read_models, partial(read_models.wait_for, "channels")),
                 "rebuilds": RebuildJobs(settings, projections)}
     return create_app(settings, list(ROUTERS), services, started=[bus], health=report)

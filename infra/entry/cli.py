@@ -125,6 +125,28 @@ def projector_resume(name: Annotated[str, typer.Argument(help="runs | approvals 
         raise typer.Exit(1)
 
 
+retention_app = typer.Typer(help="Apply retention policies.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("sweep")
+def retention_sweep(tenant: Annotated[str, typer.Option(help="the tenant to sweep")],
+                    record_class: Annotated[str, typer.Option("--class", help="operational | audit")] = "operational",
+                    batch: Annotated[int, typer.Option(help="runs removed per sweep event", min=1, max=1000)] = 500,
+                    url: Annotated[str, typer.Option(help="API base URL")] = "http://127.0.0.1:8080") -> None:
+    """Remove a tenant's expired, un-held records of a class from its read models, batch by batch."""
+    from infra.entry import sweep_cli
+    if record_class not in ("operational", "audit"):
+        typer.echo(f"error: --class must be operational or audit, not {record_class!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        typer.echo(asyncio.run(sweep_cli.sweep(settings_or_exit(), url, tenant, record_class, batch,
+                                               sys.stderr.isatty())))
+    except sweep_cli.SweepFailed as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 def topics() -> None:
     """Create the ledger topics if they are missing."""

@@ -1,5 +1,6 @@
 """A demo workload: agent runs with tool calls, a policy DENY, approvals granted and expired,
-costs against a budget, and completion; then the tenant's chain is verified from Kafka."""
+costs against a budget, completion, hostile input refused, a legal hold and a retention sweep
+that spares it; then the tenant's chain is verified from Kafka."""
 import asyncio
 import hashlib
 import time
@@ -118,6 +119,7 @@ class Demo:
                                                           "reason": "superseded"})
         await self.hostile(run3)
         await self.show_read_models(last.body["events"][-1]["chain_seq"])
+        await self.governance(run2)
 
     async def hostile(self, run_id: str) -> None:
         """Input no store could keep, or that two parsers would read differently, is refused before the log."""
@@ -141,6 +143,35 @@ class Demo:
         for run in runs["items"]:
             print(f"  {run['agent_id']:<12} {run['state']:<10} attempt {run['attempt']}  steps {run['step_count']}"
                   f"  tool calls {run['tool_call_count']}  cost {run['cost_micros']} micro-USD")
+
+    async def governance(self, held_run: str) -> None:
+        """A hold outranks retention: the sweep removes the ended runs, except the one under hold."""
+        print("governance: a legal hold, a retention floor, a sweep that spares the hold")
+        hold = await self.step(self.admin, "place legal hold on run 2 (refund dispute)", {
+            "type": "PlaceLegalHold", "matter": "refund dispute #4711", "reason": "customer complaint",
+            "scope": {"kind": "run", "run_id": held_run}})
+        await self.step(self.admin, "keep audit records 30 days", {
+            "type": "SetRetentionPolicy", "record_class": "audit", "days": 30})
+        await self.step(self.admin, "keep runs, approvals and SSE 0 days", {
+            "type": "SetRetentionPolicy", "record_class": "operational", "days": 0})
+        swept = await self.step(self.admin, "sweep operational records", {
+            "type": "SweepRetention", "record_class": "operational"})
+        await self.step(self.admin, "sweep again", {"type": "SweepRetention", "record_class": "operational"})
+        http, headers = self.agent.http, {"Authorization": f"Bearer {self.admin.token}"}
+        if not swept.accepted:
+            raise RuntimeError(f"the retention sweep was refused: {swept.body}")
+        seq = swept.body["events"][-1]["chain_seq"]
+        params = {"min_seq": seq, "wait_ms": 5000}
+        sweep = (await http.get("/v1/retention/sweeps", params=params, headers=headers)).json()["items"][0]
+        print(f"  sweep at chain_seq {sweep['chain_seq']}: removed {sweep['counts']['runs']} runs "
+              f"({sweep['counts']['events']} events) from {', '.join(sweep['stores'])}; "
+              f"kept by holds {sweep['kept_by_holds']}")
+        covers = (await http.get(f"/v1/legal-holds/{hold.id}", params=params, headers=headers)).json()["covers"]
+        print(f"  hold {hold.id} keeps: {covers}")
+        runs = (await http.get("/v1/runs", params=params, headers=headers)).json()["items"]
+        print(f"  runs left in the read model: {[r['agent_id'] for r in runs]}")
+        if [r["run_id"] for r in runs] != [held_run]:
+            raise RuntimeError(f"the sweep should have left only the held run {held_run}, not {runs}")
 
     async def wait_for(self, event_type: str, aggregate_id: str, deadline_s: float = 20) -> None:
         deadline = time.monotonic() + deadline_s

@@ -17,6 +17,8 @@ SECRET_FILE="$HOME_DIR/jwt_secret"
 [[ -s "$SECRET_FILE" ]] || .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(48))' > "$SECRET_FILE"
 chmod 600 "$SECRET_FILE"
 export RUNLEDGER_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" RUNLEDGER_DATABASE_URL="$DATABASE_URL"
+# A demo deployment lets a tenant keep operational records 0 days, so its sweep shows at once.
+export RUNLEDGER_RETENTION_MIN_DAYS_OPERATIONAL="${RUNLEDGER_RETENTION_MIN_DAYS_OPERATIONAL:-0}"
 RUNLEDGER_JWT_SECRET="$(cat "$SECRET_FILE")"
 export RUNLEDGER_JWT_SECRET
 PORT="${RUNLEDGER_API_PORT:-8080}"
