@@ -1,4 +1,4 @@
-"""Each benchmark's smallest run end to end: `bench/run.sh write|read|streams --smoke`.
+"""Each benchmark's smallest run end to end: `bench/run.sh write|read|streams|evidence --smoke`.
 
 Exit status 0, the table has its rows, and windows too short to measure say so instead of a
 verdict. The benchmarks run against one stack of this module's own (infra/local/stack.sh in a
@@ -114,3 +114,23 @@ def test_streams_smoke(bench_env):
     verdict(table, "1 fan-out: latency p50 / p99 / max @ 20 cmd/s")
     assert verdict(table, "2 replay: Last-Event-ID: 0 → all 2,000 events") == TOO_SHORT
     assert verdict(table, "2 replay: exactly once, in order") == "pass"
+
+
+def test_evidence_smoke():
+    """The evidence benchmark needs no stack: every phase runs, its windows too short to get a verdict."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RUNLEDGER_", "BENCH_"))},
+           "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "bench/run.sh", "evidence", "--smoke", "--no-progress"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    print(done.stdout, done.stderr[-3000:])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")]
+             for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| phase ")]
+    table = {f"{phase}: {metric}": (measured, target, verdict) for phase, metric, measured, target, verdict in cells}
+    for row in ("1 compact tree: append per event", "1 compact tree: root()", "2 tree store: append per event",
+                "inclusion @ 20,000: make a proof", "inclusion @ 20,000: verify a proof",
+                "consistency → 20,000: make a proof", "consistency → 20,000: verify a proof",
+                "5 checkpoint: sign (", "5 checkpoint: open ("):
+        assert verdict(table, row) == TOO_SHORT
+    assert "⌈log2 n⌉ = 15" in table[next(k for k in table if "inclusion" in k and "proof size" in k)][0]
+    assert verdict(table, "5 checkpoint: signed note") == "info"

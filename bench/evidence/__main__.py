@@ -1,0 +1,5 @@
+import sys
+
+from bench.evidence.main import main
+
+sys.exit(main())
