@@ -24,7 +24,7 @@ from schemas.envelope import iso
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 MAX_DEPTH = 32  # commands nest two levels; deeper is an attack on the parser, not a command
-SYSTEM_ONLY = frozenset({"ExpireApproval"})
+SYSTEM_ONLY = frozenset({"ExpireApproval", "SignCheckpoint"})
 CLIENT_TYPES = sorted(set(COMMAND_TYPES) - SYSTEM_ONLY)
 
 

@@ -8,11 +8,14 @@ resume then happen with no await between them. `heal` restores the one invariant
 still break: an owned partition is never left paused unless its backlog is full.
 """
 import asyncio
+import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 
+from commands.content import ContentKeys
+from domain.evidence import CheckpointSigner
 from domain.ledger import ChainBroken, TenantLedger
 from domain.retention import Rules
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError, NotAssigned, TopicPartition, TransactionalWriter
@@ -39,17 +42,22 @@ class PartitionOwner:
     worker: asyncio.Task | None = None
     timer: asyncio.Task | None = None
     rules: Rules = field(default_factory=Rules)
+    signer: CheckpointSigner | None = None
 
     def tenant(self, tenant_id: str) -> TenantLedger:
         ledger = self.tenants.get(tenant_id)
         if ledger is None:
-            ledger = self.tenants[tenant_id] = TenantLedger(tenant_id, rules=self.rules)
+            ledger = self.tenants[tenant_id] = TenantLedger(tenant_id, rules=self.rules, signer=self.signer)
         return ledger
 
 
 class Ownership:
-    def __init__(self, settings: Settings, log_: EventLog, stats: dict):
+    def __init__(self, settings: Settings, log_: EventLog, stats: dict, content: ContentKeys | None = None):
         self.settings, self.log, self.stats = settings, log_, stats
+        self.content = content or ContentKeys(None)
+        seed = settings.signing_seed
+        self.signer = CheckpointSigner(settings.deployment, seed) if seed is not None else None
+
         self.owners: dict[int, PartitionOwner] = {}
         self.broken: dict[int, str] = {}
         self.not_before: dict[int, float] = {}
@@ -80,11 +88,14 @@ class Ownership:
         """Fence the previous owner, rebuild the partition's state, then resume its commands."""
         generation = self.consumer.generation
         owner = PartitionOwner(tp.partition, self.log.transactional_writer(self.settings.transactional_id(tp.partition)),
-                               rules=self.settings.retention_rules)
+                               rules=dataclasses.replace(self.settings.retention_rules,
+                                                         content_keys=self.content.store is not None),
+                               signer=self.signer)
         try:
             await owner.writer.start()
             self.still_assigned(tp, generation)
             await self.rebuild(owner)
+            await self.content.destroy_shredded(owner.tenants.values())
             self.still_assigned(tp, generation)
             committed = await self.consumer.committed(tp)
             self.still_assigned(tp, generation)
@@ -102,6 +113,11 @@ class Ownership:
             await owner.writer.stop()
             self.not_before[tp.partition] = time.monotonic() + 1.0
             log.warning("could not take partition %s yet: %r", tp.partition, error)
+            return
+        except Exception as error:  # the key store (destroying shredded keys) is down: try again shortly
+            await owner.writer.stop()
+            self.not_before[tp.partition] = time.monotonic() + 1.0
+            log.warning("could not take partition %s yet (key store): %r", tp.partition, error)
             return
         self.owners[tp.partition] = owner
         self.consumer.resume(tp)

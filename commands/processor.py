@@ -14,13 +14,15 @@ sends are still in flight can race the commit).
 import asyncio
 import logging
 from datetime import datetime, timezone
-from typing import Callable
+from typing import AsyncContextManager, Callable
 
+from commands.content import ContentKeys
 from commands.ownership import Ownership, PartitionOwner
 from commands.timers import Timers
 from commands.worker import Worker
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError
 from infra.adapters.eventlog.kafka import KafkaLog
+from infra.adapters.keys import KeyStore
 from infra.adapters.settings import Settings
 
 log = logging.getLogger("runledger.processor")
@@ -35,15 +37,19 @@ def utcnow() -> datetime:
 class CommandProcessor:
     """The loop: acquire what is assigned, keep the owned partitions flowing, hand records to workers, fire timers."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, log_: EventLog | None = None):
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, log_: EventLog | None = None,
+                 keys: KeyStore | None = None, open_keys: Callable[[], AsyncContextManager[KeyStore]] | None = None):
+        """`keys`: the data-key store; or `open_keys`, opened inside `run` (on the processor's own loop)."""
+        self.open_keys = open_keys
         self.settings = settings
         self.log = log_ or KafkaLog(settings)
         self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0,
                       "undecidable": 0, "healed": 0}
-        self.ownership = Ownership(settings, self.log, self.stats)
+        self.ownership = Ownership(settings, self.log, self.stats, ContentKeys(keys))
         self.worker = Worker(settings, self.ownership, clock, self.stats)
         self.timers = Timers(settings.timer_interval_s, self.ownership, self.worker, clock,
-                             settings.retention_sweep_interval_s)
+                             settings.retention_sweep_interval_s, settings.checkpoint_interval_s,
+                             settings.checkpoint_every)
         self.consumer: GroupConsumer = None  # type: ignore[assignment]
 
     @property
@@ -67,6 +73,13 @@ class CommandProcessor:
         return not self.broken
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.open_keys is None:
+            return await self.serve(stop)
+        async with self.open_keys() as store:
+            self.ownership.content.store = store
+            await self.serve(stop)
+
+    async def serve(self, stop: asyncio.Event) -> None:
         await self.log.ensure_topics()
         self.consumer = self.ownership.consumer = self.log.group_consumer(
             [self.settings.commands_topic], self.settings.processor_group, self.ownership.on_assigned,

@@ -37,6 +37,7 @@ def parse(record: Record) -> dict[str, Any] | None:
 class Worker:
     def __init__(self, settings: Settings, ownership: Ownership, clock: Callable[[], datetime], stats: dict):
         self.settings, self.ownership, self.clock, self.stats = settings, ownership, clock, stats
+        self.content = ownership.content
         # Commands whose deciding raised a defect: after the rebuild they are refused, not retried
         # forever. Lost with the process, which is safe: a successor meets the defect once more.
         self.undecidable: dict[str, str] = {}
@@ -94,11 +95,15 @@ class Worker:
     async def transact(self, owner: PartitionOwner, commands: list[dict[str, Any]],
                        offsets: dict[TopicPartition, int] | None, reply: bool) -> None:
         writer, s = owner.writer, self.settings
+        rings = await self.content.rings(owner.tenant, commands)
+        appended = []
         async with writer.transaction():
             sends = []
             now = self.clock()
             for command in commands:
-                outcome, envelopes = self.decide(owner.tenant(command["tenant_id"]), command, now)
+                outcome, envelopes = self.decide(owner.tenant(command["tenant_id"]), command, now,
+                                                 rings.get(command["tenant_id"]))
+                appended += envelopes
                 key = command["tenant_id"].encode()
                 for env in envelopes:
                     sends.append(await writer.send(s.events_topic, encode(env), key, owner.partition,
@@ -111,7 +116,8 @@ class Worker:
                 await writer.send_offsets(offsets, s.processor_group)
         self.stats["transactions"] += 1
         self.stats["commands"] += len(commands)
+        await self.content.destroy(appended)
 
-    def decide(self, ledger: TenantLedger, command: dict[str, Any], now: datetime) -> tuple[dict, list[dict]]:
+    def decide(self, ledger: TenantLedger, command: dict[str, Any], now: datetime, ring=None) -> tuple[dict, list[dict]]:
         kind = self.undecidable.get(command["command_id"])
-        return (ledger.refuse_undecidable(command, kind), []) if kind else ledger.execute(command, now)
+        return (ledger.refuse_undecidable(command, kind), []) if kind else ledger.execute(command, now, ring)

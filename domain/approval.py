@@ -2,6 +2,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.content import Content
 from domain.errors import DomainError, Forbidden, InvalidState
 
 
@@ -11,7 +12,7 @@ class Approval(Aggregate):
     class Requested(Aggregate.Created):
         run_id: str
         tool_call_id: str | None
-        action: str
+        action: Content
         risk_tier: str
         required_role: str
         required_approvals: int
@@ -20,14 +21,14 @@ class Approval(Aggregate):
 
     class VoteRecorded(Aggregate.Event):
         approver: str
-        reason: str | None
+        reason: Content | None
 
     class Granted(Aggregate.Event):
         approvers: list[str]
 
     class Denied(Aggregate.Event):
         approver: str
-        reason: str
+        reason: Content
 
     class Expired(Aggregate.Event):
         expired_at: str

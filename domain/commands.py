@@ -251,11 +251,31 @@ class SweepRetention(Command):
     limit: Annotated[int, Field(ge=1, le=1000)] = 500
 
 
+class SetContentPolicy(Command):
+    """Store content fields encrypted per author (true), or record only that they were given (false, the default)."""
+    type: Literal["SetContentPolicy"] = "SetContentPolicy"
+    store_content: bool
+
+
+class ShredSubject(Command):
+    """Destroy a data subject's content keys: what they wrote becomes unreadable everywhere; chains still verify."""
+    type: Literal["ShredSubject"] = "ShredSubject"
+    subject: Name
+    tenant_id: TenantName | None = None
+    reason: Text
+
+
+class SignCheckpoint(Command):
+    """Sign the tenant's tree head as it stands (issued by the processor's checkpoint timer)."""
+    type: Literal["SignCheckpoint"] = "SignCheckpoint"
+
+
 AnyCommand = Annotated[Union[
     RequestRun, StartRun, StartStep, FinishStep, CompleteRun, FailRun, RetryRun, CancelRun,
     ResumeRun, ForceFailRun, RequestToolCall, DecidePolicy, CompleteToolCall, FailToolCall,
     RequestApproval, GrantApproval, DenyApproval, ExpireApproval, SetBudget, RecordCost,
-    PlaceLegalHold, ReleaseLegalHold, SetRetentionPolicy, SweepRetention,
+    PlaceLegalHold, ReleaseLegalHold, SetRetentionPolicy, SweepRetention, SetContentPolicy, ShredSubject,
+    SignCheckpoint,
 ], Field(discriminator="type")]
 
 COMMAND_TYPES = {c.model_fields["type"].default: c for c in AnyCommand.__origin__.__args__}

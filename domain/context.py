@@ -1,14 +1,17 @@
 """What a handler sees while it decides one command: the tenant's aggregates, the actor, the clock."""
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Mapping, TypeVar
+from typing import Any, Mapping, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from uuid_utils.compat import uuid7
 
+from domain.content import KeyRing, labels_text, record
 from domain.errors import InvalidState, NotFound, VersionConflict
+from domain.governance import retention_id
 from domain.retention import Families, Rules
+from schemas.merkle_trees import CompactTree
 from domain.run import check_step_id_free
 from schemas.envelope import Actor, iso
 
@@ -25,6 +28,10 @@ class Context:
     step_runs: Mapping[str, str] = field(default_factory=dict)
     families: Families = field(default_factory=Families)
     rules: Rules = field(default_factory=Rules)
+    sealer: KeyRing | None = None
+    tree: CompactTree = field(default_factory=CompactTree)
+    signer: Any = None  # domain.evidence.CheckpointSigner, or None where no signing key is configured
+    unsigned: int = 0  # events since the last checkpoint (not counting its own)
     touched: list[Aggregate] = field(default_factory=list)
 
     @property
@@ -36,6 +43,18 @@ class Context:
     @staticmethod
     def str_or_none(value: UUID | None) -> str | None:
         return None if value is None else str(value)
+
+    @property
+    def store_content(self) -> bool:
+        retention = self.aggregates.get(retention_id(self.tenant_id))
+        return bool(retention is not None and retention.store_content)
+
+    def content(self, text: str | None):
+        """What the log records for a free-text field the actor wrote (domain/content.py)."""
+        return record(text, self.store_content, self.actor.subject, self.sealer)
+
+    def labels(self, labels: dict[str, str]):
+        return {} if not labels else self.content(labels_text(labels))
 
     def new_id(self, given: UUID | None) -> str:
         """Return the given id unless an aggregate or a step of the tenant has it; none given, a new one."""

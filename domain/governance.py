@@ -74,6 +74,14 @@ class Retention(Aggregate):
         days: int
         policy_version: int
 
+    class ContentPolicySet(Aggregate.Event):
+        store_content: bool
+
+    class SubjectShredded(Aggregate.Event):
+        subject: str
+        key_ids: list[str]
+        reason: str
+
     class Swept(Aggregate.Event):
         record_class: str
         stores: list[str]
@@ -94,6 +102,22 @@ class Retention(Aggregate):
     def __init__(self) -> None:
         self.days: dict[str, int] = dict(DEFAULT_DAYS)
         self.policy_version = 0
+        self.store_content = False
+        self.shredded: dict[str, list[str]] = {}
+
+    def set_content_policy(self, store_content: bool) -> None:
+        self._content_policy_set(store_content)
+
+    @event(ContentPolicySet)
+    def _content_policy_set(self, store_content: bool) -> None:
+        self.store_content = store_content
+
+    def shred(self, subject: str, key_ids: list[str], reason: str) -> None:
+        self._subject_shredded(subject, key_ids, reason)
+
+    @event(SubjectShredded)
+    def _subject_shredded(self, subject: str, key_ids: list[str], reason: str) -> None:
+        self.shredded[subject] = self.shredded.get(subject, []) + key_ids
 
     def set_days(self, record_class: str, days: int) -> None:
         self._policy_set(record_class, days, self.policy_version + 1)

@@ -96,6 +96,37 @@ def sweep_retention(cmd: c.SweepRetention, ctx: Context) -> UUID:
     return retention.id
 
 
+def set_content_policy(cmd: c.SetContentPolicy, ctx: Context) -> UUID:
+    if cmd.store_content and not ctx.rules.content_keys:
+        raise InvalidState("this deployment cannot store content: its processors have no key-encryption key "
+                           "(RUNLEDGER_KEK); content stays metadata-only", "content_storage_not_configured")
+    retention = open_retention(ctx)
+    retention.set_content_policy(cmd.store_content)
+    return retention.id
+
+
+def holds_on_subject(subject: str, ctx: Context) -> list[LegalHold]:
+    """Active holds that keep anything the subject wrote: on the tenant, the subject, or a run they acted in."""
+    families = [f for f in ctx.families.runs.values() if subject in f.subjects]
+    return [h for h in active_holds(ctx)
+            if h.scope["kind"] == "tenant" or h.scope.get("subject") == subject or any(h.covers(f) for f in families)]
+
+
+def shred_subject(cmd: c.ShredSubject, ctx: Context) -> UUID:
+    check_target(cmd.tenant_id, ctx)
+    if holding := holds_on_subject(cmd.subject, ctx):
+        raise InvalidState(f"{cmd.subject!r} cannot be shredded while legal holds keep what they wrote: "
+                           f"{', '.join(h.label() for h in holding)}; nothing was destroyed", "shred_under_hold")
+    key_ids = sorted(ctx.sealer.shreddable.get(cmd.subject, [])) if ctx.sealer is not None else []
+    if cmd.subject not in ctx.families.actors and not key_ids:
+        raise NotFound(f"no subject {cmd.subject!r} has acted in tenant {ctx.tenant_id}")
+    retention = open_retention(ctx)
+    retention.shred(cmd.subject, key_ids, cmd.reason)
+    if ctx.sealer is not None:
+        ctx.sealer.revoke(cmd.subject)
+    return retention.id
+
+
 def sweep_commands(tenant_id: str, now: datetime) -> list[dict[str, Any]]:
     """The system commands a processor's retention timer issues for one tenant: one per record class."""
     commands = []
@@ -113,4 +144,6 @@ GOVERNANCE_HANDLERS = {
     c.ReleaseLegalHold: (release_legal_hold, HOLDERS),
     c.SetRetentionPolicy: (set_retention_policy, frozenset({"admin"})),
     c.SweepRetention: (sweep_retention, SWEEPERS),
+    c.SetContentPolicy: (set_content_policy, frozenset({"admin"})),
+    c.ShredSubject: (shred_subject, HOLDERS),
 }

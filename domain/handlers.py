@@ -8,6 +8,7 @@ from domain.approval import Approval
 from domain.budget import Budget, budget_id, check_run_cap
 from domain.context import Context
 from domain.errors import InvalidCommand, InvalidState
+from domain.evidence import sign_checkpoint
 from domain.governing import GOVERNANCE_HANDLERS
 from domain.run import Run
 from domain.tool_call import ToolCall
@@ -22,7 +23,7 @@ def request_run(cmd: c.RequestRun, ctx: Context) -> UUID:
         budget.check_room_for_run(ctx.now_iso)
     run_id = ctx.new_id(cmd.run_id)
     return ctx.add(Run.request(run_id, cmd.agent_id, cmd.project, cmd.budget_micros,
-                               dict(cmd.labels)))
+                               ctx.labels(dict(cmd.labels))))
 
 
 def start_run(cmd: c.StartRun, ctx: Context) -> UUID:
@@ -38,7 +39,8 @@ def start_step(cmd: c.StartStep, ctx: Context) -> UUID:
 
 
 def finish_step(cmd: c.FinishStep, ctx: Context) -> UUID:
-    ctx.get(Run, cmd.run_id).finish_step(str(cmd.step_id), cmd.outcome, cmd.error)
+    error = ctx.content(cmd.error)
+    ctx.get(Run, cmd.run_id).finish_step(str(cmd.step_id), cmd.outcome, error)
     return cmd.step_id
 
 
@@ -48,7 +50,8 @@ def complete_run(cmd: c.CompleteRun, ctx: Context) -> UUID:
 
 
 def fail_run(cmd: c.FailRun, ctx: Context) -> UUID:
-    ctx.get(Run, cmd.run_id).fail(cmd.error)
+    error = ctx.content(cmd.error)
+    ctx.get(Run, cmd.run_id).fail(error)
     return cmd.run_id
 
 
@@ -58,17 +61,20 @@ def retry_run(cmd: c.RetryRun, ctx: Context) -> UUID:
 
 
 def cancel_run(cmd: c.CancelRun, ctx: Context) -> UUID:
-    ctx.get(Run, cmd.run_id).cancel(cmd.reason)
+    reason = ctx.content(cmd.reason)
+    ctx.get(Run, cmd.run_id).cancel(reason)
     return cmd.run_id
 
 
 def resume_run(cmd: c.ResumeRun, ctx: Context) -> UUID:
-    ctx.get(Run, cmd.run_id).resume(cmd.reason)
+    reason = ctx.content(cmd.reason)
+    ctx.get(Run, cmd.run_id).resume(reason)
     return cmd.run_id
 
 
 def force_fail_run(cmd: c.ForceFailRun, ctx: Context) -> UUID:
-    ctx.get(Run, cmd.run_id).force_fail(cmd.reason)
+    reason = ctx.content(cmd.reason)
+    ctx.get(Run, cmd.run_id).force_fail(reason)
     return cmd.run_id
 
 
@@ -83,8 +89,8 @@ def request_tool_call(cmd: c.RequestToolCall, ctx: Context) -> UUID:
 
 
 def decide_policy(cmd: c.DecidePolicy, ctx: Context) -> UUID:
-    ctx.get(ToolCall, cmd.tool_call_id).decide(cmd.decision, cmd.policy_id, cmd.policy_version,
-                                               cmd.reason)
+    reason = ctx.content(cmd.reason)
+    ctx.get(ToolCall, cmd.tool_call_id).decide(cmd.decision, cmd.policy_id, cmd.policy_version, reason)
     return cmd.tool_call_id
 
 
@@ -94,7 +100,8 @@ def complete_tool_call(cmd: c.CompleteToolCall, ctx: Context) -> UUID:
 
 
 def fail_tool_call(cmd: c.FailToolCall, ctx: Context) -> UUID:
-    ctx.get(ToolCall, cmd.tool_call_id).fail(cmd.error)
+    error = ctx.content(cmd.error)
+    ctx.get(ToolCall, cmd.tool_call_id).fail(error)
     return cmd.tool_call_id
 
 
@@ -104,9 +111,10 @@ def request_approval(cmd: c.RequestApproval, ctx: Context) -> UUID:
     if cmd.tool_call_id is not None:
         check_tool_call_awaits_approval(ctx.get(ToolCall, cmd.tool_call_id), str(cmd.run_id))
     approval_id = ctx.new_id(cmd.approval_id)
+    action = ctx.content(cmd.action)
     expires_at = ctx.iso(ctx.now + timedelta(seconds=cmd.expires_in_seconds))
     ctx.add(Approval.request(approval_id, str(cmd.run_id), ctx.str_or_none(cmd.tool_call_id),
-                             cmd.action, cmd.risk_tier, cmd.required_role,
+                             action, cmd.risk_tier, cmd.required_role,
                              cmd.required_approvals, ctx.actor.subject, expires_at))
     run.wait_for_approval(approval_id)
     return UUID(approval_id)
@@ -121,15 +129,17 @@ def check_tool_call_awaits_approval(tool_call: ToolCall, run_id: str) -> None:
 
 
 def grant_approval(cmd: c.GrantApproval, ctx: Context) -> UUID:
+    reason = ctx.content(cmd.reason)
     approval = ctx.get(Approval, cmd.approval_id)
-    if approval.grant(ctx.actor.subject, ctx.actor.roles, cmd.reason, ctx.now_iso):
+    if approval.grant(ctx.actor.subject, ctx.actor.roles, reason, ctx.now_iso):
         resolve(approval, "granted", ctx)
     return cmd.approval_id
 
 
 def deny_approval(cmd: c.DenyApproval, ctx: Context) -> UUID:
+    reason = ctx.content(cmd.reason)
     approval = ctx.get(Approval, cmd.approval_id)
-    approval.deny(ctx.actor.subject, ctx.actor.roles, cmd.reason, ctx.now_iso)
+    approval.deny(ctx.actor.subject, ctx.actor.roles, reason, ctx.now_iso)
     resolve(approval, "denied", ctx)
     return cmd.approval_id
 
@@ -204,4 +214,5 @@ HANDLERS: dict[type, tuple[Handler, frozenset[str]]] = {
     c.SetBudget: (set_budget, frozenset({"admin"})),
     c.RecordCost: (record_cost, OPERATORS),
     **GOVERNANCE_HANDLERS,
+    c.SignCheckpoint: (sign_checkpoint, frozenset({"system"})),
 }

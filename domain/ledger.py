@@ -13,13 +13,17 @@ from pydantic import TypeAdapter, ValidationError
 from uuid_utils.compat import uuid7
 
 from domain.commands import AnyCommand, ExpireApproval
+from domain.content import KeyRing
 from domain.context import Context
 from domain.errors import DomainError, Forbidden, InvalidCommand
+from domain.governance import retention_id
 from domain.handlers import HANDLERS
 from domain.retention import Families, Rules
 from domain.registry import (AGGREGATE_TYPES, EVENT_TYPES, payload_of, schema_version_of,
                              to_domain_event)
 from schemas.chain import ChainVerifier
+from schemas.merkle import leaf_hash
+from schemas.merkle_trees import CompactTree
 from schemas.envelope import Actor, iso, seal
 
 COMMAND = TypeAdapter(AnyCommand)
@@ -53,6 +57,9 @@ class TenantLedger:
     step_runs: dict[str, str] = field(default_factory=dict)
     families: Families = field(default_factory=Families)
     rules: Rules = field(default_factory=Rules)
+    tree: CompactTree = field(default_factory=CompactTree)
+    signer: Any = None  # domain.evidence.CheckpointSigner
+    checkpoint_seq: int = 0  # chain_seq of the last checkpoint.signed
 
     def __post_init__(self) -> None:
         self.chain = self.chain or ChainVerifier(self.tenant_id)
@@ -78,6 +85,9 @@ class TenantLedger:
         self.track_timers(env["type"], env["aggregate_id"], env["payload"])
         self.track_steps(env["type"], env["aggregate_id"], env["payload"])
         self.families.track(env)
+        self.tree.append(leaf_hash(bytes.fromhex(env["hash"])))
+        if env["type"] == "checkpoint.signed":
+            self.checkpoint_seq = env["chain_seq"]
 
     def track_steps(self, event_type: str, run_id: str, payload: dict[str, Any]) -> None:
         """Remember which run owns each step id; in logs from before the rule, the first run does."""
@@ -90,20 +100,40 @@ class TenantLedger:
         elif event_type in ("approval.granted", "approval.denied", "approval.expired"):
             self.expiries.pop(aggregate_id, None)
 
+    @property
+    def stores_content(self) -> bool:
+        retention = self.aggregates.get(retention_id(self.tenant_id))
+        return bool(retention is not None and retention.store_content)
+
+    def shredded_keys(self) -> list[str]:
+        """Every data key id a ShredSubject of this tenant destroyed (a takeover makes sure they are gone)."""
+        retention = self.aggregates.get(retention_id(self.tenant_id))
+        return [k for ids in (retention.shredded.values() if retention else ()) for k in ids]
+
+    @property
+    def unsigned(self) -> int:
+        """Events appended since the last checkpoint (not counting the checkpoint's own event)."""
+        return self.chain.head_seq - self.checkpoint_seq
+
     def due_expiries(self, now: datetime) -> list[str]:
         now_iso = iso(now)
         return [a for a, at in self.expiries.items()
                 if at <= now_iso and self.aggregates[UUID(a)].state == "pending"]
 
     # -- deciding ----------------------------------------------------------------------------
-    def execute(self, command: dict[str, Any], now: datetime) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Decide one command envelope: return its reply and the sealed envelopes to append."""
+    def execute(self, command: dict[str, Any], now: datetime,
+                ring: KeyRing | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Decide one command envelope: return its reply and the sealed envelopes to append.
+
+        `ring` holds the data keys fetched for this batch (domain/content.py); without one, a tenant
+        that stores content has its content commands refused rather than stored in clear.
+        """
         key = command.get("idempotency_key")
         prior = self.replies.get(key) if key else None
         if prior is not None:
             return self.replay(prior, command), []
         try:
-            aggregate_id, version, envelopes = self.decide(command, now)
+            aggregate_id, version, envelopes = self.decide(command, now, ring)
         except DomainError as error:
             envelopes = []
             reply = self.reply(command, "rejected", code=error.code, reason=error.reason)
@@ -125,14 +155,16 @@ class TenantLedger:
             self.replies[command["idempotency_key"]] = reply
         return reply
 
-    def decide(self, command: dict[str, Any], now: datetime) -> tuple[UUID, int, list[dict[str, Any]]]:
+    def decide(self, command: dict[str, Any], now: datetime,
+               ring: KeyRing | None = None) -> tuple[UUID, int, list[dict[str, Any]]]:
         cmd = parse_command(command["body"])
         actor = Actor(**command["actor"])
         handler, roles = HANDLERS[type(cmd)]
         if roles and not roles.intersection(actor.roles):
             raise Forbidden(f"{cmd.type} needs one of the roles {sorted(roles)}", "missing_role")
         ctx = Context(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"),
-                      step_runs=self.step_runs, families=self.families, rules=self.rules)
+                      step_runs=self.step_runs, families=self.families, rules=self.rules, sealer=ring,
+                      tree=self.tree, signer=self.signer, unsigned=self.unsigned)
         try:
             aggregate_id = handler(cmd, ctx)
         except DomainError:

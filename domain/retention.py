@@ -21,6 +21,7 @@ class Rules:
     """The deployment's floor under every tenant's retention policy (settings, not tenant input)."""
 
     minimum_days: dict[str, int] = field(default_factory=lambda: dict(MINIMUM_DAYS))
+    content_keys: bool = False  # whether this deployment can seal content (a KEK is configured)
 
     def check(self, record_class: str, days: int) -> str | None:
         floor = self.minimum_days[record_class]
@@ -66,6 +67,7 @@ class Families:
 
     runs: dict[str, Family] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)
+    actors: set[str] = field(default_factory=set)  # every subject that acted in the tenant
 
     def run_of(self, env: dict[str, Any]) -> str | None:
         kind, aggregate_id, payload = env["aggregate_type"], env["aggregate_id"], env["payload"]
@@ -78,6 +80,7 @@ class Families:
         return None
 
     def track(self, env: dict[str, Any]) -> None:
+        self.actors.add(env["actor"]["subject"])
         if env["type"] == "retention.swept":
             for run_id in env["payload"]["run_ids"]:
                 self.runs[run_id].swept[env["payload"]["record_class"]] = env["chain_seq"]

@@ -2,6 +2,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.content import Content
 from domain.errors import InvalidState, NotFound
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -34,7 +35,7 @@ class Run(Aggregate):
     class StepFinished(Aggregate.Event):
         step_id: str
         outcome: str
-        error: str | None
+        error: Content | None
 
     class WaitingForApproval(Aggregate.Event):
         approval_id: str
@@ -44,22 +45,22 @@ class Run(Aggregate):
         outcome: str
 
     class Resumed(Aggregate.Event):
-        reason: str
+        reason: Content
 
     class Succeeded(Aggregate.Event):
         pass
 
     class Failed(Aggregate.Event):
-        error: str
+        error: Content
 
     class Retried(Aggregate.Event):
         attempt: int
 
     class Cancelled(Aggregate.Event):
-        reason: str
+        reason: Content
 
     class ForceFailed(Aggregate.Event):
-        reason: str
+        reason: Content
 
     @classmethod
     def request(cls, run_id: str, agent_id: str, project: str, budget_micros: int | None,

@@ -2,6 +2,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.content import Content
 from domain.errors import InvalidState
 
 RISK_TIERS = ("low", "medium", "high", "critical")
@@ -22,19 +23,19 @@ class ToolCall(Aggregate):
         decision: str
         policy_id: str
         policy_version: str
-        reason: str
+        reason: Content
 
     class Approved(Aggregate.Event):
         approval_id: str
 
     class Blocked(Aggregate.Event):
-        reason: str
+        reason: Content
 
     class Completed(Aggregate.Event):
         result_digest: str | None
 
     class Failed(Aggregate.Event):
-        error: str
+        error: Content
 
     @classmethod
     def request(cls, tool_call_id: str, run_id: str, tool: str, risk_tier: str,

@@ -1,7 +1,10 @@
 """The approvals read model (Postgres): the pending queue, votes so far, decisions and expiries.
 
 A retention sweep of this store removes the approvals of its runs and their votes (projectors/removals.py).
+Content fields (the action, vote and denial reasons) are kept as recorded, a sealed field or withheld
+marker as its compact JSON text (infra/adapters/keys/stored.py); queries/content.py opens them.
 """
+from infra.adapters.keys.stored import column_text as text
 from projectors.base import Envelope
 from projectors.pg import PostgresProjection, Statement
 from projectors.removals import governs, sweep_of
@@ -43,19 +46,20 @@ class ApprovalsProjection(PostgresProjection):
                          "risk_tier, required_role, required_approvals, requested_by, requested_at, expires_at, "
                          "state, last_chain_seq) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s) "
                          "ON CONFLICT DO NOTHING",
-                         (env["tenant_id"], env["aggregate_id"], p["run_id"], p["tool_call_id"], p["action"],
+                         (env["tenant_id"], env["aggregate_id"], p["run_id"], p["tool_call_id"], text(p["action"]),
                           p["risk_tier"], p["required_role"], p["required_approvals"], p["requested_by"], at,
                           p["expires_at"], env["chain_seq"]))]
             case "approval.vote_recorded":
                 return [(f"INSERT INTO {s}.approval_votes VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                         (env["tenant_id"], env["aggregate_id"], p["approver"], p["reason"], at, env["chain_seq"])),
+                         (env["tenant_id"], env["aggregate_id"], p["approver"], text(p["reason"]), at,
+                          env["chain_seq"])),
                         self.update(env, "approvers = array_append(approvers, %s)", p["approver"])]
             case "approval.granted":
                 return [self.update(env, "state = 'granted', decided_at = %s, decided_by = %s",
                                     at, ",".join(p["approvers"]))]
             case "approval.denied":
                 return [self.update(env, "state = 'denied', decided_at = %s, decided_by = %s, decision_reason = %s",
-                                    at, p["approver"], p["reason"])]
+                                    at, p["approver"], text(p["reason"]))]
             case "approval.expired":
                 return [self.update(env, "state = 'expired', decided_at = %s", p["expired_at"])]
             case _:

@@ -1,9 +1,13 @@
 """The runs read model (Postgres): each run's state, steps, tool calls and totals.
 
 A retention sweep of this store removes its runs' rows from all three tables (projectors/removals.py).
+Content fields (labels, errors, reasons) are kept as recorded: a sealed field or withheld marker
+stays an object in `labels` (jsonb) and is its compact JSON text in a text column
+(infra/adapters/keys/stored.py); queries/content.py opens them when they are read.
 """
 from psycopg.types.json import Jsonb
 
+from infra.adapters.keys.stored import column_text as text
 from projectors.base import Envelope
 from projectors.pg import PostgresProjection, Statement
 from projectors.removals import governs, sweep_of
@@ -86,7 +90,7 @@ class RunsProjection(PostgresProjection):
             case "run.step_finished":
                 return [(f"UPDATE {s}.steps SET outcome = %s, error = %s, finished_at = %s "
                          "WHERE tenant_id = %s AND run_id = %s AND step_id = %s",
-                         (p["outcome"], p["error"], at, env["tenant_id"], env["aggregate_id"], p["step_id"])),
+                         (p["outcome"], text(p["error"]), at, env["tenant_id"], env["aggregate_id"], p["step_id"])),
                         self.run_update(env, "state = state")]
             case "run.waiting_for_approval":
                 return [self.run_update(env, "state = 'waiting_for_approval', "
@@ -104,7 +108,7 @@ class RunsProjection(PostgresProjection):
             case "run.succeeded" | "run.failed" | "run.cancelled" | "run.force_failed":
                 error = p.get("error") or p.get("reason")
                 return [self.run_update(env, "state = %s, ended_at = %s, error = %s",
-                                        RUN_ENDS[env["type"]], at, error)]
+                                        RUN_ENDS[env["type"]], at, text(error))]
             case "tool_call.requested":
                 return [(f"INSERT INTO {s}.tool_calls (tenant_id, tool_call_id, run_id, step_id, tool, risk_tier, "
                          "params_digest, state, requested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'requested', %s) "
@@ -116,17 +120,18 @@ class RunsProjection(PostgresProjection):
             case "tool_call.policy_decided":
                 return [self.tool_update(env, "decision = %s, policy_id = %s, policy_version = %s, "
                                               "decision_reason = %s, decided_at = %s, state = %s",
-                                         p["decision"], p["policy_id"], p["policy_version"], p["reason"], at,
+                                         p["decision"], p["policy_id"], p["policy_version"], text(p["reason"]), at,
                                          TOOL_DECISION_STATE[p["decision"]])]
             case "tool_call.approved":
                 return [self.tool_update(env, "state = 'allowed', approval_id = %s", p["approval_id"])]
             case "tool_call.blocked":
-                return [self.tool_update(env, "state = 'blocked', error = %s, finished_at = %s", p["reason"], at)]
+                return [self.tool_update(env, "state = 'blocked', error = %s, finished_at = %s", text(p["reason"]),
+                                         at)]
             case "tool_call.completed":
                 return [self.tool_update(env, "state = 'completed', result_digest = %s, finished_at = %s",
                                          p["result_digest"], at)]
             case "tool_call.failed":
-                return [self.tool_update(env, "state = 'failed', error = %s, finished_at = %s", p["error"], at)]
+                return [self.tool_update(env, "state = 'failed', error = %s, finished_at = %s", text(p["error"]), at)]
             case "budget.cost_recorded" if p["run_id"]:
                 return [(f"UPDATE {s}.runs SET cost_micros = cost_micros + %s, tokens_in = tokens_in + %s, "
                          "tokens_out = tokens_out + %s WHERE tenant_id = %s AND run_id = %s",

@@ -4,7 +4,9 @@ import json
 from datetime import datetime
 from typing import Any
 
+from infra.adapters.keys.port import Content
 from projectors.ch import ClickHouseProjection
+from queries.content import ContentReader, content_of
 from queries.pagination import CHAIN_SEQ, decode_cursor, encode_cursor
 from queries.readmodels import TenantHeld, wait_for_seq
 
@@ -27,8 +29,11 @@ def time_range(where: list[str], params: dict, since: datetime | None, until: da
 
 
 class Discovery:
-    def __init__(self, audit: ClickHouseProjection, cost: ClickHouseProjection):
+    """content opens sealed content fields (queries/content.py); None where no KEK is configured."""
+
+    def __init__(self, audit: ClickHouseProjection, cost: ClickHouseProjection, content: Content | None = None):
         self.audit, self.cost = audit, cost
+        self.reader = ContentReader(content)
 
     async def query(self, projection: ClickHouseProjection, sql: str, params: dict) -> list[dict[str, Any]]:
         def run():
@@ -65,10 +70,12 @@ class Discovery:
             params["after"] = after[0]
         rows = await self.query(self.audit, "SELECT * EXCEPT (tenant_id) FROM {db}.events FINAL WHERE "
                                 + " AND ".join(where) + " ORDER BY chain_seq DESC LIMIT {limit:UInt32}", params)
-        for row in rows:
-            row["payload"] = json.loads(row["payload"])
         more = len(rows) > limit
         items = rows[:limit]
+        for row in items:  # the payload as stored (so the row re-hashes); its content fields opened beside it
+            row["payload"] = json.loads(row["payload"])
+            row["content"] = content_of(row["payload"])
+        await self.reader.reveal(tenant_id, [(row["content"], name) for row in items for name in row["content"]])
         return {"items": items, "next_cursor": encode_cursor([items[-1]["chain_seq"]]) if more and items else None}
 
     async def rollup(self, tenant_id: str, group_by: list[str], since: datetime | None,

@@ -8,11 +8,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from projectors.generations import PostgresGenerations
 from infra.adapters.http.errors import Refused
+from infra.adapters.keys.port import Content
+from queries.content import ContentReader
 from queries.pagination import INSTANT_AND_ID, decode_cursor, encode_cursor
 
 RUN_COLUMNS = ("run_id, agent_id, project, state, attempt, budget_micros, labels, error, requested_at, "
                "started_at, ended_at, updated_at, version, step_count, tool_call_count, cost_micros, "
                "tokens_in, tokens_out, EXTRACT(EPOCH FROM (COALESCE(ended_at, now()) - started_at)) AS duration_s")
+# The columns that hold content fields (queries/content.py opens them), besides runs.labels/error and steps.error
+TOOL_CALL_CONTENT = ("decision_reason", "error")
+APPROVAL_CONTENT = ("action", "decision_reason")
 
 
 class NotCaughtUp(Refused):
@@ -50,10 +55,13 @@ async def wait_for_seq(name: str, min_seq: int | None, wait_ms: int, applied: Ca
 
 
 class ReadModels:
-    def __init__(self, pool: AsyncConnectionPool, topic_prefix: str):
+    """content opens sealed content fields (queries/content.py); None where no KEK is configured."""
+
+    def __init__(self, pool: AsyncConnectionPool, topic_prefix: str, content: Content | None = None):
         self.pool = pool
         self.prefix = topic_prefix
         self.generations = PostgresGenerations(pool, topic_prefix)
+        self.reader = ContentReader(content)
 
     async def fetch(self, name: str, sql: str, params: tuple) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -91,6 +99,7 @@ class ReadModels:
             params += after
         rows = await self.fetch("runs", f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE {' AND '.join(where)} "
                                         "ORDER BY requested_at DESC, run_id DESC LIMIT %s", (*params, limit + 1))
+        await self.reader.reveal(tenant_id, [(r, name) for r in rows[:limit] for name in ("labels", "error")])
         return page(rows, limit, lambda r: [r["requested_at"].isoformat(), str(r["run_id"])])
 
     async def get_run(self, tenant_id: str, run_id: str) -> dict | None:
@@ -106,6 +115,9 @@ class ReadModels:
                                          "requested_at, decided_at, finished_at FROM {s}.tool_calls "
                                          "WHERE tenant_id = %s AND run_id = %s ORDER BY requested_at, tool_call_id",
                                  (tenant_id, run_id))
+        await self.reader.reveal(tenant_id, [(runs[0], "labels"), (runs[0], "error"),
+                                             *((step, "error") for step in steps),
+                                             *((call, name) for call in calls for name in TOOL_CALL_CONTENT)])
         return {**runs[0], "steps": steps, "tool_calls": calls}
 
     async def approval_queue(self, tenant_id: str, role: str | None, cursor: str | None, limit: int) -> dict:
@@ -119,6 +131,7 @@ class ReadModels:
             params += after
         rows = await self.fetch("approvals", f"SELECT * FROM {{s}}.approvals WHERE {' AND '.join(where)} "
                                              "ORDER BY requested_at, approval_id LIMIT %s", (*params, limit + 1))
+        await self.reader.reveal(tenant_id, [(r, name) for r in rows[:limit] for name in APPROVAL_CONTENT])
         return page([strip(r) for r in rows], limit, lambda r: [r["requested_at"].isoformat(), str(r["approval_id"])])
 
     async def get_approval(self, tenant_id: str, approval_id: str) -> dict | None:
@@ -129,6 +142,8 @@ class ReadModels:
         votes = await self.fetch("approvals", "SELECT approver, reason, voted_at FROM {s}.approval_votes "
                                               "WHERE tenant_id = %s AND approval_id = %s ORDER BY chain_seq",
                                  (tenant_id, approval_id))
+        await self.reader.reveal(tenant_id, [*((rows[0], name) for name in APPROVAL_CONTENT),
+                                             *((vote, "reason") for vote in votes)])
         return {**strip(rows[0]), "votes": votes}
 
 

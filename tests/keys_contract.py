@@ -12,8 +12,8 @@ from abc import ABC, abstractmethod
 import pytest
 
 from infra.adapters.keys import SHREDDED, Content, KeyUnwrapError, SealTampered, UnknownKek
-from infra.adapters.keys.cipher import content_aad, open_sealed, seal, unwrap_key
-from infra.adapters.keys.port import KeyStore
+from infra.adapters.keys.cipher import b64url, content_aad, open_sealed, seal, unb64url, unwrap_key
+from infra.adapters.keys.port import DataKey, KeyStore
 
 KEK1, KEK2 = bytes(range(32)), bytes(range(100, 132))
 OLD = {"kek-1": KEK1}
@@ -82,6 +82,34 @@ class KeyStoreContract(ABC):
         answer = await store.keys("a", [alice[0], "dk_missing", bob[0], alice[0]])
         assert answer == {alice[0]: alice[1], bob[0]: bob[1]}
         assert (await store.keys("a", []), await store.keys("a", ["dk_missing"])) == ({}, {})
+
+    async def test_key_entries_name_each_keys_subject_in_the_same_one_answer(self):
+        store = await self.store()
+        alice, bob, b_alice = (await store.key_for("a", "alice"), await store.key_for("a", "bob"),
+                               await store.key_for("b", "alice"))
+        asked = [alice[0], "dk_missing", bob[0], b_alice[0], alice[0]]
+        assert await store.key_entries("a", asked) == {alice[0]: DataKey("alice", alice[1]),
+                                                       bob[0]: DataKey("bob", bob[1])}
+        assert await store.keys("a", asked) == {alice[0]: alice[1], bob[0]: bob[1]}
+        assert (await store.key_entries("a", []), await store.key_entries("b", [alice[0]])) == ({}, {})
+        await store.shred("a", "alice")
+        assert await (await self.store()).key_entries("a", asked) == {bob[0]: DataKey("bob", bob[1])}
+
+    async def test_content_opens_stored_fields_by_their_keys_subject_without_being_told_it(self):
+        content = Content(await self.store())
+        alice, bob = await content.seal("a", "alice", "Alice's note"), await content.seal("a", "bob", "Bob's")
+        elsewhere = await content.seal("b", "alice", "tenant b's")
+        ct = bytearray(unb64url(alice["ct"]))
+        ct[0] ^= 1
+        tampered = {**alice, "ct": b64url(bytes(ct))}
+        values = [alice, bob, "plain text", None, elsewhere, tampered, {**bob, "kid": alice["kid"]}]
+        opened = await content.open_stored("a", values)
+        assert opened[:5] == ["Alice's note", "Bob's", "plain text", None, SHREDDED]
+        assert [type(error) for error in opened[5:]] == [SealTampered, SealTampered]
+        await content.store.shred("a", "alice")
+        assert await content.open_stored("a", values[:2]) == [SHREDDED, "Bob's"]
+        with pytest.raises(KeyUnwrapError):
+            await Content(await self.store({"kek-1": KEK2}, "kek-1")).open_stored("a", [bob])
 
     async def test_shred_deletes_the_subjects_rows_for_real(self):
         store = await self.store()

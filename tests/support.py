@@ -1,5 +1,6 @@
 """Helpers for tests against the real broker: unique topic sets, log reads, processes, waiting."""
 import asyncio
+import base64
 import inspect
 import json
 import os
@@ -22,6 +23,8 @@ from infra.adapters import kafka
 from infra.adapters.settings import Settings
 
 SECRET = "test-secret-" + "x" * 40
+KEK = base64.b64encode(os.urandom(32)).decode()  # a fresh key-encryption key per test session
+SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()  # and checkpoint signing key
 REPO = Path(__file__).resolve().parent.parent
 BOOTSTRAP = os.environ.get("RUNLEDGER_KAFKA_BOOTSTRAP") or os.environ.get("KAFKA_BOOTSTRAP") or "127.0.0.1:19092"
 DATABASE_URL = (os.environ.get("RUNLEDGER_DATABASE_URL") or os.environ.get("DATABASE_URL")
@@ -33,7 +36,10 @@ def unique(prefix: str = "t") -> str:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values = {"kafka_bootstrap": BOOTSTRAP, "database_url": DATABASE_URL, "jwt_secret": SECRET, "topic_prefix": unique("test"),
+    # Checkpoints only where a test asks for them: their events would change the chains tests count.
+    values = {"kafka_bootstrap": BOOTSTRAP, "database_url": DATABASE_URL, "jwt_secret": SECRET, "kek": KEK,
+              "signing_key": SIGNING_KEY, "checkpoint_interval_s": 0, "checkpoint_every": 0,
+              "topic_prefix": unique("test"),
               "partitions": 3, "command_timeout_s": 20.0}
     return Settings(**{**values, **overrides})
 
@@ -134,6 +140,10 @@ class Service:
                 "RUNLEDGER_DATABASE_URL": s.database_url,
                 "RUNLEDGER_CHDB_PATH": f"/tmp/runledger-test-chdb-{s.topic_prefix}-{self.port}",
                 "RUNLEDGER_JWT_SECRET": s.jwt_secret.get_secret_value(),
+                **({"RUNLEDGER_KEK": s.kek.get_secret_value(), "RUNLEDGER_KEK_ID": s.kek_id} if s.kek else {}),
+                **({"RUNLEDGER_SIGNING_KEY": s.signing_key.get_secret_value()} if s.signing_key else {}),
+                "RUNLEDGER_CHECKPOINT_INTERVAL_S": str(s.checkpoint_interval_s),
+                "RUNLEDGER_CHECKPOINT_EVERY": str(s.checkpoint_every), "RUNLEDGER_DEPLOYMENT": s.deployment,
                 "RUNLEDGER_TOPIC_PREFIX": s.topic_prefix, "RUNLEDGER_PARTITIONS": str(s.partitions),
                 "RUNLEDGER_COMMAND_TIMEOUT_S": str(s.command_timeout_s),
                 "RUNLEDGER_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),

@@ -1,6 +1,7 @@
 """The servers under test: `serve` with every role (layout one), or an API-only `serve` plus `serve --no-api` (split)."""
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
@@ -33,6 +34,7 @@ class Servers:
             "RUNLEDGER_KAFKA_BOOTSTRAP": self.args.bootstrap,
             "RUNLEDGER_DATABASE_URL": self.args.database_url,
             "RUNLEDGER_JWT_SECRET": self.secret,
+            "RUNLEDGER_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
             "RUNLEDGER_TOPIC_PREFIX": self.prefix,
             "RUNLEDGER_API_PORT": str(self.port),
             "RUNLEDGER_CHDB_PATH": str(self.workdir / f"chdb-{name}"),

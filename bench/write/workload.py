@@ -1,6 +1,7 @@
 """The write benchmark's command mix: each run's RequestRun → StartRun → RecordCost, tenants round-robin."""
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -72,6 +73,8 @@ def serve_env(settings: Settings, workdir: Path, extra: dict[str, str] | None = 
         "RUNLEDGER_CHDB_PATH": str(workdir / "chdb"),
         "RUNLEDGER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "RUNLEDGER_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        # checkpoints are signed as in production (a fresh key per run; the bench verifies none)
+        "RUNLEDGER_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
         "RUNLEDGER_TOPIC_PREFIX": settings.topic_prefix,
         "RUNLEDGER_PARTITIONS": str(settings.partitions),
         "RUNLEDGER_BATCH_MAX": str(settings.batch_max),

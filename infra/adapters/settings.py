@@ -49,6 +49,14 @@ class Settings(BaseSettings):
                                                 "and SSE channels for fewer days")
     retention_sweep_interval_s: float = Field(3600.0, ge=0, description="how often each processor sweeps "
                                               "its tenants' expired records (0: only when asked)")
+    signing_key: SecretStr | None = Field(None, description="RUNLEDGER_SIGNING_KEY: base64 of the 32-byte Ed25519 "
+                                          "seed that signs checkpoints; required by the processor role")
+    deployment: str = Field("local", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                            description="names this deployment in checkpoint origins: runledger/<deployment>/<tenant>")
+    checkpoint_interval_s: float = Field(10.0, ge=0, description="sign every tenant with new events this often "
+                                                                 "(0: only every RUNLEDGER_CHECKPOINT_EVERY events)")
+    checkpoint_every: int = Field(1000, ge=0, description="sign a tenant's tree head once this many events are "
+                                                          "unsigned (0: only on the interval)")
     kek: SecretStr | None = Field(None, description="RUNLEDGER_KEK: base64 of the 32-byte key-encryption key that "
                                   "wraps content data keys (docs/adr/0008)")
     kek_id: str = Field("kek-1", pattern=KEK_ID_PATTERN, description="RUNLEDGER_KEK_ID: the id rows "
@@ -66,6 +74,17 @@ class Settings(BaseSettings):
                              "characters (e.g. `python -c 'import secrets; "
                              "print(secrets.token_urlsafe(48))'`)")
         return value
+
+    @field_validator("signing_key")
+    @classmethod
+    def check_signing_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            kek_bytes("RUNLEDGER_SIGNING_KEY", value)  # the same shape: base64 of 32 random bytes (an Ed25519 seed)
+        return value
+
+    @property
+    def signing_seed(self) -> bytes | None:
+        return kek_bytes("RUNLEDGER_SIGNING_KEY", self.signing_key) if self.signing_key is not None else None
 
     @field_validator("kek")
     @classmethod

@@ -3,6 +3,7 @@ import asyncio
 import logging
 import signal
 import threading
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Awaitable, Callable
 
@@ -15,6 +16,8 @@ from commands.processor import CommandProcessor
 from infra.adapters.clickhouse import open_clickhouse
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.http.app import create_app
+from infra.adapters.keys import Content, data_keys_table, keks_from_settings
+from infra.adapters.keys.postgres import PostgresKeyStore
 from infra.adapters.postgres import open_pool
 from infra.adapters.settings import Settings
 from infra.adapters.telemetry import setup_metrics, setup_tracing
@@ -40,6 +43,10 @@ POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection,
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
 ROUTERS = (routes_commands.router, routes_runs.router, routes_approvals.router, routes_discovery.router,
            routes_governance.router, routes_ops.router, streams_viewer.router, streams_routes.router)
+
+
+class MissingSetting(Exception):
+    """A setting a role needs is not set."""
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -69,6 +76,10 @@ async def build_projections(settings: Settings, pool, ch) -> list:
 async def serve(settings: Settings, api: bool = True, processor: bool = True,
                 projectors: bool = True) -> None:
     """Run the chosen roles in this process until SIGINT/SIGTERM."""
+    if processor and settings.signing_key is None:
+        raise MissingSetting("RUNLEDGER_SIGNING_KEY is required by the processor role: it signs each tenant's "
+                             "checkpoints (base64 of 32 random bytes: `python -c 'import base64,os;"
+                             "print(base64.b64encode(os.urandom(32)).decode())'`)")
     setup_tracing("runledger", console=settings.otel_console)
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -76,7 +87,8 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     ch = open_clickhouse(settings.clickhouse_url, settings.chdb_path) if (api or projectors) else None
     projections = await build_projections(settings, pool, ch) if pool else []
     tasks, runners = [], []
-    command_processor = CommandProcessor(settings, log_=KafkaLog(settings)) if processor else None
+    command_processor = (CommandProcessor(settings, log_=KafkaLog(settings), open_keys=key_store_opener(settings))
+                         if processor else None)
     if command_processor and (api or projectors):
         tasks.append(asyncio.create_task(on_own_loop("processor", command_processor.run, stop), name="processor"))
     elif command_processor:
@@ -91,7 +103,10 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     if api:
         hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
         tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
-        app = build_app(settings, pool, projections, hub, lambda detail: health(command_processor, runners, detail))
+        keks = keks_from_settings(settings)
+        content = Content(await PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open()) if keks else None
+        app = build_app(settings, pool, projections, hub, lambda detail: health(command_processor, runners, detail),
+                        content)
         tasks += serve_api(app, settings, stop)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -107,12 +122,29 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
             ch.close()
 
 
-def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, report: Callable[[bool], dict]):
+def key_store_opener(settings: Settings):
+    """The processor's data-key store (its own small pool, opened on its own loop); None without a KEK."""
+    keks = keks_from_settings(settings)
+    if keks is None:
+        return None
+
+    @asynccontextmanager
+    async def opened():
+        pool = await open_pool(settings, max_size=4)
+        try:
+            yield await PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open()
+        finally:
+            await pool.close()
+    return opened
+
+
+def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, report: Callable[[bool], dict],
+              content: Content | None = None):
     """The API: every side's routers, and the services their dependencies hand to routes."""
     by_name = {p.name: p for p in projections}
     bus = CommandBus(settings)
-    read_models = ReadModels(pool, settings.topic_prefix)
-    discovery = Discovery(by_name["audit"], by_name["cost"])
+    read_models = ReadModels(pool, settings.topic_prefix, content)
+    discovery = Discovery(by_name["audit"], by_name["cost"], content)
     services = {"bus": bus, "read_models": read_models, "projections": projections, "discovery": discovery,
                 "governance": Governance(read_models, discovery),
                 "stream_sources": Sources(hub, read_models, partial(read_models.wait_for, "channels")),

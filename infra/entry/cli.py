@@ -30,7 +30,12 @@ def serve(api: Annotated[bool, typer.Option(help="serve the HTTP API")] = True,
     from infra.entry.bootstrap import configure_logging, serve as run_roles
     settings = settings_or_exit(api_port=port)
     configure_logging()
-    uvloop.run(run_roles(settings, api=api, processor=processor, projectors=projectors))
+    from infra.entry.bootstrap import MissingSetting
+    try:
+        uvloop.run(run_roles(settings, api=api, processor=processor, projectors=projectors))
+    except MissingSetting as error:
+        typer.echo(f"configuration error: {error}", err=True)
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -143,6 +148,22 @@ def retention_sweep(tenant: Annotated[str, typer.Option(help="the tenant to swee
         typer.echo(asyncio.run(sweep_cli.sweep(settings_or_exit(), url, tenant, record_class, batch,
                                                sys.stderr.isatty())))
     except sweep_cli.SweepFailed as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
+
+
+keys_app = typer.Typer(help="Manage the key-encryption key of content data keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(new_kek_id: Annotated[str, typer.Option(help="id of the new KEK (RUNLEDGER_NEW_KEK holds the key)")],
+                batch: Annotated[int, typer.Option(help="keys rewrapped per transaction", min=1)] = 500) -> None:
+    """Rewrap every data key under a new KEK (RUNLEDGER_NEW_KEK), resumably, with progress."""
+    from infra.entry import keys_cli
+    try:
+        typer.echo(asyncio.run(keys_cli.rotate(settings_or_exit(), new_kek_id, batch, sys.stderr.isatty())))
+    except (keys_cli.RotationRefused, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1)
 

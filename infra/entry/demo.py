@@ -1,6 +1,6 @@
-"""A demo workload: agent runs with tool calls, a policy DENY, approvals granted and expired,
-costs against a budget, completion, hostile input refused, a legal hold and a retention sweep
-that spares it; then the tenant's chain is verified from Kafka."""
+"""A demo workload: content sealed per author, agent runs with tool calls, a policy DENY, approvals
+granted and expired, costs against a budget, completion, hostile input refused, a legal hold, a
+retention sweep that spares it and a shred it refuses; then the tenant's chain is verified from Kafka."""
 import asyncio
 import hashlib
 import time
@@ -64,6 +64,8 @@ class Demo:
             "currency": "USD"})
 
     async def run(self) -> None:
+        print("content: stored, sealed per author (AES-GCM); the log never holds it in clear")
+        await self.step(self.admin, "store this tenant's content", {"type": "SetContentPolicy", "store_content": True})
         print("budget")
         await self.step(self.admin, "set project budget 0.50 USD/month", {
             "type": "SetBudget", "project": "support", "period": "month",
@@ -157,6 +159,10 @@ class Demo:
         swept = await self.step(self.admin, "sweep operational records", {
             "type": "SweepRetention", "record_class": "operational"})
         await self.step(self.admin, "sweep again", {"type": "SweepRetention", "record_class": "operational"})
+        shred = await self.step(self.admin, "shred agent:support-bot (it acted in the held run)", {
+            "type": "ShredSubject", "subject": "agent:support-bot", "reason": "erasure request 2026-117"})
+        if shred.status_code != 409 or shred.body.get("code") != "shred_under_hold":
+            raise RuntimeError(f"a shred under hold should have been refused: {shred.body}")
         http, headers = self.agent.http, {"Authorization": f"Bearer {self.admin.token}"}
         if not swept.accepted:
             raise RuntimeError(f"the retention sweep was refused: {swept.body}")

@@ -21,6 +21,16 @@ export RUNLEDGER_KAFKA_BOOTSTRAP="$KAFKA_BOOTSTRAP" RUNLEDGER_DATABASE_URL="$DAT
 export RUNLEDGER_RETENTION_MIN_DAYS_OPERATIONAL="${RUNLEDGER_RETENTION_MIN_DAYS_OPERATIONAL:-0}"
 RUNLEDGER_JWT_SECRET="$(cat "$SECRET_FILE")"
 export RUNLEDGER_JWT_SECRET
+KEK_FILE="$HOME_DIR/kek"
+[[ -s "$KEK_FILE" ]] || .venv/bin/python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())' > "$KEK_FILE"
+chmod 600 "$KEK_FILE"
+RUNLEDGER_KEK="$(cat "$KEK_FILE")"
+export RUNLEDGER_KEK
+SIGNING_FILE="$HOME_DIR/signing_key"
+[[ -s "$SIGNING_FILE" ]] || .venv/bin/python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())' > "$SIGNING_FILE"
+chmod 600 "$SIGNING_FILE"
+RUNLEDGER_SIGNING_KEY="$(cat "$SIGNING_FILE")"
+export RUNLEDGER_SIGNING_KEY
 PORT="${RUNLEDGER_API_PORT:-8080}"
 URL="http://127.0.0.1:$PORT"
 

@@ -19,6 +19,8 @@ async def search(d: DiscoveryDep, principal: Auditor, limit: Limit = 100, actor:
                  aggregate_id: str | None = None, tool_call_id: str | None = None, approval_id: str | None = None,
                  since: Instant | None = None, until: Instant | None = None, cursor: str | None = None,
                  min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+    """Each item has its `payload` as recorded (sealed content stays sealed, so the row re-hashes) and
+    `content`: its sealed or withheld payload members by name, opened for the caller (queries/content.py)."""
     await d.wait_for(d.audit, principal.tenant_id, min_seq, wait_ms)
     filters = {"actor": actor, "type": type, "run_id": run_id, "tool": tool, "decision": decision,
                "aggregate_id": aggregate_id, "tool_call_id": tool_call_id, "approval_id": approval_id}

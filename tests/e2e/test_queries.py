@@ -18,6 +18,7 @@ async def send(http, tenant: str, body: dict, *roles: str, subject: str = "agent
 
 async def test_a_query_can_wait_for_the_command_it_just_sent(http):
     tenant = unique("tenant-")
+    await send(http, tenant, {"type": "SetContentPolicy", "store_content": True}, "admin")  # labels are content
     run = await send(http, tenant, {"type": "RequestRun", "agent_id": "a", "labels": {"team": "x"}})
     seq = run["events"][-1]["chain_seq"]
     response = await http.get(f"/v1/runs/{run['aggregate_id']}", params={"min_seq": seq}, headers=auth(tenant))
@@ -76,6 +77,7 @@ async def test_listing_filters_and_pages_without_gaps_or_repeats(http):
 
 async def test_the_approval_queue_is_oldest_first_and_shows_votes_so_far(http):
     tenant = unique("tenant-")
+    await send(http, tenant, {"type": "SetContentPolicy", "store_content": True}, "admin")  # the action is content
     run_id = (await send(http, tenant, {"type": "RequestRun", "agent_id": "a"}))["aggregate_id"]
     await send(http, tenant, {"type": "StartRun", "run_id": run_id})
     first = await send(http, tenant, {"type": "RequestApproval", "run_id": run_id, "action": "a1", "risk_tier": "high",

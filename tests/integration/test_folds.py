@@ -6,6 +6,9 @@ these pin what the rows must be. The chain comes from real commands through the 
 chain resealed, so that every value below is a literal. Each fold is applied two ways: the whole
 chain in one poll, and one poll per event by a fresh writer each time (as across restarts, so a
 fold that needs an earlier event must find it in its store, not in memory).
+
+The tenant stores no content (the default, metadata-only), so every content field of the chain is
+the withheld marker: an object in the jsonb `labels`, its compact JSON text in a text column.
 """
 import json
 from datetime import date, datetime, timedelta, timezone
@@ -34,6 +37,8 @@ APPROVAL = "0190a000-0000-7000-8000-000000000004"
 COST = "0190a000-0000-7000-8000-000000000005"
 BUDGET = "a7136c51-eed5-5a63-b9a8-f22e0299f7df"  # uuid5 of fold-tenant's project p1 (domain/budget.py)
 UTC = timezone.utc
+WITHHELD = {"withheld": "metadata-only"}  # what each content field of the chain records (domain/content.py)
+WITHHELD_TEXT = '{"withheld":"metadata-only"}'  # ... and what a text column keeps of it
 
 # Command n is decided at 12:00:n; its events are recorded (and, restamped, occurred) then.
 COMMANDS = [
@@ -172,7 +177,7 @@ async def test_the_runs_fold_gives_exactly_these_rows(pool, chain, polls):
     s = runs.schema
     assert await pg_rows(pool, f"SELECT * FROM {s}.runs") == [{
         "tenant_id": TENANT, "run_id": UUID(RUN), "agent_id": "alpha", "project": "p1", "state": "succeeded",
-        "attempt": 1, "budget_micros": None, "labels": {"env": "ci"}, "waiting_on": [], "error": None,
+        "attempt": 1, "budget_micros": None, "labels": WITHHELD, "waiting_on": [], "error": None,
         "requested_at": at(2), "started_at": at(3), "ended_at": at(12), "updated_at": at(12),
         "version": 7, "last_chain_seq": 17, "step_count": 1, "tool_call_count": 1,
         "cost_micros": 4500, "tokens_in": 1200, "tokens_out": 300}]
@@ -182,7 +187,7 @@ async def test_the_runs_fold_gives_exactly_these_rows(pool, chain, polls):
     assert await pg_rows(pool, f"SELECT * FROM {s}.tool_calls") == [{
         "tenant_id": TENANT, "tool_call_id": UUID(CALL), "run_id": UUID(RUN), "step_id": UUID(STEP),
         "tool": "shell", "risk_tier": "high", "params_digest": "a" * 64, "state": "completed",
-        "decision": "REQUIRE_APPROVAL", "policy_id": "pol-1", "policy_version": "v3", "decision_reason": "risky",
+        "decision": "REQUIRE_APPROVAL", "policy_id": "pol-1", "policy_version": "v3", "decision_reason": WITHHELD_TEXT,
         "approval_id": UUID(APPROVAL), "result_digest": "b" * 64, "error": None,
         "requested_at": at(5), "decided_at": at(6), "finished_at": at(9)}]
     assert await pg_bookkeeping(pool, s) == pg_bookkeeping_after(chain)
@@ -198,12 +203,12 @@ async def test_the_approvals_fold_gives_exactly_these_rows(pool, chain, polls):
     s = approvals.schema
     assert await pg_rows(pool, f"SELECT * FROM {s}.approvals") == [{
         "tenant_id": TENANT, "approval_id": UUID(APPROVAL), "run_id": UUID(RUN), "tool_call_id": UUID(CALL),
-        "action": "run shell", "risk_tier": "high", "required_role": "approver", "required_approvals": 1,
+        "action": WITHHELD_TEXT, "risk_tier": "high", "required_role": "approver", "required_approvals": 1,
         "requested_by": "agent-1", "requested_at": at(7), "expires_at": at(7 + 600), "state": "granted",
         "approvers": ["ann"], "decided_by": "ann", "decision_reason": None, "decided_at": at(8),
         "last_chain_seq": 11}]
     assert await pg_rows(pool, f"SELECT * FROM {s}.approval_votes") == [{
-        "tenant_id": TENANT, "approval_id": UUID(APPROVAL), "approver": "ann", "reason": "looks fine",
+        "tenant_id": TENANT, "approval_id": UUID(APPROVAL), "approver": "ann", "reason": WITHHELD_TEXT,
         "voted_at": at(8), "chain_seq": 10}]
     assert await pg_bookkeeping(pool, s) == pg_bookkeeping_after(chain)
 

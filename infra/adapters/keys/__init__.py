@@ -1,12 +1,19 @@
 """Crypto-shredding: per-subject data keys wrapped under a KEK, and sealed content fields (docs/adr/0008)."""
+import re
 from typing import TYPE_CHECKING
 
 from infra.adapters.keys.cipher import (ALG, SHREDDED, KeyUnwrapError, NotSealed, SealError, SealTampered,
                                         content_aad, is_sealed, open_sealed, seal)
-from infra.adapters.keys.port import Content, KeyStore, KeyStoreError, UnknownKek
+from infra.adapters.keys.port import Content, DataKey, KeyStore, KeyStoreError, UnknownKek
 
 if TYPE_CHECKING:
     from infra.adapters.settings import Settings
+
+
+def data_keys_table(settings: "Settings") -> str:
+    """The deployment's key table: one per topic prefix, as every other store of a deployment is."""
+    name = re.sub(r"[^a-z0-9_]", "_", settings.topic_prefix.lower())[:38] + "_data_keys"
+    return name if name[0].isalpha() or name[0] == "_" else "_" + name
 
 
 def keks_from_settings(settings: "Settings") -> tuple[dict[str, bytes], str] | None:
@@ -20,5 +27,5 @@ def keks_from_settings(settings: "Settings") -> tuple[dict[str, bytes], str] | N
     return keks, settings.kek_id
 
 
-__all__ = ["ALG", "SHREDDED", "Content", "KeyStore", "KeyStoreError", "KeyUnwrapError", "NotSealed", "SealError",
-           "SealTampered", "UnknownKek", "content_aad", "is_sealed", "keks_from_settings", "open_sealed", "seal"]
+__all__ = ["ALG", "SHREDDED", "Content", "data_keys_table", "DataKey", "KeyStore", "KeyStoreError", "KeyUnwrapError", "NotSealed",
+           "SealError", "SealTampered", "UnknownKek", "content_aad", "is_sealed", "keks_from_settings", "open_sealed", "seal"]

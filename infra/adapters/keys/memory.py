@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Mapping
 
 from infra.adapters.keys.cipher import new_data_key
-from infra.adapters.keys.port import KeyStore, check_scope, unique_ids
+from infra.adapters.keys.port import DataKey, KeyStore, check_scope, unique_ids
 
 
 @dataclass
@@ -52,10 +52,10 @@ class MemoryKeyStore(KeyStore):
         key_id = self.rows.by_subject.get((tenant_id, subject))
         return None if key_id is None else self.rows.by_id[(tenant_id, key_id)]
 
-    async def keys(self, tenant_id: str, key_ids: Iterable[str]) -> dict[str, bytes]:
+    async def key_entries(self, tenant_id: str, key_ids: Iterable[str]) -> dict[str, DataKey]:
         check_scope(tenant_id)
         found = [self.rows.by_id[(tenant_id, k)] for k in unique_ids(key_ids) if (tenant_id, k) in self.rows.by_id]
-        return {row.key_id: self.unwrap(row.kek_id, row.wrapped) for row in found}
+        return {row.key_id: DataKey(row.subject, self.unwrap(row.kek_id, row.wrapped)) for row in found}
 
     async def subject_keys(self, tenant_id: str, subject: str) -> list[str]:
         check_scope(tenant_id, subject)
@@ -67,6 +67,15 @@ class MemoryKeyStore(KeyStore):
             del self.rows.by_id[(tenant_id, key_id)]
         self.rows.by_subject.pop((tenant_id, subject), None)
         return ids
+
+    async def forget(self, tenant_id: str, key_ids: Iterable[str]) -> list[str]:
+        gone = sorted(k for k in set(key_ids) if (tenant_id, k) in self.rows.by_id)
+        for key_id in gone:
+            del self.rows.by_id[(tenant_id, key_id)]
+        for at, key_id in list(self.rows.by_subject.items()):
+            if at[0] == tenant_id and key_id in gone:
+                del self.rows.by_subject[at]
+        return gone
 
     async def rewrap_batch(self, kek_id: str, size: int) -> int:
         batch = sorted((t, k) for (t, k), row in self.rows.by_id.items() if row.kek_id != kek_id)[:size]

@@ -8,6 +8,8 @@ what runs) and an in-memory twin (infra/adapters/keys/memory.py). What callers m
 - `keys` answers a batch of key ids in one round trip; an id that is absent (never existed, or
   shredded, or another tenant's) is absent from the answer. A key that exists but cannot be
   unwrapped raises (UnknownKek, KeyUnwrapError): a configuration fault is never shown as shredded.
+  `key_entries` is the same round trip answering each key with the subject its row names, so a
+  reader can build a field's AAD without knowing who wrote it (`keys` is `key_entries` less subjects).
 - `shred` deletes the subject's keys for real and returns their ids. It does not ask about legal
   holds: the caller (the ShredSubject handler) must, before it calls it.
 - Every row names the KEK that wrapped it. `rotate_kek` makes the new KEK current at once (new keys
@@ -18,12 +20,18 @@ what runs) and an in-memory twin (infra/adapters/keys/memory.py). What callers m
 """
 import re
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
-from infra.adapters.keys.cipher import (KeyUnwrapError, check_key, content_aad, is_sealed, open_sealed,
+from infra.adapters.keys.cipher import (KeyUnwrapError, SealError, check_key, content_aad, is_sealed, open_sealed,
                                         seal, unwrap_key, wrap_key)
 
 KEK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class DataKey(NamedTuple):
+    """One data key as `key_entries` answers it: the subject its row belongs to, and the key."""
+    subject: str
+    key: bytes
 
 
 class KeyStoreError(Exception):
@@ -83,8 +91,12 @@ class KeyStore(ABC):
         """Return (key_id, key): the subject's current data key, created if it has none."""
 
     @abstractmethod
+    async def key_entries(self, tenant_id: str, key_ids: Iterable[str]) -> dict[str, DataKey]:
+        """Return {key_id: (subject, key)} for those of key_ids this tenant still has; one round trip."""
+
     async def keys(self, tenant_id: str, key_ids: Iterable[str]) -> dict[str, bytes]:
         """Return {key_id: key} for those of key_ids this tenant still has; one round trip."""
+        return {key_id: entry.key for key_id, entry in (await self.key_entries(tenant_id, key_ids)).items()}
 
     @abstractmethod
     async def subject_keys(self, tenant_id: str, subject: str) -> list[str]:
@@ -93,6 +105,10 @@ class KeyStore(ABC):
     @abstractmethod
     async def shred(self, tenant_id: str, subject: str) -> list[str]:
         """Delete the subject's keys (the rows, not a flag) and return their ids, sorted; [] if none."""
+
+    @abstractmethod
+    async def forget(self, tenant_id: str, key_ids: Iterable[str]) -> list[str]:
+        """Really delete these data keys of the tenant (those a recorded shred names); return the ids deleted."""
 
     @abstractmethod
     async def rewrap_batch(self, kek_id: str, size: int) -> int:
@@ -158,3 +174,26 @@ class Content:
         keys = await self.store.keys(tenant_id, wanted) if wanted else {}
         return [open_sealed(value, keys.get(value["kid"]), content_aad(tenant_id, subject, value["kid"]))
                 if is_sealed(value) else value for subject, value in fields]
+
+    async def open_stored(self, tenant_id: str, values: Sequence[Any]) -> list[Any]:
+        """For each value: a sealed field's plaintext, SHREDDED if its key is gone, or the SealError it raised.
+
+        For readers that do not know who wrote each field (a read model row): the AAD's subject is
+        the one the key's row names. One `key_entries` call for the lot; an error is returned in
+        the field's place, not raised, so one tampered field spoils no other. A value that is not
+        a sealed field comes back as it is. UnknownKek and KeyUnwrapError (a fault of the KEKs
+        given, not of one field) are raised.
+        """
+        wanted = [value["kid"] for value in values if is_sealed(value)]
+        entries = await self.store.key_entries(tenant_id, wanted) if wanted else {}
+        return [self.open_one(tenant_id, value, entries.get(value["kid"])) if is_sealed(value) else value
+                for value in values]
+
+    @staticmethod
+    def open_one(tenant_id: str, value: dict[str, str], entry: DataKey | None) -> str | SealError:
+        try:
+            if entry is None:  # shredded (or never this tenant's): open_sealed still checks the field's shape
+                return open_sealed(value, None, b"")
+            return open_sealed(value, entry.key, content_aad(tenant_id, entry.subject, value["kid"]))
+        except SealError as error:
+            return error

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 from psycopg_pool import AsyncConnectionPool
 
 from infra.adapters.keys.cipher import new_data_key
-from infra.adapters.keys.port import KeyStore, check_scope, unique_ids
+from infra.adapters.keys.port import DataKey, KeyStore, check_scope, unique_ids
 
 TABLE = "runledger_data_keys"
 TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,50}$")
@@ -71,16 +71,16 @@ class PostgresKeyStore(KeyStore):
         key_id, wrapped, kek_id = row
         return key_id, self.unwrap(kek_id, wrapped)
 
-    async def keys(self, tenant_id: str, key_ids: Iterable[str]) -> dict[str, bytes]:
+    async def key_entries(self, tenant_id: str, key_ids: Iterable[str]) -> dict[str, DataKey]:
         check_scope(tenant_id)
         ids = unique_ids(key_ids)
         if not ids:
             return {}
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(
-                f"SELECT key_id, wrapped, kek_id FROM {self.table} WHERE tenant_id = %s AND key_id = ANY(%s)",
+                f"SELECT key_id, subject, wrapped, kek_id FROM {self.table} WHERE tenant_id = %s AND key_id = ANY(%s)",
                 (tenant_id, ids))).fetchall()
-        return {key_id: self.unwrap(kek_id, wrapped) for key_id, wrapped, kek_id in rows}
+        return {key_id: DataKey(subject, self.unwrap(kek_id, wrapped)) for key_id, subject, wrapped, kek_id in rows}
 
     async def subject_keys(self, tenant_id: str, subject: str) -> list[str]:
         check_scope(tenant_id, subject)
@@ -96,6 +96,14 @@ class PostgresKeyStore(KeyStore):
             rows = await (await conn.execute(
                 f"DELETE FROM {self.table} WHERE tenant_id = %s AND subject = %s RETURNING key_id",
                 (tenant_id, subject))).fetchall()
+        return sorted(r[0] for r in rows)
+
+    async def forget(self, tenant_id: str, key_ids: Iterable[str]) -> list[str]:
+        check_scope(tenant_id)
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(
+                f"DELETE FROM {self.table} WHERE tenant_id = %s AND key_id = ANY(%s) RETURNING key_id",
+                (tenant_id, unique_ids(key_ids)))).fetchall()
         return sorted(r[0] for r in rows)
 
     async def rewrap_batch(self, kek_id: str, size: int) -> int:

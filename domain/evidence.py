@@ -1,0 +1,99 @@
+"""Signed checkpoints of each tenant's chain: RFC 9162 tree heads in C2SP format, recorded on the chain.
+
+The tree's leaves are the tenant's events in chain order (leaf = SHA-256(0x00 ‖ event hash)). The
+ledger keeps a compact tree of them as a fold of the log (O(log n) hashes), and a system command
+the processor issues every N events or T seconds records `checkpoint.signed`: the origin
+`runledger/<deployment>/<tenant>`, the size, the root, the signed note and the verification key.
+A checkpoint is itself a leaf of every later tree, so each later export proves it extends it.
+"""
+import base64
+from functools import lru_cache
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from uuid_utils.compat import uuid7
+
+from eventsourcing.domain import Aggregate, event
+
+from domain import commands as c
+from domain.context import Context
+from domain.errors import InvalidState
+from schemas.notes import Checkpoint, Signer, tenant_origin
+
+
+def checkpoints_id(tenant_id: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"runledger:checkpoints:{tenant_id}")
+
+
+class CheckpointSigner:
+    """The deployment's Ed25519 key, named per tenant as that tenant's origin (C2SP: key name = origin)."""
+
+    def __init__(self, deployment: str, seed: bytes):
+        self.deployment = deployment
+        self._signer = lru_cache(maxsize=4096)(lambda tenant: Signer(tenant_origin(deployment, tenant), seed))
+
+    def __repr__(self) -> str:
+        return f"CheckpointSigner(deployment={self.deployment!r}, key=<hidden>)"
+
+    def origin(self, tenant_id: str) -> str:
+        return tenant_origin(self.deployment, tenant_id)
+
+    def sign(self, tenant_id: str, size: int, root: bytes) -> tuple[str, str, str]:
+        """(origin, signed note text, vkey) of the checkpoint of this tree."""
+        signer = self._signer(tenant_id)
+        note = Checkpoint(signer.name, size, root).sign([signer]).decode()
+        return signer.name, note, signer.vkey
+
+
+class TreeHeads(Aggregate):
+    """A tenant's signed checkpoints, newest last."""
+
+    class Opened(Aggregate.Created):
+        origin: str
+
+    class Signed(Aggregate.Event):
+        origin: str
+        size: int
+        root: str
+        note: str
+        key: str
+
+    @classmethod
+    def open(cls, tenant_id: str, origin: str) -> "TreeHeads":
+        return cls._create(cls.Opened, id=checkpoints_id(tenant_id), origin=origin)
+
+    @event(Opened)
+    def __init__(self, origin: str):
+        self.origin = origin
+        self.size = 0
+
+    def sign(self, origin: str, size: int, root: bytes, note: str, key: str) -> None:
+        self._signed(origin, size, base64.b64encode(root).decode(), note, key)
+
+    @event(Signed)
+    def _signed(self, origin: str, size: int, root: str, note: str, key: str) -> None:
+        self.size = size
+
+
+def sign_checkpoint(cmd: c.SignCheckpoint, ctx: Context) -> UUID:
+    if ctx.signer is None:
+        raise InvalidState("this processor has no signing key (RUNLEDGER_SIGNING_KEY)", "no_signing_key")
+    heads = ctx.find(TreeHeads, checkpoints_id(ctx.tenant_id))
+    size = ctx.tree.size
+    if not ctx.unsigned:
+        raise InvalidState(f"nothing to sign: no event since the checkpoint of size {heads.size if heads else 0}",
+                           "nothing_to_sign")
+    root = ctx.tree.root()
+    origin, note, key = ctx.signer.sign(ctx.tenant_id, size, root)
+    if heads is None:
+        heads = TreeHeads.open(ctx.tenant_id, origin)
+        ctx.add(heads)
+    heads.sign(origin, size, root, note, key)
+    return heads.id
+
+
+def checkpoint_command(tenant_id: str, now_iso: str) -> dict:
+    """The system command a processor's checkpoint timer issues for a tenant with unsigned events."""
+    return {"command_id": str(uuid7()), "tenant_id": tenant_id, "idempotency_key": None,
+            "request_digest": "checkpoint", "issued_at": now_iso,
+            "actor": {"subject": "runledger:checkpoints", "roles": ["system"]},
+            "body": c.SignCheckpoint().model_dump(mode="json")}
