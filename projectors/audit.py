@@ -13,7 +13,7 @@ from projectors.removals import Sweep
 COLUMNS = ["tenant_id", "chain_seq", "event_id", "type", "schema_version", "aggregate_type", "aggregate_id",
            "aggregate_version", "occurred_at", "recorded_at", "actor_subject", "actor_roles", "command_id",
            "correlation_id", "run_id", "tool_call_id", "approval_id", "tool", "decision", "policy_id",
-           "policy_version", "prev_hash", "hash", "payload"]
+           "policy_version", "prev_hash", "hash", "payload", "causation_id", "traceparent"]
 
 DDL = ["CREATE TABLE IF NOT EXISTS {db}.events (tenant_id String, chain_seq UInt64, event_id String, "
        "type LowCardinality(String), schema_version UInt16, aggregate_type LowCardinality(String), "
@@ -22,8 +22,12 @@ DDL = ["CREATE TABLE IF NOT EXISTS {db}.events (tenant_id String, chain_seq UInt
        "command_id Nullable(String), correlation_id Nullable(String), run_id Nullable(String), "
        "tool_call_id Nullable(String), approval_id Nullable(String), tool Nullable(String), "
        "decision Nullable(String), policy_id Nullable(String), policy_version Nullable(String), "
-       "prev_hash String, hash String, payload String) "
-       "ENGINE = ReplacingMergeTree ORDER BY (tenant_id, chain_seq)"]
+       "prev_hash String, hash String, payload String, causation_id Nullable(String), "
+       "traceparent Nullable(String)) ENGINE = ReplacingMergeTree ORDER BY (tenant_id, chain_seq)"]
+# Generations made before a row kept every envelope field get the columns (their old rows re-hash
+# only after a rebuild: `runledger projector rebuild audit`).
+UPGRADES = ["ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS causation_id Nullable(String)",
+            "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS traceparent Nullable(String)"]
 
 
 def text_or_none(value) -> str | None:
@@ -34,6 +38,7 @@ def text_or_none(value) -> str | None:
 class AuditProjection(ClickHouseProjection):
     name = "audit"
     ddl = DDL
+    upgrades = UPGRADES
     swept_tables = ("events",)
 
     def forget(self, sweep: Sweep) -> None:
@@ -76,4 +81,5 @@ class AuditProjection(ClickHouseProjection):
                 env["actor"]["roles"], env["command_id"], env["correlation_id"], run_id, tool_call_id,
                 aid if kind == "approval" else p.get("approval_id"), p.get("tool") or tool, p.get("decision"),
                 p.get("policy_id"), text_or_none(p.get("policy_version")), env["prev_hash"], env["hash"],
-                json.dumps(p, separators=(",", ":"), ensure_ascii=False))
+                json.dumps(p, separators=(",", ":"), ensure_ascii=False), env.get("causation_id"),
+                env.get("traceparent"))

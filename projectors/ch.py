@@ -91,6 +91,7 @@ def ts(iso: str) -> datetime:
 
 class ClickHouseProjection(Generational):
     ddl: list[str] = []
+    upgrades: list[str] = []  # run on every open, for generations made before a column existed
     swept_tables: tuple[str, ...] = ()  # tables a sweep of this store removes rows from, by their run_id column
     linger_ms = 100  # every insert makes a part: fewer, bigger inserts
     generations: ClickHouseGenerations
@@ -118,6 +119,8 @@ class ClickHouseProjection(Generational):
     async def open(self) -> "ClickHouseProjection":
         await super().open()
         await self.run(self.ch.command, REMOVALS_DDL.format(db=self.db))  # for generations made before it existed
+        for statement in self.upgrades:
+            await self.run(self.ch.command, statement.format(db=self.db))
         return self
 
     # -- the Projection port ------------------------------------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 from infra.adapters.keys.port import Content
 from projectors.ch import ClickHouseProjection
 from queries.content import ContentReader, content_of
+from schemas.envelope import iso
 from queries.pagination import CHAIN_SEQ, decode_cursor, encode_cursor
 from queries.readmodels import TenantHeld, wait_for_seq
 
@@ -26,6 +27,18 @@ def time_range(where: list[str], params: dict, since: datetime | None, until: da
     if until:
         where.append("recorded_at < {until:DateTime64(6, 'UTC')}")
         params["until"] = until
+
+
+def envelope_of(tenant_id: str, row: dict[str, Any]) -> dict[str, Any]:
+    """The envelope an audit row records (payload parsed), so its hash recomputes from the row alone."""
+    return {"event_id": row["event_id"], "tenant_id": tenant_id, "chain_seq": row["chain_seq"],
+            "prev_hash": row["prev_hash"], "hash": row["hash"], "type": row["type"],
+            "schema_version": row["schema_version"], "aggregate_type": row["aggregate_type"],
+            "aggregate_id": row["aggregate_id"], "aggregate_version": row["aggregate_version"],
+            "occurred_at": iso(row["occurred_at"]), "recorded_at": iso(row["recorded_at"]),
+            "actor": {"subject": row["actor_subject"], "roles": list(row["actor_roles"])},
+            "command_id": row["command_id"], "causation_id": row["causation_id"],
+            "correlation_id": row["correlation_id"], "traceparent": row["traceparent"], "payload": row["payload"]}
 
 
 class Discovery:

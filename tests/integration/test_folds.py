@@ -25,7 +25,8 @@ from projectors.base import Batch
 from projectors.cost import CostProjection
 from projectors.runs import RunsProjection
 from schemas.chain import ChainVerdict, verify_chain
-from schemas.envelope import GENESIS_HASH, seal
+from queries.discovery import envelope_of
+from schemas.envelope import GENESIS_HASH, compute_hash, seal
 from tests.support import make_settings
 from tests.unit.harness import ADMIN, OPERATOR, POLICY, Harness, approver
 
@@ -267,7 +268,7 @@ def audit_row(seq: int, kind: str, aggregate: tuple[str, str], version: int, n: 
             "command_id": command_id(n), "correlation_id": command_id(n), "run_id": run_id, "tool_call_id": call,
             "approval_id": approval, "tool": tool, "decision": decision, "policy_id": policy_id,
             "policy_version": policy_version, "prev_hash": env["prev_hash"], "hash": env["hash"],
-            "payload": env["payload"]}
+            "payload": env["payload"], "causation_id": command_id(n), "traceparent": None}
 
 
 @pytest.mark.parametrize("polls", POLLS)
@@ -281,6 +282,10 @@ async def test_the_audit_fold_gives_exactly_these_rows(ch, chain, polls):
         audit_row(*expected, env) for expected, env in zip(CHAIN, chain, strict=True)]
     assert ch.query(f"SELECT DISTINCT tenant_id FROM {audit.db}.events") == [{"tenant_id": TENANT}]
     assert await ch_bookkeeping(audit) == ch_bookkeeping_after(chain)
+    # and every row gives back its envelope exactly: its hash recomputes from the row alone
+    assert [envelope_of(TENANT, {**row, "payload": json.loads(row["payload"])}) for row in rows] == chain
+    assert [compute_hash(envelope_of(TENANT, {**row, "payload": json.loads(row["payload"])})) for row in rows] == [
+        row["hash"] for row in rows]
 
 
 @pytest.mark.parametrize("polls", POLLS)
