@@ -270,12 +270,41 @@ class SignCheckpoint(Command):
     type: Literal["SignCheckpoint"] = "SignCheckpoint"
 
 
+class ExportScope(Command):
+    """What an evidence bundle holds: the whole tenant, a run's family, one approval, an actor's events, a time range."""
+    kind: Literal["tenant", "run", "approval", "actor", "time_range"]
+    id: Id | None = None
+    subject: Name | None = None
+    start: Instant | None = None
+    end: Instant | None = None
+
+    @model_validator(mode="after")
+    def complete(self) -> "ExportScope":
+        needs = {"run": ("id",), "approval": ("id",), "actor": ("subject",), "time_range": ("start", "end")}
+        missing = [f for f in needs.get(self.kind, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} scope needs {', '.join(missing)}")
+        if self.kind == "time_range" and self.end <= self.start:
+            raise ValueError("the time range is reversed or empty: end is not after start")
+        return self
+
+
+class RecordExport(Command):
+    """Record on the chain that an evidence bundle was exported (scope, size, digest)."""
+    type: Literal["RecordExport"] = "RecordExport"
+    export_id: Id | None = None
+    scope: ExportScope
+    events: Count
+    checkpoint_size: Count
+    bundle_sha256: Digest
+
+
 AnyCommand = Annotated[Union[
     RequestRun, StartRun, StartStep, FinishStep, CompleteRun, FailRun, RetryRun, CancelRun,
     ResumeRun, ForceFailRun, RequestToolCall, DecidePolicy, CompleteToolCall, FailToolCall,
     RequestApproval, GrantApproval, DenyApproval, ExpireApproval, SetBudget, RecordCost,
     PlaceLegalHold, ReleaseLegalHold, SetRetentionPolicy, SweepRetention, SetContentPolicy, ShredSubject,
-    SignCheckpoint,
+    SignCheckpoint, RecordExport,
 ], Field(discriminator="type")]
 
 COMMAND_TYPES = {c.model_fields["type"].default: c for c in AnyCommand.__origin__.__args__}

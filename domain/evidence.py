@@ -97,3 +97,30 @@ def checkpoint_command(tenant_id: str, now_iso: str) -> dict:
             "request_digest": "checkpoint", "issued_at": now_iso,
             "actor": {"subject": "runledger:checkpoints", "roles": ["system"]},
             "body": c.SignCheckpoint().model_dump(mode="json")}
+
+
+class Export(Aggregate):
+    """An evidence bundle an auditor took out: its scope, what it holds, and its digest."""
+
+    class Recorded(Aggregate.Created):
+        scope: dict
+        events: int
+        checkpoint_size: int
+        bundle_sha256: str
+        exported_by: str
+
+    @classmethod
+    def record(cls, export_id: str, scope: dict, events: int, checkpoint_size: int, bundle_sha256: str,
+               exported_by: str) -> "Export":
+        return cls._create(cls.Recorded, id=UUID(export_id), scope=scope, events=events,
+                           checkpoint_size=checkpoint_size, bundle_sha256=bundle_sha256, exported_by=exported_by)
+
+    @event(Recorded)
+    def __init__(self, scope: dict, events: int, checkpoint_size: int, bundle_sha256: str, exported_by: str):
+        self.scope, self.events, self.bundle_sha256 = scope, events, bundle_sha256
+
+
+def record_export(cmd: c.RecordExport, ctx: Context) -> UUID:
+    export_id = ctx.new_id(cmd.export_id)
+    return ctx.add(Export.record(export_id, cmd.scope.model_dump(mode="json"), cmd.events, cmd.checkpoint_size,
+                                 cmd.bundle_sha256, ctx.actor.subject))
