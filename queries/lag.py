@@ -10,9 +10,8 @@ a hold does not change the partition's lag or status. held_report() says which, 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from aiokafka import TopicPartition
-
-from infra.adapters import kafka
+from infra.adapters.eventlog import EventLog, TopicPartition
+from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.settings import Settings
 from projectors.base import Hold, Projection
 from schemas.envelope import parse_iso
@@ -41,15 +40,18 @@ def status_of(failed: bool, lag_events: int, lag_seconds: float, idle_s: float |
     return "OK"
 
 
-async def end_offsets(settings: Settings) -> dict[int, int]:
-    consumer = kafka.reader(settings)
-    await consumer.start()
+async def end_offsets(settings: Settings, log_: EventLog | None = None) -> dict[int, int]:
+    """Each events partition's last stable offset (the end a read_committed projector can reach)."""
+    log_ = log_ or KafkaLog(settings)
+    tps = [TopicPartition(settings.events_topic, p) for p in await log_.partitions(settings.events_topic)]
+    if not tps:
+        return {}
+    reader = log_.reader()
+    await reader.start()
     try:
-        tps = [TopicPartition(settings.events_topic, p)
-               for p in sorted(await kafka.partitions_of(settings, settings.events_topic))]
-        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()} if tps else {}
+        return {tp.partition: offset for tp, offset in (await reader.end_offsets(tps)).items()}
     finally:
-        await consumer.stop()
+        await reader.stop()
 
 
 Holds = dict[str, dict[str, Hold]]  # projector → tenant → its hold
@@ -60,8 +62,10 @@ async def holds_of(projections: list[Projection]) -> Holds:
 
 
 async def projector_lag(settings: Settings, projections: list[Projection], stall_after_s: float = 30,
-                        lagging_after_s: float = 5, holds: Holds | None = None) -> list[PartitionLag]:
-    ends = await end_offsets(settings)
+                        lagging_after_s: float = 5, holds: Holds | None = None,
+                        log_: EventLog | None = None) -> list[PartitionLag]:
+    """`log_`: the event log to measure against (by default Kafka's, from settings)."""
+    ends = await end_offsets(settings, log_)
     holds = holds if holds is not None else await holds_of(projections)
     now = datetime.now(timezone.utc)
     report = []

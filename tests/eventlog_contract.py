@@ -1,7 +1,8 @@
 """One contract for both event-log adapters (Kafka through aiokafka, and the in-memory twin).
 
 Each case takes `ctx`: a started EventLog with the three ledger topics, their names, and
-`await produce(topic, key, value, partition)`, which appends a committed record outside any transaction.
+`await produce(topic, key, value, partition)`, which appends a committed record outside any transaction
+(on the key's partition, Kafka's default partitioner's, when partition is None).
 """
 import asyncio
 from dataclasses import dataclass
@@ -9,7 +10,8 @@ from typing import Callable
 
 import pytest
 
-from infra.adapters.eventlog import EventLog, Fenced, NotAssigned, TopicPartition
+from infra.adapters.eventlog import Delivered, EventLog, Fenced, NotAssigned, TopicPartition
+from infra.adapters.kafka import partition_for
 from tests.support import wait_until
 
 
@@ -163,6 +165,56 @@ async def case_records_after_an_open_transaction_wait_until_it_ends(ctx: Ctx):
         await writer.stop()
 
 
+async def case_a_produced_record_is_committed_at_once_on_its_keys_partition(ctx: Ctx):
+    producer = ctx.log.producer()
+    await producer.start()
+    try:
+        first = await (await producer.send(ctx.events, b"one", b"tenant-x", [("h", b"1")]))
+        second = await (await producer.send(ctx.events, b"two", b"tenant-x"))
+    finally:
+        await producer.stop()
+    tp = TopicPartition(ctx.events, partition_for("tenant-x", ctx.partitions))
+    assert (first, second) == (Delivered(*tp, first.offset), Delivered(*tp, first.offset + 1))
+    reader = ctx.log.reader()
+    await reader.start()
+    try:
+        assert (await reader.end_offsets([tp]))[tp] == second.offset + 1
+        assert [(r.offset, r.key, r.value, r.headers) async for r in reader.read(tp)] == \
+            [(first.offset, b"tenant-x", b"one", (("h", b"1"),)), (second.offset, b"tenant-x", b"two", ())]
+    finally:
+        await reader.stop()
+
+
+async def case_a_tail_yields_what_commits_after_it_started_and_never_an_aborted_transaction(ctx: Ctx):
+    await ctx.produce(ctx.commands, b"k", b"before")  # on the key's partition, as the producer's below
+    tail = ctx.log.tail(ctx.commands)
+    await tail.start()
+    producer, writer = ctx.log.producer(), ctx.log.transactional_writer(ctx.unique("tx"))
+    await producer.start()
+    await writer.start()
+    try:
+        after = await (await producer.send(ctx.commands, b"after", b"k"))
+        with pytest.raises(RuntimeError):
+            async with writer.transaction():
+                await asyncio.gather(await writer.send(ctx.commands, b"aborted", b"k", after.partition))
+                raise RuntimeError("abort")
+        await committed_transaction(writer, ctx.commands, [b"committed"], after.partition)
+        seen = await asyncio.wait_for(tail_until(tail, b"committed"), 30)
+        assert seen == [(after.partition, b"after"), (after.partition, b"committed")]
+    finally:
+        await writer.stop()
+        await producer.stop()
+        await tail.stop()
+
+
+async def tail_until(tail, last: bytes) -> list[tuple[int, bytes]]:
+    seen = []
+    async for record in tail.records():
+        seen.append((record.partition, record.value))
+        if record.value == last:
+            return seen
+
+
 async def committed_is(consumer, tp: TopicPartition, offset: int) -> int | None:
     return offset if await consumer.committed(tp) == offset else None
 
@@ -186,4 +238,6 @@ CASES = [case_committed_records_are_read_in_order_and_aborted_ones_never,
          case_a_new_writer_fences_the_old_and_aborts_its_open_transaction,
          case_offsets_sent_with_a_transaction_commit_with_it_and_only_then,
          case_a_group_member_gets_every_partition_and_pause_seek_and_not_assigned_behave,
-         case_records_after_an_open_transaction_wait_until_it_ends]
+         case_records_after_an_open_transaction_wait_until_it_ends,
+         case_a_produced_record_is_committed_at_once_on_its_keys_partition,
+         case_a_tail_yields_what_commits_after_it_started_and_never_an_aborted_transaction]

@@ -142,7 +142,7 @@ def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, repo
               content: Content | None = None):
     """The API: every side's routers, and the services their dependencies hand to routes."""
     by_name = {p.name: p for p in projections}
-    bus = CommandBus(settings)
+    bus = CommandBus(settings, KafkaLog(settings))
     read_models = ReadModels(pool, settings.topic_prefix, content)
     discovery = Discovery(by_name["audit"], by_name["cost"], content)
     services = {"bus": bus, "read_models": read_models, "projections": projections, "discovery": discovery,

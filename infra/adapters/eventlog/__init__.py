@@ -1,6 +1,6 @@
 """The event log port and its adapters (Kafka through aiokafka; an in-memory twin for unit tests)."""
-from infra.adapters.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, NotAssigned, PartitionReader, Record,
-                                 TopicPartition, TransactionalWriter)
+from infra.adapters.eventlog.port import (Delivered, EventLog, Fenced, GroupConsumer, LogError, NotAssigned,
+                                          PartitionReader, Producer, Record, Tail, TopicPartition, TransactionalWriter)
 
-__all__ = ["EventLog", "Fenced", "GroupConsumer", "LogError", "NotAssigned", "PartitionReader", "Record",
-           "TopicPartition", "TransactionalWriter"]
+__all__ = ["Delivered", "EventLog", "Fenced", "GroupConsumer", "LogError", "NotAssigned", "PartitionReader",
+           "Producer", "Record", "Tail", "TopicPartition", "TransactionalWriter"]

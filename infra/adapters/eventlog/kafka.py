@@ -4,6 +4,7 @@ aiokafka's own errors are mapped to the port's: ProducerFenced to Fenced, Illega
 partition that is not assigned) to NotAssigned, every other KafkaError to LogError, so callers
 never import aiokafka. The consumer's generation counts the rebalance callbacks this adapter sees.
 """
+import asyncio
 from contextlib import asynccontextmanager, contextmanager
 from typing import AsyncIterator, Awaitable, Iterator
 
@@ -13,8 +14,9 @@ from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
 from infra.adapters import kafka
-from infra.adapters.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
-                                         PartitionReader, Record, TopicPartition, TransactionalWriter)
+from infra.adapters.eventlog.port import (Delivered, EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
+                                         PartitionReader, Producer, Record, Tail, TopicPartition,
+                                         TransactionalWriter)
 from infra.adapters.settings import Settings
 
 
@@ -144,13 +146,15 @@ class KafkaReader(PartitionReader):
         self.assigned: set[aiokafka.TopicPartition] = set()
 
     async def start(self) -> None:
-        await self.consumer.start()
+        with ported("cannot connect a reader"):
+            await self.consumer.start()
 
     async def stop(self) -> None:
         await self.consumer.stop()
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        ends = await self.consumer.end_offsets([theirs(tp) for tp in tps])
+        with ported("cannot read the end offsets"):
+            ends = await self.consumer.end_offsets([theirs(tp) for tp in tps])
         return {ours(tp): offset for tp, offset in ends.items()}
 
     async def read(self, tp: TopicPartition, start: int = 0, end: int | None = None) -> AsyncIterator[Record]:
@@ -160,6 +164,58 @@ class KafkaReader(PartitionReader):
             self.consumer.assign(sorted(self.assigned))
         async for r in kafka.read_partition(self.consumer, wanted, start, end):
             yield record_of(r)
+
+
+class KafkaProducer(Producer):
+    def __init__(self, settings: Settings):
+        self.producer = kafka.command_producer(settings)  # idempotent, acks=all, no transactional id
+
+    async def start(self) -> None:
+        with ported("cannot connect a producer"):
+            await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Delivered]:
+        with ported(f"cannot send to {topic}"):
+            queued = await self.producer.send(topic, value=value, key=key, headers=headers)
+        return asyncio.ensure_future(self.delivered(topic, queued))
+
+    @staticmethod
+    async def delivered(topic: str, queued: Awaitable) -> Delivered:
+        with ported(f"cannot deliver to {topic}"):
+            metadata = await queued
+        return Delivered(metadata.topic, metadata.partition, metadata.offset)
+
+
+class KafkaTail(Tail):
+    def __init__(self, settings: Settings, topic: str):
+        self.settings, self.topic = settings, topic
+        self.consumer = kafka.reader(settings)
+
+    async def start(self) -> None:
+        with ported(f"cannot tail {self.topic}"):
+            await self.consumer.start()
+            partitions = sorted(await kafka.partitions_of(self.settings, self.topic))
+            if not partitions:
+                raise LogError(f"cannot tail {self.topic}: no such topic")
+            tps = [aiokafka.TopicPartition(self.topic, p) for p in partitions]
+            self.consumer.assign(tps)
+            for tp, end in (await self.consumer.end_offsets(tps)).items():  # read_committed: the last stable offsets
+                self.consumer.seek(tp, end)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def records(self) -> AsyncIterator[Record]:
+        while True:
+            with ported(f"cannot read {self.topic}"):
+                fetched = await self.consumer.getmany(timeout_ms=500)
+            for tp in sorted(fetched):
+                for r in fetched[tp]:
+                    yield record_of(r)
 
 
 class KafkaLog(EventLog):
@@ -179,6 +235,12 @@ class KafkaLog(EventLog):
 
     def reader(self) -> PartitionReader:
         return KafkaReader(self.settings)
+
+    def producer(self) -> Producer:
+        return KafkaProducer(self.settings)
+
+    def tail(self, topic: str) -> Tail:
+        return KafkaTail(self.settings, topic)
 
     async def partitions(self, topic: str) -> list[int]:
         with ported(f"cannot describe {topic}"):

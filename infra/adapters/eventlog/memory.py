@@ -8,7 +8,8 @@ of the code under test, as aiokafka's coordinator does. Eager protocol: every me
 everything, then assigned its share, round-robin over the sorted partitions.
 
 Tests steer it with `before_start` and `before_commit` (awaited inside a writer's start before
-it fences, and inside a transaction before it commits), `between_moves` (awaited in a rebalance
+it fences, and inside a transaction before it commits), `after_send` (awaited inside a plain
+producer's send once the log holds the record, before the send returns), `between_moves` (awaited in a rebalance
 after every member was told what it loses and before it is given its share), `Group.expel` (the group drops a member
 that stopped heartbeating, without its callbacks: it learns at its next poll), and `settled()`
 (await the rebalances under way).
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Awaitable, Callable
 
 from infra.adapters.eventlog.memory_group import Group, MemoryConsumer
-from infra.adapters.eventlog.port import (EventLog, Fenced, GroupConsumer, LogError, Moved, PartitionReader,
-                                         Record, TopicPartition, TransactionalWriter)
+from infra.adapters.eventlog.port import (Delivered, EventLog, Fenced, GroupConsumer, LogError, Moved,
+                                         PartitionReader, Producer, Record, Tail, TopicPartition,
+                                         TransactionalWriter)
 from infra.adapters.kafka import partition_for
 
 
@@ -51,6 +53,7 @@ class MemoryLog(EventLog):
         self.before_start: Callable[[str], Awaitable[None]] | None = None
         self.before_commit: Callable[[str], Awaitable[None]] | None = None
         self.between_moves: Callable[[], Awaitable[None]] | None = None
+        self.after_send: Callable[[Record], Awaitable[None]] | None = None
         self._wake: asyncio.Event | None = None
 
     # -- what every client shares --------------------------------------------------------------
@@ -102,16 +105,22 @@ class MemoryLog(EventLog):
     def reader(self) -> PartitionReader:
         return MemoryReader(self)
 
+    def producer(self) -> Producer:
+        return MemoryProducer(self)
+
+    def tail(self, topic: str) -> Tail:
+        return MemoryTail(self, topic)
+
     async def ensure_topics(self) -> None:
         return None
 
     async def partitions(self, topic: str) -> list[int]:
         return list(range(len(self.topics[topic]))) if topic in self.topics else []
 
-    def produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> Record:
+    def produce(self, topic: str, key: bytes, value: bytes, partition: int | None = None, headers=None) -> Record:
         """Append a committed record outside any transaction (as the API's producer does), keyed like Kafka."""
         tp = TopicPartition(topic, partition_for(key.decode(), self.partitions) if partition is None else partition)
-        self.append(tp, key, value, None, None)
+        self.append(tp, key, value, headers, None)
         self.notify()
         return self.entries(tp)[-1].record
 
@@ -196,3 +205,52 @@ class MemoryReader(PartitionReader):
     async def read(self, tp: TopicPartition, start: int = 0, end: int | None = None) -> AsyncIterator[Record]:
         for record in self.log.visible(tp, start, end):
             yield record
+
+
+class MemoryProducer(Producer):
+    def __init__(self, log: MemoryLog):
+        self.log = log
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Delivered]:
+        if topic not in self.log.topics:
+            raise LogError(f"no topic {topic!r}")
+        record = self.log.produce(topic, key, value, headers=headers)
+        if self.log.after_send is not None:
+            await self.log.after_send(record)
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(Delivered(record.topic, record.partition, record.offset))
+        return delivered
+
+
+class MemoryTail(Tail):
+    def __init__(self, log: MemoryLog, topic: str):
+        self.log, self.topic = log, topic
+        self.positions: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        if self.topic not in self.log.topics:
+            raise LogError(f"cannot tail {self.topic}: no such topic")
+        self.positions = {tp: self.log.stable_end(tp)
+                          for tp in (TopicPartition(self.topic, p) for p in range(len(self.log.topics[self.topic])))}
+
+    async def stop(self) -> None:
+        return None
+
+    async def records(self) -> AsyncIterator[Record]:
+        while True:
+            fresh = False
+            for tp in self.positions:
+                end = self.log.stable_end(tp)  # never moves back: open transactions only start at the end
+                for record in self.log.visible(tp, self.positions[tp], end):
+                    fresh, self.positions[tp] = True, record.offset + 1
+                    yield record
+                self.positions[tp] = max(self.positions[tp], end)
+            if not fresh:  # nothing awaited since the look: a change from here on wakes it
+                await self.log.changed(1.0)

@@ -1,4 +1,5 @@
-"""The event log as the command processor sees it: a group consumer, fenced transactional writers, readers.
+"""The event log as its users see it: a group consumer, fenced transactional writers, readers, and the API's
+plain producer and reply tail.
 
 Two adapters pass one contract suite (tests/eventlog_contract.py): Kafka through aiokafka
 (infra/adapters/eventlog/kafka.py) and an in-memory twin (infra/adapters/eventlog/memory.py) for fast unit tests of
@@ -10,8 +11,10 @@ ownership, pausing, fencing and rebalances. What the processor relies on, and th
 - `seek`, `pause` and `resume` of a partition not assigned (any more) raise NotAssigned;
 - a writer's `start()` fences every earlier writer of its transactional id: their open transaction
   is aborted and their next send or commit raises Fenced;
-- readers and consumers see only committed records (read_committed); an aborted transaction's
-  records are never seen, and records after an open one wait until it ends.
+- readers, tails and consumers see only committed records (read_committed); an aborted
+  transaction's records are never seen, and records after an open one wait until it ends;
+- a plain producer's record is committed as soon as the log holds it, on the partition Kafka's
+  default partitioner gives its key.
 """
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -31,6 +34,13 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class Delivered(NamedTuple):
+    """Where the log holds a record a producer sent."""
+    topic: str
+    partition: int
+    offset: int
 
 
 class LogError(Exception):
@@ -146,6 +156,49 @@ class PartitionReader(ABC):
         """Yield the committed records of a partition from start up to end (default: its end now)."""
 
 
+class Producer(ABC):
+    """A plain producer: idempotent (a send retried inside the client is written once), no transactions."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Deliver what is queued, then disconnect."""
+
+    @abstractmethod
+    async def send(self, topic: str, value: bytes, key: bytes,
+                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Delivered]:
+        """Queue a record on its key's partition (murmur2, as Kafka's default partitioner), in call order.
+
+        The result resolves once the log holds it (committed: readers see it), to where it is.
+        """
+
+
+class Tail(ABC):
+    """A group-less read_committed reader of every partition of one topic, from where each ended at start."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and fix where the tail begins: each partition's last stable offset now.
+
+        So it yields every record committed after start() returns, and none a read_committed reader could read then.
+        """
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Disconnect."""
+
+    @abstractmethod
+    def records(self) -> AsyncIterator[Record]:
+        """Yield the committed records from there on, in offset order per partition, waiting for new ones forever.
+
+        A later call goes on from where the last one had fetched to: nothing is skipped after a
+        LogError (raised between fetches), while leaving a loop early may skip what was fetched with the last record.
+        """
+
+
 class EventLog(ABC):
     """Builds the clients above for one cluster (or one in-memory log)."""
 
@@ -161,6 +214,14 @@ class EventLog(ABC):
     @abstractmethod
     def reader(self) -> PartitionReader:
         """Return a partition reader (not started)."""
+
+    @abstractmethod
+    def producer(self) -> Producer:
+        """Return a plain producer (not started)."""
+
+    @abstractmethod
+    def tail(self, topic: str) -> Tail:
+        """Return a tail of every partition of the topic (not started)."""
 
     @abstractmethod
     async def ensure_topics(self) -> None:
