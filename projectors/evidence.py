@@ -64,7 +64,8 @@ def checkpoint_row(env: Envelope) -> tuple:
     checkpoint, _ = Checkpoint.open(p["note"].encode(), [Verifier.from_vkey(p["key"])], p["origin"])
     if (checkpoint.size, checkpoint.root) != (p["size"], root):
         raise ValueError(f"{where}: the note says size {checkpoint.size}, root "
-                         f"{base64.b64encode(checkpoint.root).decode()}; the payload size {p['size']}, root {p['root']}")
+                         f"{base64.b64encode(checkpoint.root).decode()}; the payload size {p['size']}, "
+                         f"root {p['root']}")
     if not 0 < checkpoint.size < seq:
         raise ValueError(f"{where}: size {checkpoint.size} is not from 1 to {seq - 1} (the events before it)")
     return tenant, seq, p["origin"], checkpoint.size, root, p["note"], p["key"], env["recorded_at"]

@@ -75,7 +75,8 @@ def view(row: dict) -> dict:
     """A checkpoint as served: its signed note, the key that signs it, what the note says, where the chain has it
     (`recorded_at` in the envelopes' own form, UTC with microseconds)."""
     return {"origin": row["origin"], "size": row["size"], "root": base64.b64encode(bytes(row["root"])).decode(),
-            "note": row["note"], "key": row["key"], "chain_seq": row["chain_seq"], "recorded_at": iso(row["recorded_at"])}
+            "note": row["note"], "key": row["key"], "chain_seq": row["chain_seq"],
+            "recorded_at": iso(row["recorded_at"])}
 
 
 def inclusion_answer(tenant_id: str, leaves: list[bytes], checkpoint: dict, chain_seq: int) -> dict:
@@ -125,7 +126,8 @@ class Evidence:
 
     async def leaf_rows(self, tenant_id: str, size: int) -> list[tuple[int, bytes]]:
         rows = await self.models.fetch(READ_MODEL, "SELECT chain_seq, hash FROM {s}.leaves WHERE tenant_id = %s "
-                                                   "AND chain_seq BETWEEN 1 AND %s ORDER BY chain_seq", (tenant_id, size))
+                                                   "AND chain_seq BETWEEN 1 AND %s ORDER BY chain_seq",
+                                       (tenant_id, size))
         return [(r["chain_seq"], bytes(r["hash"])) for r in rows]
 
     async def key_rows(self, tenant_id: str) -> list[dict]:

@@ -25,13 +25,16 @@ from projectors.approvals import ApprovalsProjection
 from projectors.channels import ChannelsProjection
 from projectors.audit import AuditProjection
 from projectors.cost import CostProjection
+from projectors.evidence import EvidenceProjection
 from projectors.governance import GovernanceProjection
 from projectors.jobs import RebuildJobs
 from queries.metrics import LagMetrics
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
-from queries.api import routes_approvals, routes_discovery, routes_governance, routes_ops, routes_runs
+from queries.api import (routes_approvals, routes_discovery, routes_evidence, routes_governance, routes_ops,
+                         routes_runs)
 from queries.discovery import Discovery
+from queries.evidence import Evidence
 from queries.governance import Governance
 from queries.readmodels import ReadModels
 from streams import routes as streams_routes
@@ -39,10 +42,11 @@ from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
 from streams.services import Sources
 
-POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection, GovernanceProjection)
+POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection, GovernanceProjection,
+                        EvidenceProjection)
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
 ROUTERS = (routes_commands.router, routes_runs.router, routes_approvals.router, routes_discovery.router,
-           routes_governance.router, routes_ops.router, streams_viewer.router, streams_routes.router)
+           routes_governance.router, routes_evidence.router, routes_ops.router, streams_viewer.router, streams_routes.router)
 
 
 class MissingSetting(Exception):
@@ -146,7 +150,7 @@ def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, repo
     read_models = ReadModels(pool, settings.topic_prefix, content)
     discovery = Discovery(by_name["audit"], by_name["cost"], content)
     services = {"bus": bus, "read_models": read_models, "projections": projections, "discovery": discovery,
-                "governance": Governance(read_models, discovery),
+                "governance": Governance(read_models, discovery), "evidence": Evidence(read_models),
                 "stream_sources": Sources(hub, read_models, partial(read_models.wait_for, "channels")),
                 "rebuilds": RebuildJobs(settings, projections)}
     return create_app(settings, list(ROUTERS), services, started=[bus], health=report)

@@ -23,10 +23,10 @@ async def get_evidence(request: Request) -> Evidence:
 
 EvidenceDep = Annotated[Evidence, Depends(get_evidence)]
 ChainSeq = Annotated[int, Query(description="the event's chain_seq in the tenant's chain (from 1)")]
-
-
-def sized(description: str):
-    return Annotated[int | None, Query(description=description)]
+AtLeast = Annotated[int | None, Query(description="the first checkpoint whose tree size is at least this")]
+Size = Annotated[int | None, Query(description="the size of a signed checkpoint (default: the latest)")]
+OldSize = Annotated[int, Query(description="the size of the signed checkpoint you hold")]
+NewSize = Annotated[int | None, Query(description="the size of a later signed checkpoint (default: the latest)")]
 
 
 def rejection(description: str) -> dict:
@@ -44,8 +44,7 @@ MISMATCH = {500: rejection("evidence_mismatch: the read model's leaves do not le
 @router.get("/v1/evidence/checkpoint", summary="The latest signed checkpoint, or the first of at least `size`",
             responses={404: rejection(NONE_YET)})
 async def checkpoint(e: EvidenceDep, principal: Auditor,
-                     size: sized("the first checkpoint whose tree size is at least this") = None,
-                     min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+                     size: AtLeast = None, min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
     """A C2SP signed note (`note`) of the tenant's RFC 9162 tree over its event hashes, the vkey that signs
     it (`key`), what the note says (`origin`, `size`, base64 `root`) and where the chain records it."""
     await e.wait_for(principal.tenant_id, min_seq, wait_ms)
@@ -55,8 +54,7 @@ async def checkpoint(e: EvidenceDep, principal: Auditor,
 @router.get("/v1/evidence/inclusion", summary="An RFC 9162 inclusion proof of one event in a signed checkpoint",
             responses={404: rejection(NONE_YET + NOT_A_CHECKPOINT), **MISMATCH})
 async def inclusion(e: EvidenceDep, principal: Auditor, chain_seq: ChainSeq,
-                    size: sized("the size of a signed checkpoint (default: the latest)") = None,
-                    min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+                    size: Size = None, min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
     """Leaf `leaf_index` (chain_seq − 1) is SHA-256(0x00 ‖ the 32 bytes of `event_hash`); `proof` is
     PATH(leaf_index, tree of `tree_size`) in hex, leaf side first; `checkpoint` signs that tree's root."""
     await e.wait_for(principal.tenant_id, min_seq, wait_ms)
@@ -66,9 +64,8 @@ async def inclusion(e: EvidenceDep, principal: Auditor, chain_seq: ChainSeq,
 @router.get("/v1/evidence/consistency", summary="An RFC 9162 consistency proof between two signed checkpoints",
             responses={404: rejection(NONE_YET + NOT_A_CHECKPOINT), **MISMATCH})
 async def consistency(e: EvidenceDep, principal: Auditor,
-                      old_size: Annotated[int, Query(description="the size of the signed checkpoint you hold")],
-                      new_size: sized("the size of a later signed checkpoint (default: the latest)") = None,
-                      min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+                      old_size: OldSize, new_size: NewSize = None, min_seq: MinSeq = None,
+                      wait_ms: WaitMs = 2000) -> dict:
     """PROOF(old_size, tree of new_size) in hex; both sizes are of signed checkpoints, whose notes come with it."""
     await e.wait_for(principal.tenant_id, min_seq, wait_ms)
     return await e.consistency(principal.tenant_id, old_size, new_size)

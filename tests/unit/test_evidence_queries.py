@@ -23,8 +23,9 @@ SIZES = (1, 6, 13, 19)  # checkpoints at chain_seq size + 1; the one of 19 is si
 
 def checkpoint(size: int, signer: Signer = KEY_1, root: bytes | None = None) -> dict:
     root = merkle.root(HASHES[:size]) if root is None else root
-    return {"origin": ORIGIN, "size": size, "root": root, "note": Checkpoint(ORIGIN, size, root).sign([signer]).decode(),
-            "key": signer.vkey, "chain_seq": size + 1, "recorded_at": T0 + timedelta(seconds=size)}
+    note = Checkpoint(ORIGIN, size, root).sign([signer]).decode()
+    return {"origin": ORIGIN, "size": size, "root": root, "note": note, "key": signer.vkey, "chain_seq": size + 1,
+            "recorded_at": T0 + timedelta(seconds=size)}
 
 
 class Memory(Evidence):
@@ -95,14 +96,16 @@ async def test_every_consistency_proof_between_checkpoints_verifies_and_is_rfc_9
                 "proof": [h.hex() for h in merkle.consistency_proof(HASHES, old, new)]}
             assert (got["old_checkpoint"]["size"], got["new_checkpoint"]["size"]) == (old, new)
     latest = await evidence.consistency(TENANT, 6)
-    assert (latest["old_size"], latest["new_size"], len(latest["proof"])) == (6, 19, len(merkle.consistency_proof(HASHES, 6, 19)))
+    assert (latest["old_size"], latest["new_size"], latest["proof"]) == \
+        (6, 19, [h.hex() for h in merkle.consistency_proof(HASHES, 6, 19)])
     assert (await evidence.consistency(TENANT, 19))["proof"] == []
 
 
 async def test_a_checkpoint_is_the_latest_or_the_first_at_or_after_a_size():
     evidence = full()
     assert await evidence.checkpoint(TENANT) == served(checkpoint(19, KEY_2))
-    assert [(await evidence.checkpoint(TENANT, s))["size"] for s in (1, 2, 6, 7, 13, 14, 19)] == [1, 6, 6, 13, 13, 19, 19]
+    at_least = [(await evidence.checkpoint(TENANT, s))["size"] for s in (1, 2, 6, 7, 13, 14, 19)]
+    assert at_least == [1, 6, 6, 13, 13, 19, 19]
 
 
 async def test_the_keys_are_each_vkey_seen_oldest_first_with_what_it_signed():
@@ -114,29 +117,35 @@ async def test_the_keys_are_each_vkey_seen_oldest_first_with_what_it_signed():
     assert await Memory([], []).keys(TENANT) == {"items": []}
 
 
-NOT_CHECKPOINTED = "is beyond this tenant's latest signed checkpoint, of size 19 (chain_seq 1 to 19); a later checkpoint will cover it"
+NOT_CHECKPOINTED = ("is beyond this tenant's latest signed checkpoint, of size 19 (chain_seq 1 to 19); a later "
+                    "checkpoint will cover it")
+WHOLE = "must be a whole number from 1 to 9223372036854775807, not"
+
+
+def not_a_checkpoint(size: int, name: str) -> str:
+    return (f"no signed checkpoint of this tenant has size {size} ({name}); proofs are against checkpoint sizes: "
+            f"/v1/evidence/checkpoint?size={size} gives the first at or after it")
+
+
 REFUSALS = [
-    ("inclusion", (0,), 400, "invalid_chain_seq", "chain_seq must be a whole number from 1 to 9223372036854775807, not 0"),
-    ("inclusion", (-3,), 400, "invalid_chain_seq", "chain_seq must be a whole number from 1 to 9223372036854775807, not -3"),
-    ("inclusion", (2 ** 63,), 400, "invalid_chain_seq",
-     f"chain_seq must be a whole number from 1 to 9223372036854775807, not {2 ** 63}"),
-    ("inclusion", (1, 0), 400, "invalid_size", "size must be a whole number from 1 to 9223372036854775807, not 0"),
-    ("inclusion", (7, 6), 400, "invalid_range", "chain_seq 7 is not in the tree of size 6, which holds chain_seq 1 to 6"),
+    ("inclusion", (0,), 400, "invalid_chain_seq", f"chain_seq {WHOLE} 0"),
+    ("inclusion", (-3,), 400, "invalid_chain_seq", f"chain_seq {WHOLE} -3"),
+    ("inclusion", (2 ** 63,), 400, "invalid_chain_seq", f"chain_seq {WHOLE} {2 ** 63}"),
+    ("inclusion", (1, 0), 400, "invalid_size", f"size {WHOLE} 0"),
+    ("inclusion", (7, 6), 400, "invalid_range",
+     "chain_seq 7 is not in the tree of size 6, which holds chain_seq 1 to 6"),
     ("inclusion", (20,), 404, "not_checkpointed", f"chain_seq 20 {NOT_CHECKPOINTED}"),
     ("inclusion", (10 ** 9,), 404, "not_checkpointed", f"chain_seq 1000000000 {NOT_CHECKPOINTED}"),
     ("inclusion", (3, 20), 404, "not_checkpointed", f"size 20 {NOT_CHECKPOINTED}"),
-    ("inclusion", (3, 7), 404, "not_a_checkpoint", "no signed checkpoint of this tenant has size 7 (size); proofs are "
-     "against checkpoint sizes: /v1/evidence/checkpoint?size=7 gives the first at or after it"),
-    ("consistency", (0,), 400, "invalid_size", "old_size must be a whole number from 1 to 9223372036854775807, not 0"),
-    ("consistency", (6, 0), 400, "invalid_size", "new_size must be a whole number from 1 to 9223372036854775807, not 0"),
+    ("inclusion", (3, 7), 404, "not_a_checkpoint", not_a_checkpoint(7, "size")),
+    ("consistency", (0,), 400, "invalid_size", f"old_size {WHOLE} 0"),
+    ("consistency", (6, 0), 400, "invalid_size", f"new_size {WHOLE} 0"),
     ("consistency", (13, 6), 400, "invalid_range", "old_size 13 is larger than new_size 6"),
     ("consistency", (6, 20), 404, "not_checkpointed", f"new_size 20 {NOT_CHECKPOINTED}"),
     ("consistency", (20,), 404, "not_checkpointed", f"old_size 20 {NOT_CHECKPOINTED}"),
-    ("consistency", (5, 13), 404, "not_a_checkpoint", "no signed checkpoint of this tenant has size 5 (old_size); proofs "
-     "are against checkpoint sizes: /v1/evidence/checkpoint?size=5 gives the first at or after it"),
-    ("consistency", (6, 12), 404, "not_a_checkpoint", "no signed checkpoint of this tenant has size 12 (new_size); proofs "
-     "are against checkpoint sizes: /v1/evidence/checkpoint?size=12 gives the first at or after it"),
-    ("checkpoint", (0,), 400, "invalid_size", "size must be a whole number from 1 to 9223372036854775807, not 0"),
+    ("consistency", (5, 13), 404, "not_a_checkpoint", not_a_checkpoint(5, "old_size")),
+    ("consistency", (6, 12), 404, "not_a_checkpoint", not_a_checkpoint(12, "new_size")),
+    ("checkpoint", (0,), 400, "invalid_size", f"size {WHOLE} 0"),
     ("checkpoint", (20,), 404, "not_checkpointed", f"size 20 {NOT_CHECKPOINTED}"),
 ]
 
@@ -158,40 +167,45 @@ async def test_another_tenant_or_one_without_checkpoints_has_none(method, args):
                                   "or T seconds; try again later")
 
 
-def mismatch(refused: Refused) -> tuple:
-    return refused.status, refused.code, refused.details, refused.reason.split(": ")[0]
+def mismatch(sizes: str, problem: str) -> str:
+    return (f"the evidence read model of tenant acme disagrees with its signed {sizes}: {problem}; no proof is "
+            "served (operators have been told: rebuild the evidence read model and check the chain)")
 
 
 async def test_an_altered_leaf_answers_evidence_mismatch_for_every_proof_over_it_not_a_wrong_proof():
-    rows = list(enumerate(HASHES, 1))
-    rows[8] = (9, hashlib.sha256(b"forged").digest())  # chain_seq 9
-    evidence = Memory(rows, [checkpoint(s) for s in SIZES])
+    altered = [*HASHES[:8], hashlib.sha256(b"forged").digest(), *HASHES[9:]]  # chain_seq 9
+    evidence = Memory(list(enumerate(altered, 1)), [checkpoint(s) for s in SIZES])
+    leads_to, signed = merkle.root(altered[:13]).hex(), merkle.root(HASHES[:13]).hex()
     for seq in (1, 9, 13):
         with pytest.raises(Refused) as refused:
             await evidence.inclusion(TENANT, seq, 13)
-        assert mismatch(refused.value) == (500, "evidence_mismatch", {"tenant_id": TENANT, "sizes": [13]},
-                                           "the evidence read model of tenant acme disagrees with its signed checkpoint of size 13")
+        problem = (f"inclusion of leaf {seq - 1} in the tree of 13: the proof leads to root {leads_to}, "
+                   f"expected {signed}")
+        assert (refused.value.status, refused.value.code, refused.value.details, refused.value.reason) == (
+            500, "evidence_mismatch", {"tenant_id": TENANT, "sizes": [13]}, mismatch("checkpoint of size 13", problem))
     with pytest.raises(Refused) as refused:
         await evidence.consistency(TENANT, 6, 13)
-    assert mismatch(refused.value) == (500, "evidence_mismatch", {"tenant_id": TENANT, "sizes": [6, 13]},
-                                       "the evidence read model of tenant acme disagrees with its signed checkpoints of size 6 and 13")
+    problem = f"new tree of 13: the proof leads to root {leads_to}, expected {signed}"
+    assert (refused.value.status, refused.value.code, refused.value.details, refused.value.reason) == (
+        500, "evidence_mismatch", {"tenant_id": TENANT, "sizes": [6, 13]},
+        mismatch("checkpoints of size 6 and 13", problem))
     # below the altered leaf, every proof still verifies
-    assert (await evidence.inclusion(TENANT, 3, 6))["proof"] == [h.hex() for h in merkle.inclusion_proof(HASHES[:6], 2)]
+    assert (await evidence.inclusion(TENANT, 3, 6))["proof"] == \
+        [h.hex() for h in merkle.inclusion_proof(HASHES[:6], 2)]
 
 
 @pytest.mark.parametrize("rows, held", [
     ([r for r in enumerate(HASHES, 1) if r[0] != 4], "the read model holds 12 of the leaves 1 to 13"),
     (list(enumerate(HASHES[:10], 1)), "the read model holds 10 of the leaves 1 to 13"),
-    ([(0, HASHES[0])] + [r for r in enumerate(HASHES, 1) if r[0] != 4], "the read model holds 12 of the leaves 1 to 13"),
+    ([(0, HASHES[0])] + [r for r in enumerate(HASHES, 1) if r[0] != 4],
+     "the read model holds 12 of the leaves 1 to 13"),
 ])
 async def test_missing_leaves_answer_evidence_mismatch(rows, held):
     evidence = Memory(rows, [checkpoint(13)])
     with pytest.raises(Refused) as refused:
         await evidence.inclusion(TENANT, 2)
     assert (refused.value.status, refused.value.code, refused.value.reason) == (
-        500, "evidence_mismatch", f"the evidence read model of tenant acme disagrees with its signed checkpoint of "
-                                  f"size 13: {held}; no proof is served (operators have been told: rebuild the "
-                                  "evidence read model and check the chain)")
+        500, "evidence_mismatch", mismatch("checkpoint of size 13", held))
 
 
 async def test_two_signed_checkpoints_that_do_not_extend_each_other_answer_evidence_mismatch():
@@ -199,5 +213,8 @@ async def test_two_signed_checkpoints_that_do_not_extend_each_other_answer_evide
     evidence = Memory(list(enumerate(HASHES, 1)), [forked, checkpoint(13)])
     with pytest.raises(Refused) as refused:
         await evidence.consistency(TENANT, 6, 13)
-    assert mismatch(refused.value)[:3] == (500, "evidence_mismatch", {"tenant_id": TENANT, "sizes": [6, 13]})
+    assert (refused.value.status, refused.value.code, refused.value.details) == \
+        (500, "evidence_mismatch", {"tenant_id": TENANT, "sizes": [6, 13]})
+    assert refused.value.reason.startswith("the evidence read model of tenant acme disagrees with its signed "
+                                           "checkpoints of size 6 and 13: old tree of 6: the proof leads to root ")
     assert (await evidence.inclusion(TENANT, 6, 13))["tree_size"] == 13
