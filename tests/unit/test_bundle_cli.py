@@ -1,0 +1,143 @@
+"""`runledger verify-bundle` and `runledger export` without a broker: exit statuses and messages, and the
+export job's shell (atomic write, starting over after a crash, a bundle kept when the API is unreachable) fed
+from a chain in memory instead of Kafka."""
+import hashlib
+import tarfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from infra.entry import cli, export as job
+from schemas.bundle import BundleUnreadable, verify_bundle
+from schemas.bundle_scope import ScopeError, parse_scope
+from schemas.bundle_write import ExportRefused
+from tests.support import free_port, make_settings
+from tests.unit.test_bundle import KEY, KEY_NAME, MANIFEST, SIGNER, export, flip, rewrite, story
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+def test_verify_bundle_exits_0_when_it_verifies_1_naming_each_problem_and_2_when_unreadable(tmp_path):
+    h, ids = story()
+    first = next(i for i, e in enumerate(h.log) if e["type"] == "checkpoint.signed") + 1
+    old = export(h.log[:first], tmp_path, {"kind": "run", "id": ids["run"]}, "old.tar")
+    path = export(h.log, tmp_path, {"kind": "run", "id": ids["run"]})
+    (tmp_path / "log.vkey").write_text(SIGNER.vkey + "\n")
+    ok = invoke("verify-bundle", path, "--key", tmp_path / "log.vkey")
+    assert (ok.exit_code, ok.stdout, ok.stderr) == (0, (
+        f"OK bundle {path}: run {ids['run']} of tenant acme, 13 events; every hash, link and inclusion proof checks "
+        f"against checkpoint size 19 signed by {KEY_NAME}; 1 earlier checkpoints consistent with it\n"), "")
+    extends = invoke("verify-bundle", path, old, "--key", SIGNER.vkey)
+    assert (extends.exit_code, extends.stdout.rstrip().endswith(f"; it extends {old}")) == (0, True)
+    unkeyed = invoke("verify-bundle", path)
+    assert (unkeyed.exit_code, unkeyed.stderr) == (0, (
+        f"warning: the key {KEY_NAME} came from the bundle itself, so this only shows the bundle is "
+        f"self-consistent; pass --key with the log's published vkey\n"))
+    flip(path, "events.jsonl", b'"agent_id":"')
+    failed = invoke("verify-bundle", path, "--key", SIGNER.vkey)
+    assert (failed.exit_code, failed.stdout.splitlines()[:3]) == (1, [
+        f"FAILED bundle {path}: 3 problems", "  manifest: events.jsonl digest mismatch",
+        "  chain_seq 1: hash does not recompute"])
+    (tmp_path / "junk").write_bytes(b"not a tar at all" * 100)
+    junk = invoke("verify-bundle", tmp_path / "junk")
+    assert (junk.exit_code, junk.stderr.startswith(f"error: {tmp_path / 'junk'}: not a readable bundle")) == (2, True)
+    bad_key = invoke("verify-bundle", old, "--key", "nope")
+    assert (bad_key.exit_code, bad_key.stderr.startswith("error: --key 'nope' is neither a vkey (")) == (2, True)
+
+
+def test_a_bundle_without_its_parts_is_unreadable_not_failed(tmp_path):
+    h, ids = story()
+    path = export(h.log, tmp_path, {"kind": "run", "id": ids["run"]})
+    with tarfile.open(path) as tar, tarfile.open(tmp_path / "short.tar", "w") as short:
+        for info in tar.getmembers():
+            if info.name != "record.md":
+                short.addfile(info, tar.extractfile(info))
+    with pytest.raises(BundleUnreadable, match=f"^{tmp_path / 'short.tar'}: not a bundle: no record.md$"):
+        verify_bundle(tmp_path / "short.tar")
+    rewrite(path, MANIFEST, lambda data: data[:-20], fix_manifest=False)
+    with pytest.raises(BundleUnreadable, match="manifest.json unreadable: "):
+        verify_bundle(path)
+
+
+def test_nothing_to_export_is_refused_naming_the_problem(tmp_path):
+    h, ids = story()
+    missing = "0193f2a4-5c1d-7f02-8e4b-6a9d1c7e5f33"
+    with pytest.raises(ExportRefused, match=f"^no events of run {missing} in tenant acme$"):
+        export(h.log, tmp_path, {"kind": "run", "id": missing})
+    late = h.running_run()
+    with pytest.raises(ExportRefused, match=f"^no events of run {late} in tenant acme up to its latest checkpoint "
+                                            r"\(size \d+\); 2 come after it and are not yet covered$"):
+        export(h.log, tmp_path, {"kind": "run", "id": late})
+    with pytest.raises(ExportRefused, match="^no checkpoint yet in tenant acme: none of its 2 events"):
+        export(h.log[:2], tmp_path, {"kind": "tenant"})
+    with pytest.raises(ExportRefused, match="--since-size 999 is not a tree size from 1 to"):
+        export(h.log, tmp_path, {"kind": "tenant"}, since_size=999)
+
+
+@pytest.mark.parametrize("scope, message", [
+    ("thread:1", "error: --scope 'thread:1': unknown scope kind 'thread': use run:<uuid>, approval:<uuid>, "
+                 "actor:<subject>, time:<start>/<end> or tenant"),
+    ("time:2026-02-01T00:00:00Z/2026-01-01T00:00:00Z", "error: --scope 'time:2026-02-01T00:00:00Z/2026-01-01T00:00:00Z"
+     "': time scope: the range is reversed or empty: end 2026-01-01T00:00:00.000000Z is not after start "
+     "2026-02-01T00:00:00.000000Z"),
+    ("time:2026-01-01T00:00:00/2026-02-01T00:00:00Z", "error: --scope 'time:2026-01-01T00:00:00/2026-02-01T00:00:00Z"
+     "': '2026-01-01T00:00:00' has no UTC offset (write e.g. 2026-01-01T00:00:00Z)"),
+    ("run:42", "error: --scope 'run:42': run scope: '42' is not a UUID"),
+])
+def test_export_refuses_a_bad_scope_with_exit_2_naming_it(tmp_path, scope, message):
+    result = invoke("export", "--tenant", "acme", "--scope", scope, "--out", tmp_path / "b.tar")
+    assert (result.exit_code, result.stderr) == (2, message + "\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scopes_parse_to_what_record_export_takes():
+    assert parse_scope("tenant") == {"kind": "tenant"}
+    assert parse_scope("run:0193F2A4-5C1D-7F02-8E4B-6A9D1C7E5F33") == {
+        "kind": "run", "id": "0193f2a4-5c1d-7f02-8e4b-6a9d1c7e5f33"}
+    assert parse_scope("actor:alice@example.com") == {"kind": "actor", "subject": "alice@example.com"}
+    assert parse_scope("time:2026-01-01T01:00:00+01:00/2026-01-02T00:00:00Z") == {
+        "kind": "time_range", "start": "2026-01-01T00:00:00.000000Z", "end": "2026-01-02T00:00:00.000000Z"}
+    with pytest.raises(ScopeError, match="^actor scope: '' is not a subject"):
+        parse_scope("actor:")
+
+
+def feeding(chain: list[dict], fail_after: int | None = None):
+    """A stand-in for tenant_envelopes that yields the chain (and can die half-way, as a broker might)."""
+    async def envelopes(settings, tenant: str, progress: bool = False):
+        for index, env in enumerate(chain):
+            if index == fail_after:
+                raise ConnectionError("the broker went away")
+            yield env
+    return envelopes
+
+
+async def test_the_job_writes_atomically_starts_over_after_a_crash_and_keeps_an_unrecorded_bundle(tmp_path, monkeypatch):
+    h, ids = story()
+    scope, out, said, settings = {"kind": "run", "id": ids["run"]}, tmp_path / "b.tar", [], make_settings()
+    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log, fail_after=10))
+    with pytest.raises(ConnectionError):
+        await job.write(settings, "acme", scope, out, None, False, said.append)
+    assert (list(tmp_path.iterdir()), said) == ([], [])          # no FILE, no FILE.partial: nothing half-written
+    Path(f"{out}.partial").write_bytes(b"what a killed export left")
+    Path(f"{out}.partial.d").mkdir()
+    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log))
+    written = await job.write(settings, "acme", scope, out, None, False, said.append)
+    assert said == [f"found an unfinished export at {out}.partial (an earlier run stopped before it finished); "
+                    f"discarding it and starting over"]
+    assert ([p.name for p in tmp_path.iterdir()], written.sha256) == (["b.tar"], hashlib.sha256(out.read_bytes()).hexdigest())
+    assert verify_bundle(out, KEY).problems == []
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(job.NotRecorded) as caught:
+        await job.export(settings, "acme", scope, out, None, url, False, said.append)
+    assert str(caught.value).startswith(f"the bundle is written to {out} (sha256 {caught.value.exported.written.sha256}),"
+                                        f" but the export is not yet recorded: the API at {url} is unreachable (")
+    assert (out.is_file(), caught.value.exported.chain_seq) == (True, None)
+    assert caught.value.exported.summary().splitlines() == [
+        f"exported run {ids['run']} of tenant acme: 12 events (+1 governance) up to checkpoint size 19 (chain_seq 20) "
+        f"to {out} ({out.stat().st_size} bytes), sha256 {caught.value.exported.written.sha256}",
+        "2 events after the checkpoint are not yet covered by a signed checkpoint and are not in the bundle"]
