@@ -14,7 +14,8 @@ import rfc8785
 from pydantic import ValidationError
 from uuid_utils.compat import uuid7
 
-from domain.commands import COMMAND_TYPES, MAX_SAFE_INTEGER
+from domain.commands import COMMAND_TYPES
+from domain.fields import MAX_SAFE_INTEGER
 from domain.errors import Forbidden, InvalidCommand, Malformed
 from domain.handlers import HANDLERS
 from domain.ledger import COMMAND

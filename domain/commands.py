@@ -1,41 +1,11 @@
 """Commands: what clients ask runledger to do. Imperative names, frozen, strictly validated."""
-from typing import Annotated, Any, Literal, Union
-from uuid import UUID
+from typing import Annotated, Literal, Union
 
-from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict,
-                      StringConstraints, model_validator)
+from pydantic import BeforeValidator, Field
 
-from domain.text import storable
-
-MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer RFC 8785 (and so the hash rule) keeps exact
-
-
-def json_integer(value: Any) -> Any:
-    """Refuse what is not an int before a Literal compares it: Literal[1, 2] takes True and 1.0."""
-    if type(value) is not int:
-        raise ValueError("Input should be a JSON integer")
-    return value
-
-
-Text = Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(storable)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$"),
-                 AfterValidator(storable)]
-Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Micros = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
-Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
-RiskTier = Literal["low", "medium", "high", "critical"]
-# Strict validation wants UUID instances; ids arrive as JSON strings, which are the only lax input.
-Id = Annotated[UUID, Strict(False)]
-# Instants arrive as RFC 3339 strings with an offset; a time without one is refused.
-Instant = Annotated[AwareDatetime, Strict(False)]
-TenantName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
-RecordClass = Literal["audit", "operational"]
-
-
-class Command(BaseModel):
-    # Strict: a JSON integer is the only integer (not true, 1.0 or "1"), a string the only string.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+from domain.fields import (Command, Count, Currency, Digest, Id, Micros,
+                           Name, RecordClass, RiskTier, TenantName, Text, json_integer)
+from domain.scopes import ExportScope, HoldScope
 
 
 class RequestRun(Command):
@@ -183,43 +153,6 @@ class RecordCost(Command):
     currency: Currency
 
 
-class TenantScope(Command):
-    kind: Literal["tenant"]
-
-
-class RunScope(Command):
-    kind: Literal["run"]
-    run_id: Id
-
-
-class SubjectScope(Command):
-    kind: Literal["subject"]
-    subject: Name
-
-
-class AggregateScope(Command):
-    kind: Literal["aggregate"]
-    aggregate_id: Id
-
-
-class TimeRangeScope(Command):
-    """Records recorded at or after `start` and before `end`."""
-    kind: Literal["time_range"]
-    start: Instant
-    end: Instant
-
-    @model_validator(mode="after")
-    def ordered(self) -> "TimeRangeScope":
-        if self.end <= self.start:
-            raise ValueError(f"the time range is reversed or empty: end {self.end.isoformat()} is not "
-                             f"after start {self.start.isoformat()}")
-        return self
-
-
-HoldScope = Annotated[Union[TenantScope, RunScope, SubjectScope, AggregateScope, TimeRangeScope],
-                      Field(discriminator="kind")]
-
-
 class PlaceLegalHold(Command):
     """Hold what the scope covers; `tenant_id` names another tenant (platform super_admin only)."""
     type: Literal["PlaceLegalHold"] = "PlaceLegalHold"
@@ -268,25 +201,6 @@ class ShredSubject(Command):
 class SignCheckpoint(Command):
     """Sign the tenant's tree head as it stands (issued by the processor's checkpoint timer)."""
     type: Literal["SignCheckpoint"] = "SignCheckpoint"
-
-
-class ExportScope(Command):
-    """What an evidence bundle holds: the whole tenant, a run's family, one approval, an actor's events, a time range."""
-    kind: Literal["tenant", "run", "approval", "actor", "time_range"]
-    id: Id | None = None
-    subject: Name | None = None
-    start: Instant | None = None
-    end: Instant | None = None
-
-    @model_validator(mode="after")
-    def complete(self) -> "ExportScope":
-        needs = {"run": ("id",), "approval": ("id",), "actor": ("subject",), "time_range": ("start", "end")}
-        missing = [f for f in needs.get(self.kind, ()) if getattr(self, f) is None]
-        if missing:
-            raise ValueError(f"a {self.kind} scope needs {', '.join(missing)}")
-        if self.kind == "time_range" and self.end <= self.start:
-            raise ValueError("the time range is reversed or empty: end is not after start")
-        return self
 
 
 class RecordExport(Command):

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Callable
 from uuid import UUID
 
-from domain.commands import MAX_SAFE_INTEGER
+from domain.fields import MAX_SAFE_INTEGER
 from infra.adapters.http.errors import Refused
 
 

@@ -9,6 +9,7 @@ import httpx
 
 from infra.adapters.http.auth import mint
 from infra.entry.client import LedgerClient, Outcome
+from infra.entry.demo_evidence import show_evidence
 from infra.adapters.settings import Settings
 from infra.entry.verify import tenant_envelopes, verify_tenant
 
@@ -121,7 +122,8 @@ class Demo:
                                                           "reason": "superseded"})
         await self.hostile(run3)
         await self.show_read_models(last.body["events"][-1]["chain_seq"])
-        await self.governance(run2)
+        seq = await self.governance(run2)
+        await show_evidence(self, run2, seq)
 
     async def hostile(self, run_id: str) -> None:
         """Input no store could keep, or that two parsers would read differently, is refused before the log."""
@@ -146,7 +148,7 @@ class Demo:
             print(f"  {run['agent_id']:<12} {run['state']:<10} attempt {run['attempt']}  steps {run['step_count']}"
                   f"  tool calls {run['tool_call_count']}  cost {run['cost_micros']} micro-USD")
 
-    async def governance(self, held_run: str) -> None:
+    async def governance(self, held_run: str) -> int:
         """A hold outranks retention: the sweep removes the ended runs, except the one under hold."""
         print("governance: a legal hold, a retention floor, a sweep that spares the hold")
         hold = await self.step(self.admin, "place legal hold on run 2 (refund dispute)", {
@@ -178,6 +180,7 @@ class Demo:
         print(f"  runs left in the read model: {[r['agent_id'] for r in runs]}")
         if [r["run_id"] for r in runs] != [held_run]:
             raise RuntimeError(f"the sweep should have left only the held run {held_run}, not {runs}")
+        return seq
 
     async def wait_for(self, event_type: str, aggregate_id: str, deadline_s: float = 20) -> None:
         deadline = time.monotonic() + deadline_s

@@ -31,6 +31,8 @@ SIGNING_FILE="$HOME_DIR/signing_key"
 chmod 600 "$SIGNING_FILE"
 RUNLEDGER_SIGNING_KEY="$(cat "$SIGNING_FILE")"
 export RUNLEDGER_SIGNING_KEY
+# The demo's processor signs checkpoints every 2 s, so the export shows without a long wait.
+export RUNLEDGER_CHECKPOINT_INTERVAL_S="${RUNLEDGER_CHECKPOINT_INTERVAL_S:-2}"
 PORT="${RUNLEDGER_API_PORT:-8080}"
 URL="http://127.0.0.1:$PORT"
 

@@ -1,0 +1,62 @@
+"""Scopes: what a legal hold keeps and what an evidence bundle holds (parts of commands)."""
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from domain.fields import Command, Id, Instant, Name
+
+
+class TenantScope(Command):
+    kind: Literal["tenant"]
+
+
+class RunScope(Command):
+    kind: Literal["run"]
+    run_id: Id
+
+
+class SubjectScope(Command):
+    kind: Literal["subject"]
+    subject: Name
+
+
+class AggregateScope(Command):
+    kind: Literal["aggregate"]
+    aggregate_id: Id
+
+
+class TimeRangeScope(Command):
+    """Records recorded at or after `start` and before `end`."""
+    kind: Literal["time_range"]
+    start: Instant
+    end: Instant
+
+    @model_validator(mode="after")
+    def ordered(self) -> "TimeRangeScope":
+        if self.end <= self.start:
+            raise ValueError(f"the time range is reversed or empty: end {self.end.isoformat()} is not "
+                             f"after start {self.start.isoformat()}")
+        return self
+
+
+HoldScope = Annotated[Union[TenantScope, RunScope, SubjectScope, AggregateScope, TimeRangeScope],
+                      Field(discriminator="kind")]
+
+
+class ExportScope(Command):
+    """What an evidence bundle holds: the whole tenant, a run's family, one approval, an actor's events, a time range."""
+    kind: Literal["tenant", "run", "approval", "actor", "time_range"]
+    id: Id | None = None
+    subject: Name | None = None
+    start: Instant | None = None
+    end: Instant | None = None
+
+    @model_validator(mode="after")
+    def complete(self) -> "ExportScope":
+        needs = {"run": ("id",), "approval": ("id",), "actor": ("subject",), "time_range": ("start", "end")}
+        missing = [f for f in needs.get(self.kind, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} scope needs {', '.join(missing)}")
+        if self.kind == "time_range" and self.end <= self.start:
+            raise ValueError("the time range is reversed or empty: end is not after start")
+        return self
