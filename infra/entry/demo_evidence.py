@@ -34,7 +34,7 @@ async def show_evidence(demo, run_id: str, seq: int) -> None:
     report = verify_bundle(out, key)
     if not report.ok:
         raise RuntimeError(f"the demo bundle does not verify: {report.problems}")
-    print(f"  verify-bundle (offline, key {keys[-1]['vkey'][:40]}...): OK, {report.events} events")
+    print(f"  verify-bundle (offline, key {keys[-1]['key'][:40]}...): OK, {report.events} events")
     tampered = out.with_name("tampered.bundle")
     data = bytearray(out.read_bytes())
     at = data.find(b'"agent_id"')
