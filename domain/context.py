@@ -9,7 +9,7 @@ from uuid_utils.compat import uuid7
 
 from domain.content import KeyRing, labels_text, record
 from domain.errors import InvalidState, NotFound, VersionConflict
-from domain.governance import retention_id
+from domain.governance import stores_content
 from domain.retention import Families, Rules
 from schemas.merkle_trees import CompactTree
 from domain.run import check_step_id_free
@@ -46,8 +46,7 @@ class Context:
 
     @property
     def store_content(self) -> bool:
-        retention = self.aggregates.get(retention_id(self.tenant_id))
-        return bool(retention is not None and retention.store_content)
+        return stores_content(self.tenant_id, self.aggregates)
 
     def content(self, text: str | None):
         """What the log records for a free-text field the actor wrote (domain/content.py)."""

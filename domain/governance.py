@@ -63,6 +63,12 @@ def retention_id(tenant_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"runledger:retention:{tenant_id}")
 
 
+def stores_content(tenant_id: str, aggregates: dict) -> bool:
+    """Whether the tenant has opted in to storing content (SetContentPolicy); metadata-only until then."""
+    retention = aggregates.get(retention_id(tenant_id))
+    return bool(retention is not None and retention.store_content)
+
+
 class Retention(Aggregate):
     """A tenant's retention periods per record class, and every sweep that applied them."""
 

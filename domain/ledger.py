@@ -16,7 +16,7 @@ from domain.commands import AnyCommand, ExpireApproval
 from domain.content import KeyRing
 from domain.context import Context
 from domain.errors import DomainError, Forbidden, InvalidCommand
-from domain.governance import retention_id
+from domain.governance import retention_id, stores_content
 from domain.handlers import HANDLERS
 from domain.retention import Families, Rules
 from domain.registry import (AGGREGATE_TYPES, EVENT_TYPES, payload_of, schema_version_of,
@@ -102,8 +102,7 @@ class TenantLedger:
 
     @property
     def stores_content(self) -> bool:
-        retention = self.aggregates.get(retention_id(self.tenant_id))
-        return bool(retention is not None and retention.store_content)
+        return stores_content(self.tenant_id, self.aggregates)
 
     def shredded_keys(self) -> list[str]:
         """Every data key id a ShredSubject of this tenant destroyed (a takeover makes sure they are gone)."""
