@@ -175,6 +175,8 @@ class TenantLedger:
                  "causation_id": command.get("causation_id") or command["command_id"],
                  "correlation_id": command.get("correlation_id") or command["command_id"],
                  "traceparent": command.get("traceparent")}
+        if command.get("idempotency_key"):  # on the chain only when given, so older events' hashes hold
+            stamp["idempotency_key"] = command["idempotency_key"]
         envelopes = [self.append(e, stamp) for e in events]
         subject = self.aggregates.get(aggregate_id)
         return aggregate_id, subject.version if subject else 0, envelopes

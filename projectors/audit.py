@@ -13,7 +13,7 @@ from projectors.removals import Sweep
 COLUMNS = ["tenant_id", "chain_seq", "event_id", "type", "schema_version", "aggregate_type", "aggregate_id",
            "aggregate_version", "occurred_at", "recorded_at", "actor_subject", "actor_roles", "command_id",
            "correlation_id", "run_id", "tool_call_id", "approval_id", "tool", "decision", "policy_id",
-           "policy_version", "prev_hash", "hash", "payload", "causation_id", "traceparent"]
+           "policy_version", "prev_hash", "hash", "payload", "causation_id", "traceparent", "idempotency_key"]
 
 DDL = ["CREATE TABLE IF NOT EXISTS {db}.events (tenant_id String, chain_seq UInt64, event_id String, "
        "type LowCardinality(String), schema_version UInt16, aggregate_type LowCardinality(String), "
@@ -23,11 +23,12 @@ DDL = ["CREATE TABLE IF NOT EXISTS {db}.events (tenant_id String, chain_seq UInt
        "tool_call_id Nullable(String), approval_id Nullable(String), tool Nullable(String), "
        "decision Nullable(String), policy_id Nullable(String), policy_version Nullable(String), "
        "prev_hash String, hash String, payload String, causation_id Nullable(String), "
-       "traceparent Nullable(String)) ENGINE = ReplacingMergeTree ORDER BY (tenant_id, chain_seq)"]
+       "traceparent Nullable(String), idempotency_key Nullable(String)) ENGINE = ReplacingMergeTree ORDER BY (tenant_id, chain_seq)"]
 # Generations made before a row kept every envelope field get the columns (their old rows re-hash
 # only after a rebuild: `runledger projector rebuild audit`).
 UPGRADES = ["ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS causation_id Nullable(String)",
-            "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS traceparent Nullable(String)"]
+            "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS traceparent Nullable(String)",
+            "ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS idempotency_key Nullable(String)"]
 
 
 def text_or_none(value) -> str | None:
@@ -82,4 +83,4 @@ class AuditProjection(ClickHouseProjection):
                 aid if kind == "approval" else p.get("approval_id"), p.get("tool") or tool, p.get("decision"),
                 p.get("policy_id"), text_or_none(p.get("policy_version")), env["prev_hash"], env["hash"],
                 json.dumps(p, separators=(",", ":"), ensure_ascii=False), env.get("causation_id"),
-                env.get("traceparent"))
+                env.get("traceparent"), env.get("idempotency_key"))

@@ -30,8 +30,11 @@ def time_range(where: list[str], params: dict, since: datetime | None, until: da
 
 
 def envelope_of(tenant_id: str, row: dict[str, Any]) -> dict[str, Any]:
-    """The envelope an audit row records (payload parsed), so its hash recomputes from the row alone."""
-    return {"event_id": row["event_id"], "tenant_id": tenant_id, "chain_seq": row["chain_seq"],
+    """The envelope an audit row records (payload parsed), so its hash recomputes from the row alone.
+
+    `idempotency_key` is on the chain only for events whose command carried one (schemas/envelope.py).
+    """
+    envelope = {"event_id": row["event_id"], "tenant_id": tenant_id, "chain_seq": row["chain_seq"],
             "prev_hash": row["prev_hash"], "hash": row["hash"], "type": row["type"],
             "schema_version": row["schema_version"], "aggregate_type": row["aggregate_type"],
             "aggregate_id": row["aggregate_id"], "aggregate_version": row["aggregate_version"],
@@ -39,6 +42,9 @@ def envelope_of(tenant_id: str, row: dict[str, Any]) -> dict[str, Any]:
             "actor": {"subject": row["actor_subject"], "roles": list(row["actor_roles"])},
             "command_id": row["command_id"], "causation_id": row["causation_id"],
             "correlation_id": row["correlation_id"], "traceparent": row["traceparent"], "payload": row["payload"]}
+    if row.get("idempotency_key") is not None:
+        envelope["idempotency_key"] = row["idempotency_key"]
+    return envelope
 
 
 class Discovery:

@@ -43,6 +43,10 @@ class Envelope(BaseModel):
     causation_id: str | None
     correlation_id: str | None
     traceparent: str | None
+    idempotency_key: str | None = Field(
+        default=None, description="the Idempotency-Key of the command that appended the event; the field "
+                                  "is present only when the command carried one, so events without a key "
+                                  "hash exactly as before the field existed")
     payload: dict[str, Any]
 
 

@@ -96,6 +96,9 @@ def command_id(n: int) -> str:
     return f"0190c000-0000-7000-8000-{n:012d}"
 
 
+KEYED = {3: "retry-3"}  # the commands that carried an Idempotency-Key: their events record it
+
+
 def sealed_chain() -> list[dict]:
     """The commands through the pure domain, restamped with literal ids and times, resealed."""
     harness, numbers = Harness(TENANT), {}
@@ -107,7 +110,8 @@ def sealed_chain() -> list[dict]:
         n = numbers.setdefault(env["command_id"], len(numbers) + 1)
         env = seal({**{k: v for k, v in env.items() if k != "hash"}, "event_id": event_id(env["chain_seq"]),
                     "prev_hash": prev, "occurred_at": env["recorded_at"], "command_id": command_id(n),
-                    "causation_id": command_id(n), "correlation_id": command_id(n)})
+                    "causation_id": command_id(n), "correlation_id": command_id(n),
+                    **({"idempotency_key": KEYED[n]} if n in KEYED else {})})
         chain.append(env)
         prev = env["hash"]
     return chain
@@ -268,7 +272,8 @@ def audit_row(seq: int, kind: str, aggregate: tuple[str, str], version: int, n: 
             "command_id": command_id(n), "correlation_id": command_id(n), "run_id": run_id, "tool_call_id": call,
             "approval_id": approval, "tool": tool, "decision": decision, "policy_id": policy_id,
             "policy_version": policy_version, "prev_hash": env["prev_hash"], "hash": env["hash"],
-            "payload": env["payload"], "causation_id": command_id(n), "traceparent": None}
+            "payload": env["payload"], "causation_id": command_id(n), "traceparent": None,
+            "idempotency_key": KEYED.get(n)}
 
 
 @pytest.mark.parametrize("polls", POLLS)
