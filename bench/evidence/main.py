@@ -5,6 +5,7 @@ import traceback
 from datetime import datetime, timezone
 
 from bench.evidence.args import PHASES, TARGETS, parse_args
+from bench.evidence.bundles import bundles
 from bench.evidence.checkpoint import checkpoint
 from bench.evidence.trees import Tree, compact, consistency, event_hashes, inclusion, store
 from bench.lib import cli, host
@@ -12,7 +13,7 @@ from bench.lib.report import Report
 
 log = cli.logger("bench evidence")
 RUN = {"compact": compact, "store": store, "inclusion": inclusion, "consistency": consistency,
-       "checkpoint": checkpoint}
+       "checkpoint": checkpoint, "bundles": bundles}
 
 
 def run(args) -> Report:
@@ -39,7 +40,8 @@ def run(args) -> Report:
 
 def describe(args) -> str:
     return (f"size {args.size}: a tree of {args.events:,} events, windows of {args.duration:g} s, "
-            f"{args.samples:,} sampled indices and old sizes, seed {args.seed}")
+            f"{args.samples:,} sampled indices and old sizes, seed {args.seed}; bundles of a domain chain of "
+            f"{min(args.events, args.bundle_events):,} events, a checkpoint every {args.checkpoint_every:,}")
 
 
 def main(argv: list[str] | None = None) -> int:

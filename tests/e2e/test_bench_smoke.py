@@ -130,7 +130,8 @@ def test_evidence_smoke():
     for row in ("1 compact tree: append per event", "1 compact tree: root()", "2 tree store: append per event",
                 "inclusion @ 20,000: make a proof", "inclusion @ 20,000: verify a proof",
                 "consistency → 20,000: make a proof", "consistency → 20,000: verify a proof",
-                "5 checkpoint: sign (", "5 checkpoint: open ("):
+                "5 checkpoint: sign (", "5 checkpoint: open (", "6 export: whole tenant: events written",
+                "6 export: one run (5 events) out of 1,002", "7 verify: whole tenant, offline"):
         assert verdict(table, row) == TOO_SHORT
     assert "⌈log2 n⌉ = 15" in table[next(k for k in table if "inclusion" in k and "proof size" in k)][0]
     assert verdict(table, "5 checkpoint: signed note") == "info"
