@@ -203,10 +203,27 @@ class SignCheckpoint(Command):
     type: Literal["SignCheckpoint"] = "SignCheckpoint"
 
 
+class RequestExport(Command):
+    """Open an export job on the chain: this scope, cut at this checkpoint size (`runledger export` sends it)."""
+    type: Literal["RequestExport"] = "RequestExport"
+    job_id: Id | None = None
+    scope: ExportScope
+    checkpoint_size: Count
+
+
+class FailExport(Command):
+    """End an export job that did not produce a bundle, saying why."""
+    type: Literal["FailExport"] = "FailExport"
+    job_id: Id
+    code: Name  # what failed, in a word the chain keeps in clear (e.g. write_failed); the reason is content
+    reason: Text
+
+
 class RecordExport(Command):
-    """Record on the chain that an evidence bundle was exported (scope, size, digest)."""
+    """Record on the chain that an evidence bundle was exported (scope, size, digest), completing its job if named."""
     type: Literal["RecordExport"] = "RecordExport"
     export_id: Id | None = None
+    job_id: Id | None = None
     scope: ExportScope
     events: Count
     checkpoint_size: Count
@@ -218,7 +235,7 @@ AnyCommand = Annotated[Union[
     ResumeRun, ForceFailRun, RequestToolCall, DecidePolicy, CompleteToolCall, FailToolCall,
     RequestApproval, GrantApproval, DenyApproval, ExpireApproval, SetBudget, RecordCost,
     PlaceLegalHold, ReleaseLegalHold, SetRetentionPolicy, SweepRetention, SetContentPolicy, ShredSubject,
-    SignCheckpoint, RecordExport,
+    SignCheckpoint, RecordExport, RequestExport, FailExport,
 ], Field(discriminator="type")]
 
 COMMAND_TYPES = {c.model_fields["type"].default: c for c in AnyCommand.__origin__.__args__}

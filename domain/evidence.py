@@ -16,7 +16,8 @@ from eventsourcing.domain import Aggregate, event
 
 from domain import commands as c
 from domain.context import Context
-from domain.errors import InvalidState
+from domain.content import Content
+from domain.errors import InvalidCommand, InvalidState
 from schemas.notes import Checkpoint, Signer, tenant_origin
 
 
@@ -120,7 +121,79 @@ class Export(Aggregate):
         self.scope, self.events, self.bundle_sha256 = scope, events, bundle_sha256
 
 
+class ExportJob(Aggregate):
+    """An export as a job on the chain: who asked for which scope, cut at which checkpoint, and how it ended.
+
+    `runledger export` requests the job once it has read the chain and knows the scope has events to export
+    (bad input changes nothing), writes the bundle, then completes it with the bundle's digest in the same
+    command that records the Export, or fails it with the reason. A job left `requested` is an export that
+    never finished: the chain shows it was attempted.
+    """
+
+    class Requested(Aggregate.Created):
+        scope: dict
+        checkpoint_size: int
+        requested_by: str
+
+    class Completed(Aggregate.Event):
+        export_id: str
+        bundle_sha256: str
+
+    class Failed(Aggregate.Event):
+        code: str
+        reason: Content
+
+    @classmethod
+    def request(cls, job_id: str, scope: dict, checkpoint_size: int, requested_by: str) -> "ExportJob":
+        return cls._create(cls.Requested, id=UUID(job_id), scope=scope, checkpoint_size=checkpoint_size,
+                           requested_by=requested_by)
+
+    @event(Requested)
+    def __init__(self, scope: dict, checkpoint_size: int, requested_by: str):
+        self.scope, self.checkpoint_size, self.requested_by = scope, checkpoint_size, requested_by
+        self.state = "requested"
+
+    def check_open(self, action: str) -> None:
+        if self.state != "requested":
+            raise InvalidState(f"cannot {action} export job {self.id}: it is {self.state}", "export_job_closed")
+
+    def complete(self, export_id: str, scope: dict, checkpoint_size: int, bundle_sha256: str) -> None:
+        self.check_open("complete")
+        if (scope, checkpoint_size) != (self.scope, self.checkpoint_size):
+            raise InvalidCommand(f"export job {self.id} was requested for scope {self.scope} at checkpoint size "
+                                 f"{self.checkpoint_size}, not scope {scope} at size {checkpoint_size}",
+                                 "export_job_mismatch")
+        self._completed(export_id=export_id, bundle_sha256=bundle_sha256)
+
+    @event(Completed)
+    def _completed(self, export_id: str, bundle_sha256: str) -> None:
+        self.state = "completed"
+
+    def fail(self, code: str, reason) -> None:
+        self.check_open("fail")
+        self._failed(code=code, reason=reason)
+
+    @event(Failed)
+    def _failed(self, code: str, reason) -> None:
+        self.state = "failed"
+
+
 def record_export(cmd: c.RecordExport, ctx: Context) -> UUID:
     export_id = ctx.new_id(cmd.export_id)
-    return ctx.add(Export.record(export_id, cmd.scope.model_dump(mode="json"), cmd.events, cmd.checkpoint_size,
-                                 cmd.bundle_sha256, ctx.actor.subject))
+    scope = cmd.scope.model_dump(mode="json")
+    if cmd.job_id is not None:
+        ctx.get(ExportJob, cmd.job_id).complete(export_id, scope, cmd.checkpoint_size, cmd.bundle_sha256)
+    return ctx.add(Export.record(export_id, scope, cmd.events, cmd.checkpoint_size, cmd.bundle_sha256,
+                                 ctx.actor.subject))
+
+
+def request_export(cmd: c.RequestExport, ctx: Context) -> UUID:
+    job_id = ctx.new_id(cmd.job_id)
+    return ctx.add(ExportJob.request(job_id, cmd.scope.model_dump(mode="json"), cmd.checkpoint_size,
+                                     ctx.actor.subject))
+
+
+def fail_export(cmd: c.FailExport, ctx: Context) -> UUID:
+    reason = ctx.content(cmd.reason)
+    ctx.get(ExportJob, cmd.job_id).fail(cmd.code, reason)
+    return cmd.job_id

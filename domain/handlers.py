@@ -8,7 +8,7 @@ from domain.approval import Approval
 from domain.budget import Budget, budget_id, check_run_cap
 from domain.context import Context
 from domain.errors import InvalidCommand, InvalidState
-from domain.evidence import record_export, sign_checkpoint
+from domain.evidence import fail_export, record_export, request_export, sign_checkpoint
 from domain.governing import GOVERNANCE_HANDLERS
 from domain.run import Run
 from domain.tool_call import ToolCall
@@ -216,4 +216,6 @@ HANDLERS: dict[type, tuple[Handler, frozenset[str]]] = {
     **GOVERNANCE_HANDLERS,
     c.SignCheckpoint: (sign_checkpoint, frozenset({"system"})),
     c.RecordExport: (record_export, frozenset({"auditor", "admin"})),
+    c.RequestExport: (request_export, frozenset({"auditor", "admin"})),
+    c.FailExport: (fail_export, frozenset({"auditor", "admin"})),
 }

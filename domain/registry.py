@@ -10,7 +10,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.approval import Approval
 from domain.budget import Budget
-from domain.evidence import Export, TreeHeads
+from domain.evidence import Export, ExportJob, TreeHeads
 from domain.governance import LegalHold, Retention
 from domain.run import Run
 from domain.tool_call import ToolCall
@@ -18,6 +18,7 @@ from domain.tool_call import ToolCall
 AGGREGATES: dict[str, type[Aggregate]] = {
     "run": Run, "tool_call": ToolCall, "approval": Approval, "budget": Budget,
     "legal_hold": LegalHold, "retention": Retention, "checkpoint": TreeHeads, "export": Export,
+    "export_job": ExportJob,
 }
 BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 

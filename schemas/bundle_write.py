@@ -109,7 +109,8 @@ class BundleWriter:
             raise ChainBroken(f"the checkpoint at chain_seq {last['chain_seq']} does not open: {error}") from None
         return tree
 
-    def _cut(self) -> tuple[dict[str, Any], int]:
+    def cut(self) -> tuple[dict[str, Any], int]:
+        """The latest checkpoint and how many scope events it covers; ExportRefused if there is nothing to export."""
         if not self.checkpoints:
             raise ExportRefused(f"no checkpoint yet in tenant {self.tenant}: none of its {self.head_seq} events is "
                                 f"covered by a signed checkpoint; export again once one is recorded")
@@ -127,7 +128,7 @@ class BundleWriter:
 
     def finish(self, out: Path, exported_at: str, tick: Callable[[int], None] = lambda n: None) -> Written:
         """Write the bundle to `out` (the caller renames it into place) and return its digest."""
-        cp, count = self._cut()
+        cp, count = self.cut()
         size = cp["size"]
         self._spool.flush()
         self._spool.truncate(self.ends[count - 1])

@@ -204,6 +204,9 @@ def export_bundle(tenant: Annotated[str, typer.Option(help="the tenant whose cha
     except ChainBroken as error:
         typer.echo(f"error: tenant {tenant}'s chain does not verify, nothing exported: {error}", err=True)
         raise typer.Exit(1)
+    except job.NotRequested as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
     except job.NotRecorded as error:
         typer.echo(error.exported.summary())
         typer.echo(f"error: {error}", err=True)

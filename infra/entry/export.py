@@ -3,20 +3,27 @@
 The bundle is written by schemas/bundle_write.py as the chain streams in (the scope's events to a spool, 32
 bytes per other event), assembled as FILE.partial beside a work directory FILE.partial.d, and renamed to
 FILE only when complete, so FILE is always a whole bundle. A run that died half-way leaves FILE.partial*;
-the next run says so, discards them and starts over from the chain (which only ever grows). Then the
-export is recorded: RecordExport through the API with an auditor token minted from RUNLEDGER_JWT_SECRET.
+the next run says so, discards them and starts over from the chain (which only ever grows).
+
+The export is a job on the chain, through the API with an auditor token minted from RUNLEDGER_JWT_SECRET:
+once the chain is read and the scope has events up to a checkpoint (bad input is refused before, and
+changes nothing), RequestExport opens it (`export_job.requested`; if that cannot be recorded, nothing is
+exported); the bundle is written; RecordExport completes it with the bundle's digest (`export_job.completed`
+and `export.recorded`, one command), or FailExport ends it saying what stopped it.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import httpx
 from tqdm import tqdm
+from uuid_utils.compat import uuid7
 
 from infra.adapters.http.auth import mint
 from infra.adapters.settings import Settings
@@ -29,6 +36,10 @@ from schemas.envelope import iso
 EXPORTER = "runledger-cli:export"
 
 
+class NotRequested(Exception):
+    """The export could not be opened as a job on the chain, so nothing is exported (exit 1)."""
+
+
 class NotRecorded(Exception):
     """The bundle is written, but the API did not record the export (exit 1; the file is kept)."""
 
@@ -39,6 +50,7 @@ class NotRecorded(Exception):
 class Exported:
     written: Written
     chain_seq: int | None = None
+    job_id: str | None = None
 
     def summary(self) -> str:
         m, w = self.written.manifest, self.written
@@ -47,7 +59,7 @@ class Exported:
                 f"(+{counts['governance_events']} governance) up to checkpoint size {cp['size']} "
                 f"(chain_seq {cp['chain_seq']}) to {w.path} ({w.nbytes} bytes), sha256 {w.sha256}")
         if self.chain_seq is not None:
-            line += f"; recorded as export.recorded at chain_seq {self.chain_seq}"
+            line += f"; recorded as export.recorded at chain_seq {self.chain_seq} (job {self.job_id})"
         if m["uncovered"]:
             line += (f"\n{m['uncovered']} events after the checkpoint are not yet covered by a signed checkpoint "
                      f"and are not in the bundle")
@@ -72,8 +84,13 @@ def discard(*paths: Path) -> bool:
 
 
 async def write(settings: Settings, tenant: str, scope: dict[str, Any], out: Path, since_size: int | None,
-                progress: bool, say: Callable[[str], None]) -> Written:
-    """Stream the chain into a bundle at `out`, atomically (FILE.partial, then rename)."""
+                progress: bool, say: Callable[[str], None],
+                begin: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> Written:
+    """Stream the chain into a bundle at `out`, atomically (FILE.partial, then rename).
+
+    `begin(checkpoint)` is awaited once the chain is read and the scope is known to have events up to a
+    checkpoint (anything refused before it changed nothing), and before any part of the bundle is assembled.
+    """
     partial, work = partial_paths(out)
     if discard(partial, work):
         say(f"found an unfinished export at {partial} (an earlier run stopped before it finished); "
@@ -82,6 +99,9 @@ async def write(settings: Settings, tenant: str, scope: dict[str, Any], out: Pat
     try:
         async for env in tenant_envelopes(settings, tenant, progress):
             writer.feed(env)
+        checkpoint, _ = writer.cut()
+        if begin is not None:
+            await begin(checkpoint)
         with tqdm(unit="ev", desc="writing events and proofs", disable=not progress) as bar:
             written = writer.finish(partial, iso(datetime.now(timezone.utc)), bar.update)
         os.replace(partial, out)
@@ -96,32 +116,75 @@ async def write(settings: Settings, tenant: str, scope: dict[str, Any], out: Pat
         discard(partial, work)
 
 
-async def record(settings: Settings, url: str, written: Written) -> int:
-    """RecordExport through the API; the chain_seq of the export.recorded event."""
-    m = written.manifest
-    token = mint(settings.jwt_secret.get_secret_value(), m["tenant"], EXPORTER, ["auditor"],
-                 settings.jwt_audience, 600)
-    body = {"type": "RecordExport", "scope": m["scope"], "events": m["counts"]["scope_events"],
-            "checkpoint_size": m["checkpoint"]["size"], "bundle_sha256": written.sha256}
-    not_yet = f"the bundle is written to {written.path} (sha256 {written.sha256}), but the export is not yet recorded"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            outcome = await LedgerClient(http, token).send(body, idempotency_key=f"export-{written.sha256}")
-    except httpx.HTTPError as error:
-        raise NotRecorded(f"{not_yet}: the API at {url} is unreachable ({type(error).__name__}: {error})") from None
-    except ValueError as error:
-        raise NotRecorded(f"{not_yet}: the API at {url} answered something that is not JSON ({error})") from None
-    if not outcome.accepted:
-        raise NotRecorded(f"{not_yet}: the API refused it ({outcome.status_code} {outcome.body.get('code')}: "
+class Recorder:
+    """The export's job on the chain, through the API: requested, then completed (RecordExport) or failed."""
+
+    def __init__(self, settings: Settings, url: str, tenant: str):
+        self.url, self.job_id = url, str(uuid7())
+        self.token = mint(settings.jwt_secret.get_secret_value(), tenant, EXPORTER, ["auditor"],
+                          settings.jwt_audience, 600)
+
+    async def send(self, body: dict[str, Any], key: str):
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            return await LedgerClient(http, self.token).send(body, idempotency_key=key)
+
+    async def attempt(self, body: dict[str, Any], key: str) -> tuple[Any, str | None]:
+        """(outcome, None), or (None, why it could not be sent or was refused)."""
+        try:
+            outcome = await self.send(body, key)
+        except httpx.HTTPError as error:
+            return None, f"the API at {self.url} is unreachable ({type(error).__name__}: {error})"
+        except ValueError as error:
+            return None, f"the API at {self.url} answered something that is not JSON ({error})"
+        if not outcome.accepted:
+            return None, (f"the API refused it ({outcome.status_code} {outcome.body.get('code')}: "
                           f"{outcome.body.get('reason')})")
-    return outcome.body["events"][-1]["chain_seq"]
+        return outcome, None
+
+    async def request(self, scope: dict[str, Any], checkpoint: dict[str, Any]) -> None:
+        body = {"type": "RequestExport", "job_id": self.job_id, "scope": scope, "checkpoint_size": checkpoint["size"]}
+        _, why = await self.attempt(body, f"export-job-{self.job_id}")
+        if why:
+            raise NotRequested(f"nothing exported: the export could not be opened as a job on the chain, so it "
+                               f"would not be audited: {why}")
+
+    async def fail(self, code: str, error: BaseException) -> None:
+        """Best effort: the job stays `requested` on the chain if even this cannot be sent."""
+        body = {"type": "FailExport", "job_id": self.job_id, "code": code,
+                "reason": f"{type(error).__name__}: {error}"[:1000]}
+        await self.attempt(body, f"export-fail-{self.job_id}")
+
+    async def record(self, written: Written) -> int:
+        """RecordExport, completing the job; the chain_seq of the export.recorded event."""
+        m = written.manifest
+        body = {"type": "RecordExport", "job_id": self.job_id, "scope": m["scope"],
+                "events": m["counts"]["scope_events"], "checkpoint_size": m["checkpoint"]["size"],
+                "bundle_sha256": written.sha256}
+        outcome, why = await self.attempt(body, f"export-{written.sha256}")
+        if why:
+            raise NotRecorded(f"the bundle is written to {written.path} (sha256 {written.sha256}), but the export is "
+                              f"not yet recorded: {why}")
+        return outcome.body["events"][-1]["chain_seq"]
 
 
 async def export(settings: Settings, tenant: str, scope: dict[str, Any], out: Path, since_size: int | None,
                  url: str, progress: bool, say: Callable[[str], None]) -> Exported:
-    written = await write(settings, tenant, scope, out, since_size, progress, say)
+    """Read the chain, open the job, write the bundle, record it: each step only once the one before held."""
+    recorder, opened = Recorder(settings, url, tenant), False
+
+    async def begin(checkpoint: dict[str, Any]) -> None:
+        nonlocal opened
+        await recorder.request(scope, checkpoint)
+        opened = True
     try:
-        return Exported(written, await record(settings, url, written))
+        written = await write(settings, tenant, scope, out, since_size, progress, say, begin)
+    except BaseException as error:
+        if opened:  # the job is on the chain: end it, saying what stopped it
+            code = "interrupted" if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)) else "write_failed"
+            await recorder.fail(code, error)
+        raise
+    try:
+        return Exported(written, await recorder.record(written), recorder.job_id)
     except NotRecorded as error:
-        error.exported = Exported(written)
+        error.exported = Exported(written, job_id=recorder.job_id)
         raise

@@ -85,7 +85,8 @@ def vkey(tenant: str) -> str:
 
 SUMMARY = re.compile(r"exported run (?P<run>\S+) of tenant (?P<tenant>\S+): (?P<events>\d+) events \(\+0 governance\) "
                      r"up to checkpoint size (?P<size>\d+) \(chain_seq \d+\) to (?P<path>\S+) \(\d+ bytes\), "
-                     r"sha256 (?P<sha>[0-9a-f]{64}); recorded as export.recorded at chain_seq (?P<seq>\d+)")
+                     r"sha256 (?P<sha>[0-9a-f]{64}); recorded as export.recorded at chain_seq (?P<seq>\d+) "
+                     r"\(job (?P<job>[0-9a-f-]{36})\)")
 
 
 async def test_an_exported_run_verifies_offline_is_recorded_on_the_chain_and_a_later_export_extends_it(api, tmp_path):
@@ -103,11 +104,19 @@ async def test_an_exported_run_verifies_offline_is_recorded_on_the_chain_and_a_l
     assert (verified.returncode, verified.stderr) == (0, ""), verified.stdout
     assert verified.stdout.startswith(f"OK bundle {tmp_path / 'one.tar'}: run {run} of tenant {tenant}, 6 events;")
 
-    recorded = [e for e in await chain(api, tenant) if e["type"] == "export.recorded"]
-    assert [(e["chain_seq"], e["payload"], e["actor"]["subject"]) for e in recorded] == [
-        (int(summary["seq"]), {"scope": {"kind": "run", "id": run, "subject": None, "start": None, "end": None},
-                               "events": 6, "checkpoint_size": int(summary["size"]), "bundle_sha256": summary["sha"],
-                               "exported_by": "runledger-cli:export"}, "runledger-cli:export")]
+    full_scope = {"kind": "run", "id": run, "subject": None, "start": None, "end": None}
+    jobs = [e for e in await chain(api, tenant) if e["type"].startswith("export")]
+    recorded_id = next(e["aggregate_id"] for e in jobs if e["type"] == "export.recorded")
+    # the job: requested before the bundle was written, then completed with its digest in the recording command
+    assert [(e["type"], e["aggregate_id"], e["payload"], e["actor"]["subject"]) for e in jobs] == [
+        ("export_job.requested", summary["job"], {"scope": full_scope, "checkpoint_size": int(summary["size"]),
+                                                  "requested_by": "runledger-cli:export"}, "runledger-cli:export"),
+        ("export_job.completed", summary["job"], {"export_id": recorded_id, "bundle_sha256": summary["sha"]},
+         "runledger-cli:export"),
+        ("export.recorded", recorded_id, {"scope": full_scope, "events": 6, "checkpoint_size": int(summary["size"]),
+                                          "bundle_sha256": summary["sha"], "exported_by": "runledger-cli:export"},
+         "runledger-cli:export")]
+    assert [e["chain_seq"] for e in jobs][1:] == [int(summary["seq"]) - 1, int(summary["seq"])]
     intact = await run_cli(api, "verify", "--tenant", tenant, "--no-progress")
     assert (intact.returncode, intact.stdout.split(":")[0]) == (0, f"OK tenant {tenant}"), intact.stdout
 
@@ -120,7 +129,7 @@ async def test_an_exported_run_verifies_offline_is_recorded_on_the_chain_and_a_l
         extends.stdout)
 
 
-async def test_bad_input_exits_2_naming_the_problem_and_an_unrecorded_export_exits_1_keeping_the_file(api, tmp_path):
+async def test_bad_input_exits_2_naming_the_problem_and_an_export_that_cannot_be_audited_exits_1_writing_nothing(api, tmp_path):
     tenant, elsewhere, fresh = unique("ex-"), unique("ex-"), unique("ex-")
     run, last = await finished_run(api, tenant)
     await signed_past(api, tenant, last)
@@ -142,12 +151,13 @@ async def test_bad_input_exits_2_naming_the_problem_and_an_unrecorded_export_exi
                                 "--no-progress")
         assert (refused.returncode, refused.stderr, refused.stdout) == (2, message + "\n", "")
         assert list(tmp_path.iterdir()) == []
+    # bad input changed nothing: no job was opened for any of it
+    assert [e for e in await chain(api, tenant) if e["type"].startswith("export")] == []
     nowhere = f"http://127.0.0.1:{free_port()}"
-    unrecorded = await run_cli(api, "export", "--tenant", tenant, "--scope", f"run:{run}", "--out", out,
-                               "--url", nowhere, "--no-progress")
-    assert (unrecorded.returncode, [p.name for p in tmp_path.iterdir()]) == (1, ["b.tar"])
-    assert unrecorded.stderr.startswith(f"error: the bundle is written to {out} (sha256 "
-                                        f"{hashlib.sha256(out.read_bytes()).hexdigest()}), but the export is not yet "
-                                        f"recorded: the API at {nowhere} is unreachable ("), unrecorded.stderr
-    assert unrecorded.stdout.startswith(f"exported run {run} of tenant {tenant}: 6 events")
-    assert [e for e in await chain(api, tenant) if e["type"] == "export.recorded"] == []
+    unaudited = await run_cli(api, "export", "--tenant", tenant, "--scope", f"run:{run}", "--out", out,
+                              "--url", nowhere, "--no-progress")
+    assert (unaudited.returncode, unaudited.stdout, list(tmp_path.iterdir())) == (1, "", [])
+    assert unaudited.stderr.startswith("error: nothing exported: the export could not be opened as a job on the "
+                                       f"chain, so it would not be audited: the API at {nowhere} is unreachable ("), (
+        unaudited.stderr)
+    assert [e for e in await chain(api, tenant) if e["type"].startswith("export")] == []

@@ -1,6 +1,6 @@
 """`runledger verify-bundle` and `runledger export` without a broker: exit statuses and messages, and the
-export job's shell (atomic write, starting over after a crash, a bundle kept when the API is unreachable) fed
-from a chain in memory instead of Kafka."""
+export job's shell (atomic write, starting over after a crash, the job requested then completed or failed, a
+bundle kept when the API is unreachable) fed from a chain in memory instead of Kafka."""
 import hashlib
 import tarfile
 from pathlib import Path
@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.entry import cli, export as job
+from infra.entry.client import Outcome
 from schemas.bundle import BundleUnreadable, verify_bundle
 from schemas.bundle_scope import ScopeError, parse_scope
 from schemas.bundle_write import ExportRefused
@@ -132,11 +133,77 @@ async def test_the_job_writes_atomically_starts_over_after_a_crash_and_keeps_an_
     assert ([p.name for p in tmp_path.iterdir()], written.sha256) == (["b.tar"], hashlib.sha256(out.read_bytes()).hexdigest())
     assert verify_bundle(out, KEY).problems == []
     url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(job.NotRequested) as refused:
+        await job.export(settings, "acme", scope, tmp_path / "c.tar", None, url, False, said.append)
+    assert str(refused.value).startswith("nothing exported: the export could not be opened as a job on the chain, so "
+                                         f"it would not be audited: the API at {url} is unreachable (")
+    assert [p.name for p in tmp_path.iterdir()] == ["b.tar"]      # no c.tar, no c.tar.partial*
+
+
+class FakeApi:
+    """Stands in for the command API: records what the job sends, accepts it, or fails the Nth send."""
+
+    def __init__(self, monkeypatch, refuse: str | None = None):
+        self.sent: list[tuple[dict, str]] = []
+        self.refuse = refuse
+        monkeypatch.setattr(job.Recorder, "send", self.send)
+
+    async def send(self, body: dict, key: str):
+        self.sent.append((body, key))
+        if body["type"] == self.refuse:
+            raise job.httpx.ConnectError("connection refused")
+        return Outcome(200, {"status": "accepted", "events": [{"chain_seq": 40 + len(self.sent)}]}, False)
+
+
+async def test_the_job_is_requested_after_the_chain_is_read_then_completed_with_the_bundles_digest(tmp_path, monkeypatch):
+    h, ids = story()
+    scope, out = {"kind": "run", "id": ids["run"]}, tmp_path / "b.tar"
+    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log))
+    api = FakeApi(monkeypatch)
+    done = await job.export(make_settings(), "acme", scope, out, None, "http://api", False, [].append)
+    (request, request_key), (record, record_key) = api.sent
+    assert (request, request_key) == ({"type": "RequestExport", "job_id": done.job_id, "scope": scope,
+                                       "checkpoint_size": 19}, f"export-job-{done.job_id}")
+    assert (record, record_key) == ({"type": "RecordExport", "job_id": done.job_id, "scope": scope, "events": 12,
+                                     "checkpoint_size": 19, "bundle_sha256": done.written.sha256},
+                                    f"export-{done.written.sha256}")
+    assert done.summary().splitlines()[0].endswith(f"recorded as export.recorded at chain_seq 42 (job {done.job_id})")
+
+
+async def test_a_refused_scope_requests_nothing_and_a_write_that_fails_ends_its_job_saying_why(tmp_path, monkeypatch):
+    h, ids = story()
+    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log))
+    api = FakeApi(monkeypatch)
+    with pytest.raises(ExportRefused):
+        await job.export(make_settings(), "acme", {"kind": "actor", "subject": "nobody"}, tmp_path / "a.tar", None,
+                         "http://api", False, [].append)
+    assert (api.sent, list(tmp_path.iterdir())) == ([], [])
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(job.BundleWriter, "finish", full_disk)
+    with pytest.raises(OSError):
+        await job.export(make_settings(), "acme", {"kind": "run", "id": ids["run"]}, tmp_path / "b.tar", None,
+                         "http://api", False, [].append)
+    (request, _), (failed, key) = api.sent
+    assert (request["type"], failed, key) == ("RequestExport", {
+        "type": "FailExport", "job_id": request["job_id"], "code": "write_failed",
+        "reason": "OSError: [Errno 28] No space left on device"}, f"export-fail-{request['job_id']}")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_bundle_written_but_not_recorded_is_kept_and_says_so(tmp_path, monkeypatch):
+    h, ids = story()
+    out = tmp_path / "b.tar"
+    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log))
+    FakeApi(monkeypatch, refuse="RecordExport")
     with pytest.raises(job.NotRecorded) as caught:
-        await job.export(settings, "acme", scope, out, None, url, False, said.append)
+        await job.export(make_settings(), "acme", {"kind": "run", "id": ids["run"]}, out, None, "http://api", False,
+                         [].append)
     assert str(caught.value).startswith(f"the bundle is written to {out} (sha256 {caught.value.exported.written.sha256}),"
-                                        f" but the export is not yet recorded: the API at {url} is unreachable (")
+                                        f" but the export is not yet recorded: the API at http://api is unreachable (")
     assert (out.is_file(), caught.value.exported.chain_seq) == (True, None)
+    assert verify_bundle(out, KEY).problems == []
     assert caught.value.exported.summary().splitlines() == [
         f"exported run {ids['run']} of tenant acme: 12 events (+1 governance) up to checkpoint size 19 (chain_seq 20) "
         f"to {out} ({out.stat().st_size} bytes), sha256 {caught.value.exported.written.sha256}",

@@ -65,6 +65,8 @@ VALID: dict[str, dict[str, Any]] = {
     "ShredSubject": {"subject": "user:42", "reason": "erasure request 2026-117"},
     "SignCheckpoint": {},
     "RecordExport": {"scope": {"kind": "run", "id": ID}, "events": 12, "checkpoint_size": 40, "bundle_sha256": DIGEST},
+    "RequestExport": {"scope": {"kind": "run", "id": ID}, "checkpoint_size": 40},
+    "FailExport": {"job_id": ID, "code": "write_failed", "reason": "the disk filled up"},
 }
 UNSTORABLE = ["\x00", "\x01", "\x1f", "\ud800", "\udbff", "\udfff"]
 ODD_TEXT = ["\x7f", "\u2028", "\ufeff", "\t", "\n", "\U0001f600", ""]

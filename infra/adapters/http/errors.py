@@ -28,7 +28,7 @@ STATUSES: dict[str, int] = {
     # the command is not valid as sent
     "unknown_command_type": 422, "invalid_text": 422, "invalid_idempotency_key": 422,
     "idempotency_key_reused": 422, "unknown_step": 422, "wrong_run": 422, "wrong_project": 422,
-    "wrong_tenant": 422, "retention_below_minimum": 422,
+    "wrong_tenant": 422, "retention_below_minimum": 422, "export_job_mismatch": 422,
     # content cannot be sealed right now: try again once the key store or the KEK is back
     "content_storage_unavailable": 503,
     # the processor could not decide the command (a defect of runledger)
