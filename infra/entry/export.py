@@ -2,8 +2,10 @@
 
 The bundle is written by schemas/bundle_write.py as the chain streams in (the scope's events to a spool, 32
 bytes per other event), assembled as FILE.partial beside a work directory FILE.partial.d, and renamed to
-FILE only when complete, so FILE is always a whole bundle. A run that died half-way leaves FILE.partial*;
-the next run says so, discards them and starts over from the chain (which only ever grows).
+FILE only when complete, so FILE is always a whole bundle. While the chain is read, the writer's state is
+saved in FILE.partial.d every SAVE_EVERY_S seconds; a run that stopped while reading (killed, the broker
+gone) leaves it there, and the next run of the same export resumes from the saved log offset. Anything
+else left behind (another scope, no save yet, a failure after the read) is discarded and started over.
 
 The export is a job on the chain, through the API with an auditor token minted from RUNLEDGER_JWT_SECRET:
 once the chain is read and the scope has events up to a checkpoint (bad input is refused before, and
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,12 +31,13 @@ from uuid_utils.compat import uuid7
 from infra.adapters.http.auth import mint
 from infra.adapters.settings import Settings
 from infra.entry.client import LedgerClient
-from infra.entry.verify import tenant_envelopes
+from infra.entry.verify import tenant_records
 from schemas.bundle_scope import describe
-from schemas.bundle_write import BundleWriter, Written
+from schemas.bundle_write import BundleWriter, ChainBroken, Written
 from schemas.envelope import iso
 
 EXPORTER = "runledger-cli:export"
+SAVE_EVERY_S = 5.0  # while reading the chain, the writer's state is saved this often, so a rerun resumes there
 
 
 class NotRequested(Exception):
@@ -92,13 +96,26 @@ async def write(settings: Settings, tenant: str, scope: dict[str, Any], out: Pat
     checkpoint (anything refused before it changed nothing), and before any part of the bundle is assembled.
     """
     partial, work = partial_paths(out)
-    if discard(partial, work):
-        say(f"found an unfinished export at {partial} (an earlier run stopped before it finished); "
-            f"discarding it and starting over")
-    writer = BundleWriter(tenant, scope, work, since_size)
+    resumed = BundleWriter.resume(tenant, scope, work, since_size) if work.is_dir() else None
+    if resumed is not None:
+        writer, start = resumed
+        discard(partial)
+        say(f"resuming the unfinished export in {work} (an earlier run stopped while reading the chain) from "
+            f"chain_seq {writer.head_seq + 1}, log offset {start}")
+    else:
+        if discard(partial, work):
+            say(f"found an unfinished export at {partial} that cannot be resumed as asked (another scope, or it "
+                f"stopped before its first save); discarding it and starting over")
+        writer, start = BundleWriter(tenant, scope, work, since_size), 0
+    resumable = True
     try:
-        async for env in tenant_envelopes(settings, tenant, progress):
+        saved = time.monotonic()
+        async for offset, env in tenant_records(settings, tenant, progress, start=start):
             writer.feed(env)
+            if time.monotonic() - saved >= SAVE_EVERY_S:
+                writer.save(offset + 1)
+                saved = time.monotonic()
+        resumable = False  # the whole chain is read: what follows is quick, and a failure starts over
         checkpoint, _ = writer.cut()
         if begin is not None:
             await begin(checkpoint)
@@ -111,9 +128,14 @@ async def write(settings: Settings, tenant: str, scope: dict[str, Any], out: Pat
         finally:
             os.close(fd)
         return Written(out, written.sha256, written.nbytes, written.manifest)
+    except ChainBroken:
+        resumable = False  # what was read does not link up: nothing of it is worth keeping
+        raise
     finally:
         writer.close()
-        discard(partial, work)
+        discard(partial)
+        if not resumable:
+            discard(work)
 
 
 class Recorder:

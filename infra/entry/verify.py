@@ -11,6 +11,13 @@ from schemas.envelope import decode
 
 async def tenant_envelopes(settings: Settings, tenant_id: str, progress: bool = False, log_: EventLog | None = None):
     """Yield the tenant's committed envelopes in log order (from Kafka unless another log is given)."""
+    async for _, env in tenant_records(settings, tenant_id, progress, log_):
+        yield env
+
+
+async def tenant_records(settings: Settings, tenant_id: str, progress: bool = False, log_: EventLog | None = None,
+                         start: int = 0):
+    """Yield (log offset, envelope) of the tenant's committed records from offset `start`, in log order."""
     log_ = log_ or KafkaLog(settings)
     partitions = await log_.partitions(settings.events_topic)
     if not partitions:
@@ -22,11 +29,12 @@ async def tenant_envelopes(settings: Settings, tenant_id: str, progress: bool = 
     try:
         end = (await reader.end_offsets([tp]))[tp]
         key = tenant_id.encode()
-        with tqdm(total=end, unit="rec", disable=not progress, desc=f"reading {tp.topic}[{tp.partition}]") as bar:
-            async for record in reader.read(tp, 0, end):
+        with tqdm(total=end, initial=start, unit="rec", disable=not progress,
+                  desc=f"reading {tp.topic}[{tp.partition}]") as bar:
+            async for record in reader.read(tp, start, end):
                 bar.update(record.offset + 1 - bar.n)
                 if record.key == key:
-                    yield decode(record.value)
+                    yield record.offset, decode(record.value)
     finally:
         await reader.stop()
 

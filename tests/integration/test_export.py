@@ -161,3 +161,18 @@ async def test_bad_input_exits_2_naming_the_problem_and_an_export_that_cannot_be
                                        f"chain, so it would not be audited: the API at {nowhere} is unreachable ("), (
         unaudited.stderr)
     assert [e for e in await chain(api, tenant) if e["type"].startswith("export")] == []
+
+
+async def test_the_chain_read_resumes_from_a_log_offset_yielding_exactly_the_records_after_it(api):
+    from infra.entry.verify import tenant_records
+    tenant = unique("ex-")
+    for _ in range(4):
+        await ok(api, tenant, {"type": "RequestRun", "agent_id": "bot"})
+    whole = [(offset, env["chain_seq"]) async for offset, env in tenant_records(api.settings, tenant)]
+    assert [seq for _, seq in whole] == list(range(1, len(whole) + 1))
+    offsets = [offset for offset, _ in whole]
+    assert offsets == sorted(set(offsets))
+    for k in (1, len(whole) // 2, len(whole) - 1):
+        tail = [(offset, env["chain_seq"]) async for offset, env in tenant_records(api.settings, tenant,
+                                                                                    start=offsets[k])]
+        assert tail == whole[k:]

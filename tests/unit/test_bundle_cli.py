@@ -14,7 +14,7 @@ from schemas.bundle import BundleUnreadable, verify_bundle
 from schemas.bundle_scope import ScopeError, parse_scope
 from schemas.bundle_write import ExportRefused
 from tests.support import free_port, make_settings
-from tests.unit.test_bundle import KEY, KEY_NAME, MANIFEST, SIGNER, export, flip, rewrite, story
+from tests.unit.test_bundle import KEY, KEY_NAME, MANIFEST, SIGNER, export, flip, members, rewrite, story
 
 runner = CliRunner()
 
@@ -107,29 +107,33 @@ def test_scopes_parse_to_what_record_export_takes():
         parse_scope("actor:")
 
 
-def feeding(chain: list[dict], fail_after: int | None = None):
-    """A stand-in for tenant_envelopes that yields the chain (and can die half-way, as a broker might)."""
-    async def envelopes(settings, tenant: str, progress: bool = False):
-        for index, env in enumerate(chain):
-            if index == fail_after:
+def feeding(chain: list[dict], fail_after: int | None = None, read: list[int] | None = None):
+    """A stand-in for tenant_records that yields the chain as (offset, envelope) from a start offset, one offset
+    per event (and can die half-way, as a broker might); `read` collects the offsets it yielded."""
+    async def records(settings, tenant: str, progress: bool = False, start: int = 0):
+        for offset in range(start, len(chain)):
+            if offset == fail_after:
                 raise ConnectionError("the broker went away")
-            yield env
-    return envelopes
+            if read is not None:
+                read.append(offset)
+            yield offset, chain[offset]
+    return records
 
 
-async def test_the_job_writes_atomically_starts_over_after_a_crash_and_keeps_an_unrecorded_bundle(tmp_path, monkeypatch):
+async def test_the_job_writes_atomically_starts_over_when_it_cannot_resume_and_keeps_an_unrecorded_bundle(
+        tmp_path, monkeypatch):
     h, ids = story()
     scope, out, said, settings = {"kind": "run", "id": ids["run"]}, tmp_path / "b.tar", [], make_settings()
-    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log, fail_after=10))
+    monkeypatch.setattr(job, "SAVE_EVERY_S", 3600)  # no save before the crash: nothing to resume from
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log, fail_after=10))
     with pytest.raises(ConnectionError):
         await job.write(settings, "acme", scope, out, None, False, said.append)
-    assert (list(tmp_path.iterdir()), said) == ([], [])          # no FILE, no FILE.partial: nothing half-written
+    assert ([p.name for p in tmp_path.iterdir()], said) == (["b.tar.partial.d"], [])   # no FILE, no FILE.partial
     Path(f"{out}.partial").write_bytes(b"what a killed export left")
-    Path(f"{out}.partial.d").mkdir()
-    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log))
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log))
     written = await job.write(settings, "acme", scope, out, None, False, said.append)
-    assert said == [f"found an unfinished export at {out}.partial (an earlier run stopped before it finished); "
-                    f"discarding it and starting over"]
+    assert said == [f"found an unfinished export at {out}.partial that cannot be resumed as asked (another scope, or "
+                    f"it stopped before its first save); discarding it and starting over"]
     assert ([p.name for p in tmp_path.iterdir()], written.sha256) == (["b.tar"], hashlib.sha256(out.read_bytes()).hexdigest())
     assert verify_bundle(out, KEY).problems == []
     url = f"http://127.0.0.1:{free_port()}"
@@ -158,7 +162,7 @@ class FakeApi:
 async def test_the_job_is_requested_after_the_chain_is_read_then_completed_with_the_bundles_digest(tmp_path, monkeypatch):
     h, ids = story()
     scope, out = {"kind": "run", "id": ids["run"]}, tmp_path / "b.tar"
-    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log))
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log))
     api = FakeApi(monkeypatch)
     done = await job.export(make_settings(), "acme", scope, out, None, "http://api", False, [].append)
     (request, request_key), (record, record_key) = api.sent
@@ -172,7 +176,7 @@ async def test_the_job_is_requested_after_the_chain_is_read_then_completed_with_
 
 async def test_a_refused_scope_requests_nothing_and_a_write_that_fails_ends_its_job_saying_why(tmp_path, monkeypatch):
     h, ids = story()
-    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log))
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log))
     api = FakeApi(monkeypatch)
     with pytest.raises(ExportRefused):
         await job.export(make_settings(), "acme", {"kind": "actor", "subject": "nobody"}, tmp_path / "a.tar", None,
@@ -195,7 +199,7 @@ async def test_a_refused_scope_requests_nothing_and_a_write_that_fails_ends_its_
 async def test_a_bundle_written_but_not_recorded_is_kept_and_says_so(tmp_path, monkeypatch):
     h, ids = story()
     out = tmp_path / "b.tar"
-    monkeypatch.setattr(job, "tenant_envelopes", feeding(h.log))
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log))
     FakeApi(monkeypatch, refuse="RecordExport")
     with pytest.raises(job.NotRecorded) as caught:
         await job.export(make_settings(), "acme", {"kind": "run", "id": ids["run"]}, out, None, "http://api", False,
@@ -208,3 +212,56 @@ async def test_a_bundle_written_but_not_recorded_is_kept_and_says_so(tmp_path, m
         f"exported run {ids['run']} of tenant acme: 12 events (+1 governance) up to checkpoint size 19 (chain_seq 20) "
         f"to {out} ({out.stat().st_size} bytes), sha256 {caught.value.exported.written.sha256}",
         "2 events after the checkpoint are not yet covered by a signed checkpoint and are not in the bundle"]
+
+
+def timeless(bundle: Path) -> dict[str, bytes]:
+    """A bundle's members but the manifest, with record.md's export time taken out: what two exports share."""
+    kept = {name: data for name, data in members(bundle).items() if name != MANIFEST}
+    kept["record.md"] = b"\n".join(line for line in kept["record.md"].split(b"\n") if not line.startswith(b"- Exported at"))
+    return kept
+
+
+@pytest.mark.parametrize("crash_at", [1, 7, 12, -1])
+async def test_an_export_stopped_while_reading_resumes_where_it_saved_and_writes_the_same_bundle(
+        tmp_path, monkeypatch, crash_at):
+    h, ids = story()
+    crash_at %= len(h.log)  # -1: at the last record
+    scope, said, settings = {"kind": "run", "id": ids["run"]}, [], make_settings()
+    monkeypatch.setattr(job, "SAVE_EVERY_S", 0)  # save after every record read
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log))
+    fresh = await job.write(settings, "acme", scope, tmp_path / "fresh.tar", None, False, said.append)
+
+    out, read = tmp_path / "b.tar", []
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log, fail_after=crash_at, read=read))
+    with pytest.raises(ConnectionError):
+        await job.write(settings, "acme", scope, out, None, False, said.append)
+    assert sorted(p.name for p in (tmp_path / "b.tar.partial.d").iterdir()) == [
+        "hashes.bin", "scope.jsonl", "seqs.bin", "state.json"]
+    # a kill between saves leaves bytes past the last save: the resume cuts them off
+    with open(tmp_path / "b.tar.partial.d" / "scope.jsonl", "ab") as spool:
+        spool.write(b'{"half a line')
+    read.clear()
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log, read=read))
+    resumed = await job.write(settings, "acme", scope, out, None, False, said.append)
+    assert said == [f"resuming the unfinished export in {out}.partial.d (an earlier run stopped while reading the "
+                    f"chain) from chain_seq {crash_at + 1}, log offset {crash_at}"]
+    assert read == list(range(crash_at, len(h.log)))              # nothing read twice
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("b.tar")] == ["b.tar"]
+    assert timeless(out) == timeless(tmp_path / "fresh.tar")
+    assert (resumed.manifest["counts"], resumed.manifest["checkpoint"]) == (
+        fresh.manifest["counts"], fresh.manifest["checkpoint"])
+    assert verify_bundle(out, KEY).problems == []
+
+
+async def test_a_saved_state_of_another_scope_is_not_resumed(tmp_path, monkeypatch):
+    h, ids = story()
+    out, said, settings = tmp_path / "b.tar", [], make_settings()
+    monkeypatch.setattr(job, "SAVE_EVERY_S", 0)
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log, fail_after=5))
+    with pytest.raises(ConnectionError):
+        await job.write(settings, "acme", {"kind": "run", "id": ids["run"]}, out, None, False, said.append)
+    monkeypatch.setattr(job, "tenant_records", feeding(h.log))
+    written = await job.write(settings, "acme", {"kind": "run", "id": ids["other"]}, out, None, False, said.append)
+    assert said == [f"found an unfinished export at {out}.partial that cannot be resumed as asked (another scope, or "
+                    f"it stopped before its first save); discarding it and starting over"]
+    assert (written.manifest["scope"], verify_bundle(out, KEY).problems) == ({"kind": "run", "id": ids["other"]}, [])
