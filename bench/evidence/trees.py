@@ -1,4 +1,9 @@
-"""Phases 1–4: the compact tree a projector grows, the stored tree, inclusion and consistency proofs."""
+"""Phases 1–4: the compact tree a projector grows, the stored tree, inclusion and consistency proofs.
+
+Beside the store's own proofs, phases 3 and 4 make each proof the way the evidence API does
+(queries/evidence.py): pass 1 records which (level, index) hashes the proof reads, pass 3 proves from a
+dict holding only those (what pass 2's one query returns); phase 2 times the evidence projector's nodes
+(projectors/evidence.py: a poll's frontier plus its leaves give the subtrees it completes)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +15,12 @@ from typing import Callable
 from bench.evidence.args import TARGETS
 from bench.evidence.timing import grow, once, rate_row, spread, timed
 from bench.lib.report import Report
+from projectors.evidence import completed, frontier
+from queries.evidence import dict_reader, reads
 from schemas import merkle as m
 from schemas.merkle_trees import CompactTree, TreeStore
+
+POLL = 1_000  # events per poll, for the projector's nodes
 
 
 @dataclass
@@ -70,9 +79,42 @@ def store(tree: Tree, args, report: Report) -> None:
     if len(roots) != 1:
         report.errors.append(f"roots of the {n:,}-event tree disagree: {sorted(r.hex() for r in roots)}")
     tree.root = first.root()
+    if (nodes := nodes_pass(first, tree.hashes, check=True)) != n - bin(n).count("1"):  # once, before timing
+        report.errors.append(f"the projector's nodes of {n:,} leaves are {nodes:,}, not {n - bin(n).count('1'):,}")
+
+    def one_pass(_) -> int:
+        nodes_pass(first, tree.hashes)
+        return n
+    _, t = grow(lambda: None, one_pass, args.duration, "events")
+    rate_row(report, phase, f"nodes a poll stores (frontier + append, polls of {POLL:,}), per event", t, "event",
+             TARGETS["append"])
     sizes = tree.samples.setdefault("sizes", sample(n, args.samples, args.seed, low=1))
     rate_row(report, phase, f"root at an earlier size (O(log n)), {len(sizes):,} sizes ≤ {n:,}",
              timed(lambda i: first.root(sizes[i % len(sizes)]), args.duration, "roots"), "root", TARGETS["root"])
+
+
+def nodes_pass(st: TreeStore, hashes: list[bytes], check: bool = False) -> int:
+    """The evidence projector's work over the whole chain, poll by poll: read the frontier (here from the store,
+    as the poll's one query would), append the poll's leaves (leaf hash of each event hash) and keep every node
+    they complete (each must be the store's, if `check`); how many nodes."""
+    count = 0
+    for lo in range(0, len(hashes), POLL):
+        done = completed(lo, [st.node(*c) for c in frontier(lo)], map(m.leaf_hash, hashes[lo:lo + POLL]))
+        if check and any(st.node(level, idx) != h for level, idx, h in done):
+            raise AssertionError(f"the projector's nodes of the poll from leaf {lo} are not the store's")
+        count += len(done)
+    return count
+
+
+def needed(st: TreeStore, coordinates: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """What pass 2's one query returns: only the hashes a proof reads."""
+    return {c: st.node(*c) for c in coordinates}
+
+
+def from_nodes(prove, fetched: dict[tuple[int, int], bytes], *args: int) -> list[bytes]:
+    """Passes 1 and 3 of a proof as the API makes it: record what it reads, then prove from what was fetched."""
+    reads(prove, *args)
+    return prove(dict_reader(fetched), *args)
 
 
 def sample(n: int, k: int, seed: int, low: int = 0) -> list[int]:
@@ -107,6 +149,16 @@ def inclusion(tree: Tree, args, report: Report) -> None:
     k = len(indices)
     rate_row(report, phase, "make a proof from the store (O(log n))",
              timed(lambda j: st.inclusion_proof(indices[j % k], n), args.duration, "proofs"), "proof", TARGETS["prove"])
+    # as the API does: its leaf and what the proof reads, in one query; the proof from only those
+    fetched = [needed(st, [(0, i), *reads(m.prove_inclusion, i, n)]) for i in indices]
+    if any(m.prove_inclusion(dict_reader(d), i, n) != p for d, i, p in zip(fetched, indices, proofs)):
+        report.errors.append("an inclusion proof from only the nodes it reads is not the store's")
+        return
+    report.info(phase, "nodes read per proof (one query: its leaf and its path)",
+                f"{spread(len(d) for d in fetched)} leaf indices, instead of {n:,} leaves")
+    rate_row(report, phase, "make a proof from only the nodes it reads (record them, prove from a dict)",
+             timed(lambda j: from_nodes(m.prove_inclusion, fetched[j % k], indices[j % k], n), args.duration,
+                   "proofs"), "proof", TARGETS["prove"])
     failed = [0]
 
     def verify(j: int) -> None:
@@ -134,6 +186,15 @@ def consistency(tree: Tree, args, report: Report) -> None:
     k = len(olds)
     rate_row(report, phase, "make a proof from the store (O(log n))",
              timed(lambda j: st.consistency_proof(olds[j % k], n), args.duration, "proofs"), "proof", TARGETS["prove"])
+    fetched = [needed(st, reads(m.prove_consistency, old, n)) for old in olds]
+    if any(m.prove_consistency(dict_reader(d), old, n) != p for d, old, p in zip(fetched, olds, proofs)):
+        report.errors.append("a consistency proof from only the nodes it reads is not the store's")
+        return
+    report.info(phase, "nodes read per proof (one query)",
+                f"{spread(len(d) for d in fetched)} old sizes, instead of {n:,} leaves")
+    rate_row(report, phase, "make a proof from only the nodes it reads (record them, prove from a dict)",
+             timed(lambda j: from_nodes(m.prove_consistency, fetched[j % k], olds[j % k], n), args.duration, "proofs"),
+             "proof", TARGETS["prove"])
     failed = [0]
 
     def verify(j: int) -> None:

@@ -37,8 +37,8 @@ def rejection(description: str) -> dict:
 NONE_YET = ("no_checkpoint: the tenant has no signed checkpoint yet; not_checkpointed: a size or chain_seq beyond "
             "the latest signed checkpoint")
 NOT_A_CHECKPOINT = "; not_a_checkpoint: no signed checkpoint has exactly that size"
-MISMATCH = {500: rejection("evidence_mismatch: the read model's leaves do not lead to the signed root (named "
-                           "tenant and size); no proof is served")}
+MISMATCH = {500: rejection("evidence_mismatch: the stored leaves or subtree hashes a proof reads do not lead to "
+                           "the signed root (named tenant and size); no proof is served")}
 
 
 @router.get("/v1/evidence/checkpoint", summary="The latest signed checkpoint, or the first of at least `size`",

@@ -128,10 +128,16 @@ def test_evidence_smoke():
              for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| phase ")]
     table = {f"{phase}: {metric}": (measured, target, verdict) for phase, metric, measured, target, verdict in cells}
     for row in ("1 compact tree: append per event", "1 compact tree: root()", "2 tree store: append per event",
-                "inclusion @ 20,000: make a proof", "inclusion @ 20,000: verify a proof",
-                "consistency → 20,000: make a proof", "consistency → 20,000: verify a proof",
+                "2 tree store: nodes a poll stores (frontier + append", "inclusion @ 20,000: make a proof",
+                "inclusion @ 20,000: make a proof from only the nodes it reads", "inclusion @ 20,000: verify a proof",
+                "consistency → 20,000: make a proof",
+                "consistency → 20,000: make a proof from only the nodes it reads",
+                "consistency → 20,000: verify a proof",
                 "5 checkpoint: sign (", "5 checkpoint: open (", "6 export: whole tenant: events written",
                 "6 export: one run (5 events) out of 1,002", "7 verify: whole tenant, offline"):
         assert verdict(table, row) == TOO_SHORT
     assert "⌈log2 n⌉ = 15" in table[next(k for k in table if "inclusion" in k and "proof size" in k)][0]
+    for phase in ("3 inclusion @ 20,000", "4 consistency → 20,000"):  # at most 2 ⌈log2 n⌉ + 1, never n
+        read = next(v for k, v in table.items() if k.startswith(f"{phase}: nodes read per proof"))
+        assert read[0].endswith("instead of 20,000 leaves") and int(read[0].split("max ")[1].split()[0]) <= 31
     assert verdict(table, "5 checkpoint: signed note") == "info"

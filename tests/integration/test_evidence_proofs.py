@@ -6,10 +6,14 @@ note, Ed25519) the RFC 9162 root over the chain before it, and is itself a leaf 
 A signs sizes 5, 13 and 21 (the last with a rotated key) and goes on 5 events past its last checkpoint;
 B signs size 4 and goes on; C has events and no checkpoint. The chains are folded in three polls that mix
 the tenants, one of them delivered twice. Every proof served must verify against the root of the note we
-signed (not the one the read model keeps), and equal the list-based RFC 9162 proof.
+signed (not the one the read model keeps), and equal the list-based RFC 9162 proof. The fold stores every
+perfect subtree's hash (exactly TreeStore's), and a proof reads those it needs, O(log n) rows: the reads of
+the query side are recorded (every statement and the rows it returned), not timed.
 """
 import base64
+import logging
 import uuid
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -23,6 +27,7 @@ from queries.api import routes_evidence
 from queries.evidence import Evidence
 from queries.readmodels import ReadModels
 from schemas import merkle
+from schemas.merkle_trees import TreeStore
 from schemas.chain import ChainVerdict, verify_chain
 from schemas.envelope import GENESIS_HASH, seal
 from schemas.notes import Checkpoint, Signer, tenant_origin
@@ -92,21 +97,47 @@ def served(tenant: str, size: int) -> dict:
             "chain_seq": env["chain_seq"], "recorded_at": env["recorded_at"]}
 
 
+def polls() -> list[list[Batch]]:
+    """Three polls that mix the tenants, each cutting every chain at the same places."""
+    chains = list(CHAINS.values())
+    return [[Batch(0, [e for c in chains for e in c[lo:hi]], n + 1)]
+            for n, (lo, hi) in enumerate([(0, 6), (6, 15), (15, 99)])]
+
+
+class Recorded(ReadModels):
+    """The read models, recording each read: (the statement, its parameters, the rows it returned)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.reads: list[tuple[str, tuple, list[dict]]] = []
+
+    async def fetch(self, name, sql, params):
+        rows = await super().fetch(name, sql, params)
+        self.reads.append((sql, params, rows))
+        return rows
+
+
+@dataclass
+class World:
+    projection: EvidenceProjection
+    pool: object
+    http: httpx.AsyncClient
+    models: Recorded
+
+
 @pytest.fixture
 async def world():
     settings = make_settings()
     pool = await open_pool(settings, max_size=3)
     projection = await EvidenceProjection(pool, settings.topic_prefix).open()
-    chains = list(CHAINS.values())
-    polls = [[Batch(0, [e for c in chains for e in c[lo:hi]], n + 1)]
-             for n, (lo, hi) in enumerate([(0, 6), (6, 15), (15, 99)])]
-    for poll in (polls[0], polls[1], polls[1], polls[2]):  # the second poll is delivered twice
+    first, second, third = polls()
+    for poll in (first, second, second, third):  # the second poll is delivered twice
         await projection.apply(poll)
-    evidence = Evidence(ReadModels(pool, settings.topic_prefix))
-    app = create_app(settings, [routes_evidence.router], {"evidence": evidence})
+    models = Recorded(pool, settings.topic_prefix)
+    app = create_app(settings, [routes_evidence.router], {"evidence": Evidence(models)})
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://evidence") as http:
         try:
-            yield projection, pool, http
+            yield World(projection, pool, http, models)
         finally:
             async with pool.connection() as conn:
                 await conn.execute("DELETE FROM public.runledger_projections WHERE name LIKE %s",
@@ -126,7 +157,7 @@ async def rows(pool, sql: str) -> list[tuple]:
 
 
 async def test_the_fold_keeps_every_leaf_once_and_each_checkpoint(world):
-    projection, pool, _ = world
+    projection, pool = world.projection, world.pool
     s = projection.schema
     assert await rows(pool, f"SELECT tenant_id, chain_seq, hash FROM {s}.leaves ORDER BY tenant_id, chain_seq") == \
         [(t, e["chain_seq"], bytes.fromhex(e["hash"])) for t in sorted(CHAINS) for e in CHAINS[t]]
@@ -138,7 +169,7 @@ async def test_the_fold_keeps_every_leaf_once_and_each_checkpoint(world):
 
 
 async def test_every_inclusion_proof_of_every_chain_seq_verifies_against_the_signed_root(world):
-    _, _, http = world
+    http = world.http
     for tenant, sizes in ((A, A_SIZES), (B, (4,))):
         leaves = hashes(tenant)
         for size in (*sizes, None):  # None: the latest checkpoint, by default
@@ -158,7 +189,7 @@ async def test_every_inclusion_proof_of_every_chain_seq_verifies_against_the_sig
 
 
 async def test_consistency_between_signed_checkpoints_verifies(world):
-    _, _, http = world
+    http = world.http
     leaves = hashes(A)
     for old, new in ((5, 13), (5, 21), (13, 21), (13, 13), (5, None), (21, None)):
         response = await get(http, "consistency", A, old_size=old, **({"new_size": new} if new else {}))
@@ -173,7 +204,7 @@ async def test_consistency_between_signed_checkpoints_verifies(world):
 
 
 async def test_checkpoints_and_keys_are_the_tenants_own(world):
-    _, _, http = world
+    http = world.http
     assert (await get(http, "checkpoint", A)).json() == served(A, 21)
     at_least = [(await get(http, "checkpoint", A, size=s)).json()["size"] for s in (1, 5, 6, 13, 14, 21)]
     assert at_least == [5, 5, 13, 13, 21, 21]
@@ -188,7 +219,7 @@ async def test_checkpoints_and_keys_are_the_tenants_own(world):
 
 
 async def test_another_tenants_chain_seq_answers_like_one_that_does_not_exist(world):
-    _, _, http = world
+    http = world.http
     theirs, nowhere = await get(http, "inclusion", B, chain_seq=15), await get(http, "inclusion", B, chain_seq=7777777)
     assert (await get(http, "inclusion", A, chain_seq=15)).status_code == 200
     assert theirs.status_code == nowhere.status_code == 404
@@ -227,38 +258,153 @@ BAD = [
 
 @pytest.mark.parametrize("path, params, status, code", BAD)
 async def test_bad_input_is_refused_with_its_own_code(world, path, params, status, code):
-    response = await get(world[2], path, A, **params)
+    response = await get(world.http, path, A, **params)
     assert (response.status_code, response.json()["code"]) == (status, code), response.text
 
 
 async def test_only_auditors_and_admins_may_read_evidence(world):
-    _, _, http = world
+    http = world.http
     assert [(await get(http, "checkpoint", A, roles)).status_code for roles in
             (("auditor",), ("admin",), ("operator",), ("approver", "policy"))] == [200, 200, 403, 403]
     assert (await http.get("/v1/evidence/keys")).status_code == 401
 
 
+async def refused(http, path: str, tenant: str, sizes: list[int], **params) -> dict:
+    response = await get(http, path, tenant, **params)
+    assert (response.status_code, response.json()["code"], response.json()["details"]) == \
+        (500, "evidence_mismatch", {"tenant_id": tenant, "sizes": sizes}), response.text
+    return response.json()
+
+
+async def verified_inclusion(http, tenant: str, seq: int, size: int) -> None:
+    response = await get(http, "inclusion", tenant, chain_seq=seq, size=size)
+    assert response.status_code == 200, response.text
+    proof = [bytes.fromhex(h) for h in response.json()["proof"]]
+    assert proof == merkle.inclusion_proof(hashes(tenant)[:size], seq - 1)
+    merkle.check_inclusion(merkle.leaf_hash(hashes(tenant)[seq - 1]), seq - 1, size, proof, signed(tenant, size)[1])
+
+
 async def test_a_tampered_leaf_row_answers_evidence_mismatch_never_a_wrong_proof(world):
-    projection, pool, http = world
+    projection, pool, http = world.projection, world.pool, world.http
     async with pool.connection() as conn:
         await conn.execute(f"UPDATE {projection.schema}.leaves SET hash = %s WHERE tenant_id = %s AND chain_seq = 9",
                            (b"\x11" * 32, A))
-    for params in ({"chain_seq": 9}, {"chain_seq": 1}, {"chain_seq": 20, "size": 21}, {"chain_seq": 2, "size": 13}):
-        response = await get(http, "inclusion", A, **params)
+    # every proof that reads leaf 9 (its own, or its sibling's: chain_seq 10) is refused
+    for params in ({"chain_seq": 9}, {"chain_seq": 10}, {"chain_seq": 9, "size": 13}, {"chain_seq": 10, "size": 13}):
         size = params.get("size", 21)
-        assert (response.status_code, response.json()["code"], response.json()["details"]) == \
-            (500, "evidence_mismatch", {"tenant_id": A, "sizes": [size]}), response.text
-        assert response.json()["reason"].startswith(f"the evidence read model of tenant {A} disagrees with its signed "
-                                                    f"checkpoint of size {size}: inclusion of leaf ")
-    response = await get(http, "consistency", A, old_size=5, new_size=13)
-    assert (response.status_code, response.json()["details"]) == (500, {"tenant_id": A, "sizes": [5, 13]})
+        got = await refused(http, "inclusion", A, [size], **params)
+        assert got["reason"].startswith(f"the evidence read model of tenant {A} disagrees with its signed "
+                                        f"checkpoint of size {size}: inclusion of leaf ")
+    # those that read a node above it (stored when the leaf was folded) do not read the altered row: they are
+    # the true proofs, and verify against the signed root
+    for seq, size in ((1, 21), (20, 21), (2, 13), (16, 21)):
+        await verified_inclusion(http, A, seq, size)
+    # without the nodes (a generation from before them) every proof over it is made from all the leaves: refused
+    async with pool.connection() as conn:
+        await conn.execute(f"DELETE FROM {projection.schema}.nodes WHERE tenant_id = %s", (A,))
+    for params in ({"chain_seq": 9}, {"chain_seq": 1}, {"chain_seq": 20, "size": 21}, {"chain_seq": 2, "size": 13}):
+        got = await refused(http, "inclusion", A, [params.get("size", 21)], **params)
+        assert "inclusion of leaf " in got["reason"]
+    await refused(http, "consistency", A, [5, 13], old_size=5, new_size=13)
     # what the altered leaf is not under still verifies, and B is untouched
-    untouched = [await get(http, "inclusion", t, chain_seq=3, size=s) for t, s in ((A, 5), (B, 4))]
-    assert [r.status_code for r in untouched] == [200, 200]
+    for tenant, size in ((A, 5), (B, 4)):
+        await verified_inclusion(http, tenant, 3, size)
+
+
+async def test_a_tampered_node_row_answers_evidence_mismatch_for_every_proof_that_reads_it(world):
+    projection, pool, http = world.projection, world.pool, world.http
+    async with pool.connection() as conn:  # node (2, 2): the subtree over chain_seq 9..12
+        cur = await conn.execute(f"UPDATE {projection.schema}.nodes SET hash = %s WHERE tenant_id = %s AND level = 2 "
+                                 "AND idx = 2", (b"\x22" * 32, A))
+        assert cur.rowcount == 1
+    await refused(http, "inclusion", A, [13], chain_seq=1, size=13)
+    await refused(http, "inclusion", A, [13], chain_seq=13, size=13)
+    await refused(http, "consistency", A, [5, 13], old_size=5, new_size=13)
+    await refused(http, "consistency", A, [13, 21], old_size=13)
+    for seq, size in ((1, 21), (9, 13), (12, 21), (3, 5)):  # the (3, 1) above it, or its own leaves below it
+        await verified_inclusion(http, A, seq, size)
+
+
+def reference(tenant: str) -> list[tuple[int, int, bytes]]:
+    """TreeStore's every perfect subtree at level >= 1 of the tenant's whole chain, ordered as the query orders."""
+    store, n = TreeStore.from_leaves(hashes(tenant)), len(CHAINS[tenant])
+    return [(level, i, store.node(level, i)) for level in range(1, n.bit_length()) for i in range(n >> level)]
+
+
+async def evidence_tables(pool, schema: str) -> dict[str, list[tuple]]:
+    return {table: await rows(pool, f"SELECT * FROM {schema}.{table} ORDER BY 1, 2, 3")
+            for table in ("leaves", "nodes", "checkpoints")}
+
+
+async def test_the_fold_stores_exactly_tree_stores_nodes_and_a_replayed_poll_changes_nothing(world):
+    projection, pool = world.projection, world.pool
+    s = projection.schema
+    for tenant in (A, B, C):
+        assert await rows(pool, f"SELECT level, idx, hash FROM {s}.nodes WHERE tenant_id = '{tenant}' "
+                                "ORDER BY level, idx") == reference(tenant), tenant
+    assert [len(reference(t)) for t in (A, B, C)] == [27 - 4, 9 - 2, 4 - 1]  # n - popcount(n) each
+    before = await evidence_tables(pool, s)
+    part_way = [Batch(0, CHAINS[A][10:20] + CHAINS[B][2:9] + CHAINS[C][1:4], None)]  # from inside what is stored
+    for poll in (polls()[1], part_way, polls()[2], polls()[0]):
+        await projection.apply(poll)
+        assert await evidence_tables(pool, s) == before
+
+
+def table_of(sql: str) -> str:
+    return sql.split("FROM {s}.", 1)[1].split(" ", 1)[0]
+
+
+async def test_a_proof_reads_the_log_n_rows_it_needs_in_one_query_never_every_leaf(world):
+    http, models = world.http, world.models
+    models.reads.clear()
+    await verified_inclusion(http, A, 9, 21)
+    # leaf 8 itself and its path in the tree of 21: (0, 9), (1, 5), (2, 3), (3, 0), and [16, 21) as (2, 4), (0, 20)
+    assert [(table_of(sql), len(got)) for sql, _, got in models.reads] == \
+        [("held", 0), ("checkpoints", 1), ("nodes", 7)]
+    assert sorted((r["level"], r["idx"]) for r in models.reads[-1][2]) == \
+        [(0, 8), (0, 9), (0, 20), (1, 5), (2, 3), (2, 4), (3, 0)]
+    models.reads.clear()
+    response = await get(http, "consistency", A, old_size=5, new_size=21)
+    assert response.status_code == 200 and response.json()["proof"] == \
+        [h.hex() for h in merkle.consistency_proof(hashes(A), 5, 21)]
+    assert [(table_of(sql), len(got)) for sql, _, got in models.reads] == \
+        [("held", 0), ("checkpoints", 1), ("checkpoints", 1), ("checkpoints", 1), ("nodes", 7)]
+    # [16, 21) as (2, 4), (0, 20); (3, 1); (2, 0); then inside [4, 8): (1, 3), (0, 5), and the old tree's (0, 4)
+    assert sorted((r["level"], r["idx"]) for r in models.reads[-1][2]) == \
+        [(0, 4), (0, 5), (0, 20), (1, 3), (2, 0), (2, 4), (3, 1)]
+
+
+async def answers(http) -> list[dict]:
+    out = []
+    for seq in range(1, 22):
+        for size in (s for s in A_SIZES if s >= seq):
+            out.append((await get(http, "inclusion", A, chain_seq=seq, size=size)).json())
+    for old, new in ((5, 13), (5, 21), (13, 21), (21, 21)):
+        out.append((await get(http, "consistency", A, old_size=old, new_size=new)).json())
+    return out
+
+
+async def test_without_the_nodes_table_proofs_come_from_the_leaves_identical_and_it_is_logged_once(world, caplog):
+    projection, pool, http, models = world.projection, world.pool, world.http, world.models
+    caplog.set_level(logging.WARNING, logger="queries.evidence")
+    from_nodes = await answers(http)
+    assert all("proof" in a for a in from_nodes) and not any(table_of(sql) == "leaves" for sql, _, _ in models.reads)
+    async with pool.connection() as conn:  # the generation as it was before the nodes table
+        await conn.execute(f"DROP TABLE {projection.schema}.nodes")
+    models.reads.clear()
+    assert await answers(http) == from_nodes
+    # every answer read all its leaves, but consistency 21 → 21, which reads nothing
+    assert [table_of(sql) for sql, _, _ in models.reads].count("leaves") == len(from_nodes) - 1
+    # the projector, opened on it again, gives it an empty nodes table: nothing stored yet, the same answers
+    await EvidenceProjection(pool, projection.prefix).open()
+    assert await rows(pool, f"SELECT count(*) FROM {projection.schema}.nodes") == [(0,)]
+    assert await answers(http) == from_nodes
+    lines = [r.getMessage() for r in caplog.records if r.name == "queries.evidence"]
+    assert len(lines) == 1 and lines[0].startswith(f"evidence: tenant {A}: ") and "are not stored" in lines[0]
 
 
 async def test_a_checkpoint_that_does_not_hold_together_is_refused_by_the_fold(world):
-    projection = world[0]
+    projection = world.projection
     chain = CHAINS[B]
     good = checkpoint_event(chain, SIGNERS[B])
     forged = {**{k: v for k, v in good.items() if k != "hash"}}

@@ -1,9 +1,13 @@
 """Evidence queries (queries/evidence.py) over an in-memory read model: every proof verifies against its signed
-root and equals the list-based RFC 9162 proof, each bad input has its own refusal, and leaves that disagree
-with a signed checkpoint answer evidence_mismatch instead of a proof. The SQL is tested on PostgreSQL in
+root and equals the list-based RFC 9162 proof, each bad input has its own refusal, and leaves or nodes that
+disagree with a signed checkpoint answer evidence_mismatch instead of a proof. Proofs are made from the
+O(log n) stored hashes they need (nodes and leaves), and equal those made from every leaf (the fallback for
+a tenant without stored nodes) for every index of trees of many sizes. The SQL is tested on PostgreSQL in
 tests/integration/test_evidence_proofs.py."""
 import base64
+import bisect
 import hashlib
+import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,6 +15,7 @@ import pytest
 from infra.adapters.http.errors import Refused
 from queries.evidence import Evidence
 from schemas import merkle
+from schemas.merkle_trees import TreeStore
 from schemas.notes import Checkpoint, Signer
 
 TENANT = "acme"
@@ -25,23 +30,50 @@ def checkpoint(size: int, signer: Signer = KEY_1, root: bytes | None = None) -> 
     root = merkle.root(HASHES[:size]) if root is None else root
     note = Checkpoint(ORIGIN, size, root).sign([signer]).decode()
     return {"origin": ORIGIN, "size": size, "root": root, "note": note, "key": signer.vkey, "chain_seq": size + 1,
-            "recorded_at": T0 + timedelta(seconds=size)}
+            "recorded_at": T0 + timedelta(seconds=size % 60)}
+
+
+def nodes_of(hashes: list[bytes]) -> dict[tuple[int, int], bytes]:
+    """Every perfect subtree's hash at level >= 1 of the tree of these event hashes, as the projector stores them."""
+    store = TreeStore.from_leaves(hashes)
+    return {(level, i): store.node(level, i)
+            for level in range(1, len(hashes).bit_length()) for i in range(len(hashes) >> level)}
 
 
 class Memory(Evidence):
-    """The read model as lists: one tenant's leaves (chain_seq, hash) and checkpoints."""
+    """The read model in memory: one tenant's leaves (chain_seq, hash), checkpoints and nodes ((level, idx) → hash;
+    by default those the projector stores for these leaves). Records every read of nodes and of all leaves."""
 
-    def __init__(self, leaves: list[tuple[int, bytes]], checkpoints: list[dict]):
+    def __init__(self, leaves: list[tuple[int, bytes]], checkpoints: list[dict],
+                 nodes: dict[tuple[int, int], bytes] | None = None):
         super().__init__(models=None)
         self.rows, self.checkpoints = leaves, checkpoints
+        self.nodes = nodes_of([h for _, h in sorted(leaves)]) if nodes is None else nodes
+        self.by_seq = dict(leaves)
+        self.by_size = {c["size"]: c for c in checkpoints}
+        self.sizes = sorted(self.by_size)
+        self.node_reads: list[list[tuple[int, int]]] = []  # the coordinates each node_rows call asked for
+        self.leaf_reads: list[int] = []  # the size each leaf_rows call read up to (the O(n) path)
 
     async def find(self, tenant_id, size=None, exact=False):
-        mine = sorted(self.checkpoints if tenant_id == TENANT else [], key=lambda c: c["size"])
+        if tenant_id != TENANT or not self.sizes:
+            return None
         if size is None:
-            return mine[-1] if mine else None
-        return next((c for c in mine if (c["size"] == size if exact else c["size"] >= size)), None)
+            return self.by_size[self.sizes[-1]]
+        if exact:
+            return self.by_size.get(size)
+        at = bisect.bisect_left(self.sizes, size)
+        return self.by_size[self.sizes[at]] if at < len(self.sizes) else None
+
+    async def node_rows(self, tenant_id, coordinates):
+        self.node_reads.append(list(coordinates))
+        if tenant_id != TENANT:
+            return []
+        stored = [(lv, i, self.nodes.get((lv, i)) if lv else self.by_seq.get(i + 1)) for lv, i in coordinates]
+        return [row for row in stored if row[2] is not None]
 
     async def leaf_rows(self, tenant_id, size):
+        self.leaf_reads.append(size)
         return sorted(r for r in self.rows if tenant_id == TENANT and 1 <= r[0] <= size)
 
     async def key_rows(self, tenant_id):
@@ -174,6 +206,7 @@ def mismatch(sizes: str, problem: str) -> str:
 
 async def test_an_altered_leaf_answers_evidence_mismatch_for_every_proof_over_it_not_a_wrong_proof():
     altered = [*HASHES[:8], hashlib.sha256(b"forged").digest(), *HASHES[9:]]  # chain_seq 9
+    # projected so: its nodes are those of the altered leaves (a row altered after: tests/integration, tampered leaf)
     evidence = Memory(list(enumerate(altered, 1)), [checkpoint(s) for s in SIZES])
     leads_to, signed = merkle.root(altered[:13]).hex(), merkle.root(HASHES[:13]).hex()
     for seq in (1, 9, 13):
@@ -194,18 +227,29 @@ async def test_an_altered_leaf_answers_evidence_mismatch_for_every_proof_over_it
         [h.hex() for h in merkle.inclusion_proof(HASHES[:6], 2)]
 
 
+@pytest.mark.parametrize("nodes", [nodes_of(HASHES), {}], ids=["nodes stored", "no nodes (from the leaves)"])
 @pytest.mark.parametrize("rows, held", [
     ([r for r in enumerate(HASHES, 1) if r[0] != 4], "the read model holds 12 of the leaves 1 to 13"),
     (list(enumerate(HASHES[:10], 1)), "the read model holds 10 of the leaves 1 to 13"),
     ([(0, HASHES[0])] + [r for r in enumerate(HASHES, 1) if r[0] != 4],
      "the read model holds 12 of the leaves 1 to 13"),
 ])
-async def test_missing_leaves_answer_evidence_mismatch(rows, held):
-    evidence = Memory(rows, [checkpoint(13)])
+async def test_missing_leaves_a_proof_reads_answer_evidence_mismatch(rows, held, nodes):
+    # chain_seq 3's proof in the tree of 13 reads the leaves 3, 4 and 13: any of them missing, the proof is made
+    # from every leaf, which finds what is missing
+    evidence = Memory(rows, [checkpoint(13)], nodes)
     with pytest.raises(Refused) as refused:
-        await evidence.inclusion(TENANT, 2)
+        await evidence.inclusion(TENANT, 3)
     assert (refused.value.status, refused.value.code, refused.value.reason) == (
         500, "evidence_mismatch", mismatch("checkpoint of size 13", held))
+    assert evidence.leaf_reads == [13]
+
+
+async def test_a_proof_reads_only_the_rows_it_needs_so_a_lost_row_it_does_not_need_changes_nothing():
+    evidence = Memory([r for r in enumerate(HASHES, 1) if r[0] != 4], [checkpoint(13)], nodes_of(HASHES))
+    got = await evidence.inclusion(TENANT, 9)  # reads node (3, 0) over leaves 1..8, never leaf 4 itself
+    assert got["proof"] == [h.hex() for h in merkle.inclusion_proof(HASHES[:13], 8)]
+    assert evidence.node_reads == [[(0, 8), (3, 0), (0, 12), (1, 5), (0, 9)]] and evidence.leaf_reads == []
 
 
 async def test_two_signed_checkpoints_that_do_not_extend_each_other_answer_evidence_mismatch():
@@ -218,3 +262,99 @@ async def test_two_signed_checkpoints_that_do_not_extend_each_other_answer_evide
     assert refused.value.reason.startswith("the evidence read model of tenant acme disagrees with its signed "
                                            "checkpoints of size 6 and 13: old tree of 6: the proof leads to root ")
     assert (await evidence.inclusion(TENANT, 6, 13))["tree_size"] == 13
+
+
+# -- proofs from stored nodes, against proofs from every leaf ---------------------------------------------------
+BIG = [hashlib.sha256(f"big event {i}".encode()).digest() for i in range(1, 1025)]
+BIG_STORE = TreeStore.from_leaves(BIG)
+BIG_SIZES = (*range(1, 301), 511, 512, 513, 1000, 1024)
+EVERY_LEAF_UP_TO = 40  # up to this size, every answer is also made from every leaf (O(n) each), and compared
+
+
+@pytest.fixture(scope="module")
+def big_checkpoints() -> list[dict]:
+    return [checkpoint(size, root=BIG_STORE.root(size)) for size in BIG_SIZES]
+
+
+def bounded(reads: list[list[tuple[int, int]]], size: int, extra: int) -> bool:
+    return all(len(r) <= 2 * (size - 1).bit_length() + extra for r in reads)
+
+
+async def test_inclusion_proofs_from_nodes_equal_those_from_every_leaf_for_every_index_of_many_sizes(big_checkpoints):
+    from_nodes = Memory(list(enumerate(BIG, 1)), big_checkpoints)
+    from_leaves = Memory(list(enumerate(BIG, 1)), big_checkpoints, nodes={})
+    for size in BIG_SIZES:
+        for seq in range(1, size + 1):
+            got = await from_nodes.inclusion(TENANT, seq, size)
+            assert (got["proof"], got["leaf_hash"], got["event_hash"]) == (
+                [h.hex() for h in BIG_STORE.inclusion_proof(seq - 1, size)], BIG_STORE.node(0, seq - 1).hex(),
+                BIG[seq - 1].hex()), (seq, size)
+            if size <= EVERY_LEAF_UP_TO or seq in (1, 2, size // 2, size - 1, size):
+                assert got == await from_leaves.inclusion(TENANT, seq, size), (seq, size)
+        # one query of at most 2 log2(size) + 1 hashes per proof (its leaf too), never every leaf
+        assert bounded(from_nodes.node_reads, size, 1) and from_nodes.leaf_reads == [], size
+        from_nodes.node_reads.clear()
+    # without nodes, trees of 1 and 2 are all leaves; every larger one has proofs that fall back to every leaf
+    assert set(from_leaves.leaf_reads) == set(BIG_SIZES) - {1, 2}
+
+
+async def test_consistency_proofs_from_nodes_equal_those_from_every_leaf_for_every_old_size(big_checkpoints):
+    from_nodes = Memory(list(enumerate(BIG, 1)), big_checkpoints)
+    from_leaves = Memory(list(enumerate(BIG, 1)), big_checkpoints, nodes={})
+    for new in BIG_SIZES:
+        for old in range(1, new + 1) if new <= 300 else (*range(1, 300, 7), 511, 512, 513, 1000, 1024):
+            if old > new:
+                continue
+            got = await from_nodes.consistency(TENANT, old, new)
+            assert (got["old_root"], got["new_root"], got["proof"]) == (
+                BIG_STORE.root(old).hex(), BIG_STORE.root(new).hex(),
+                [h.hex() for h in BIG_STORE.consistency_proof(old, new)]), (old, new)
+            if new <= EVERY_LEAF_UP_TO or old in (1, new // 2, new - 1):
+                assert got == await from_leaves.consistency(TENANT, old, new), (old, new)
+        assert bounded(from_nodes.node_reads, new, 0) and from_nodes.leaf_reads == [], new
+        from_nodes.node_reads.clear()
+
+
+async def test_without_stored_nodes_the_answers_come_from_the_leaves_the_same_logged_once_per_tenant(caplog):
+    caplog.set_level(logging.WARNING, logger="queries.evidence")
+    stored, bare = full(), Memory(list(enumerate(HASHES, 1)), full().checkpoints, nodes={})
+    for size in SIZES:
+        for seq in (1, size // 2 + 1, size):
+            assert await bare.inclusion(TENANT, seq, size) == await stored.inclusion(TENANT, seq, size)
+        assert await bare.consistency(TENANT, 1, size) == await stored.consistency(TENANT, 1, size)
+    # a tree of 1 is one leaf (read as such); each later proof needs a node, so all its leaves are read instead
+    assert bare.leaf_reads == [6] * 4 + [13] * 4 + [19] * 4 and stored.leaf_reads == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "queries.evidence"]
+    assert lines == ["evidence: tenant acme: 2 of the 4 hashes a proof reads are not stored ((level, index) (1, 2) "
+                     "first; a generation projected before the nodes table?): its proofs are made from all its "
+                     "leaves, O(n) reads each, until the evidence read model is rebuilt"]
+    # some nodes but not all: the same, from the leaves
+    partial = Memory(list(enumerate(HASHES, 1)), full().checkpoints,
+                     {c: h for c, h in nodes_of(HASHES).items() if c != (2, 1)})
+    assert await partial.inclusion(TENANT, 1, 13) == await stored.inclusion(TENANT, 1, 13)
+    assert partial.leaf_reads == [13]
+
+
+async def test_a_tampered_node_answers_evidence_mismatch_for_the_proofs_that_read_it():
+    nodes = {**nodes_of(HASHES), (2, 1): hashlib.sha256(b"forged").digest()}  # leaves 5..8
+    evidence = Memory(list(enumerate(HASHES, 1)), full().checkpoints, nodes)
+    signed = merkle.root(HASHES[:13]).hex()
+    with pytest.raises(Refused) as refused:
+        await evidence.inclusion(TENANT, 2, 13)
+    problem = refused.value.reason.split("13: ", 1)[1].split("; no proof")[0]
+    assert (refused.value.status, refused.value.code, refused.value.details) == \
+        (500, "evidence_mismatch", {"tenant_id": TENANT, "sizes": [13]})
+    assert refused.value.reason == mismatch("checkpoint of size 13", problem)
+    assert problem.startswith("inclusion of leaf 1 in the tree of 13: the proof leads to root ") and \
+        problem.endswith(f", expected {signed}")
+    with pytest.raises(Refused) as refused:
+        await evidence.consistency(TENANT, 1, 13)
+    assert (refused.value.status, refused.value.code, refused.value.details) == \
+        (500, "evidence_mismatch", {"tenant_id": TENANT, "sizes": [1, 13]})
+    assert evidence.leaf_reads == []  # a mismatch is never retried from the leaves
+    # proofs that do not read it are served, and verify
+    for seq in (5, 6, 9, 13):  # leaves 5..8 read their own subtree below (2, 1); 9..13 read (3, 0) above it
+        got = await evidence.inclusion(TENANT, seq, 13)
+        assert got["proof"] == [h.hex() for h in merkle.inclusion_proof(HASHES[:13], seq - 1)]
+    assert (await evidence.consistency(TENANT, 6, 19))["proof"] == \
+        [h.hex() for h in merkle.consistency_proof(HASHES, 6, 19)]
