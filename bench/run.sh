@@ -4,10 +4,11 @@
 # bench/evidence/README.md). Each prints one table of measured vs target, next to baselines
 # measured in the same run.
 #
-# Usage: bench/run.sh [write|read|streams|evidence] [that benchmark's options...]
+# Usage: bench/run.sh [write|read|streams|evidence|policy] [that benchmark's options...]
 #        e.g. bench/run.sh --quick, bench/run.sh read --quick, bench/run.sh streams --help
 #        (no benchmark named = write). The same as `python -m bench.<name> ...` from the repo root.
-#        evidence needs no broker or database and starts no stack.
+#        evidence and policy (Cedar evaluation per tool call, bench/policy/README.md) need no broker
+#        or database and start no stack.
 #
 # Without RUNLEDGER_KAFKA_BOOTSTRAP in the environment, the benchmark starts its own local stack
 # (infra/local/stack.sh: Kafka + PostgreSQL) in its own home and on its own ports, so it never
@@ -25,7 +26,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 case "${1:-}" in
-  write | read | streams | evidence) NAME="$1"; shift ;;
+  write | read | streams | evidence | policy) NAME="$1"; shift ;;
   *) NAME=write ;;
 esac
 cd "$ROOT"

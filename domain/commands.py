@@ -3,8 +3,9 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BeforeValidator, Field
 
-from domain.fields import (Command, Count, Currency, Digest, Id, Micros,
+from domain.fields import (Command, Count, Currency, Digest, Id, Instant, Micros,
                            Name, RecordClass, RiskTier, TenantName, Text, json_integer)
+from domain.policy_source import PolicyText
 from domain.scopes import ExportScope, HoldScope
 
 
@@ -80,15 +81,51 @@ class RequestToolCall(Command):
     risk_tier: RiskTier
     params_digest: Digest
     step_id: Id | None = None
+    access: Literal["read", "write"] | None = None  # evaluated as write when not given
+    operation: Name | None = None
+    environment: Name | None = None
 
 
 class DecidePolicy(Command):
+    """An external engine's decision of a call its envelope handed out (EXTERNAL): never the requester's own."""
     type: Literal["DecidePolicy"] = "DecidePolicy"
     tool_call_id: Id
     decision: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"]
     policy_id: Name
     policy_version: Name
+    bundle_revision: Name
+    evaluated_at: Instant
     reason: Text
+    required_approvals: Annotated[Literal[1, 2], BeforeValidator(json_integer)] | None = None
+    required_role: Name | None = None
+
+
+class PublishPolicy(Command):
+    """Publish a policy envelope (Cedar policies and schema, SemVer version); `digest`, if given, must match."""
+    type: Literal["PublishPolicy"] = "PublishPolicy"
+    policy_id: Name
+    version: Name
+    policies: PolicyText
+    cedar_schema: PolicyText
+    digest: Digest | None = None
+
+
+class ActivatePolicy(Command):
+    """Make a published version the one that decides calls in the tenant, or in a project and/or environment."""
+    type: Literal["ActivatePolicy"] = "ActivatePolicy"
+    policy_id: Name
+    version: Name
+    project: Name | None = None
+    environment: Name | None = None
+
+
+class RecordStepUp(Command):
+    """Record that the requester of a call awaiting a step-up authenticated again, of the kind its policy names."""
+    type: Literal["RecordStepUp"] = "RecordStepUp"
+    tool_call_id: Id
+    kind: Name
+    subject: Name
+    authenticated_at: Instant
 
 
 class CompleteToolCall(Command):
@@ -110,8 +147,8 @@ class RequestApproval(Command):
     tool_call_id: Id | None = None
     action: Name
     risk_tier: RiskTier
-    required_role: Name = "approver"
-    required_approvals: Annotated[Literal[1, 2], BeforeValidator(json_integer)] = 1
+    required_role: Name | None = None  # for a tool call: its policy's; else approver
+    required_approvals: Annotated[Literal[1, 2], BeforeValidator(json_integer)] | None = None  # at least the policy's
     expires_in_seconds: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 3600
 
 
@@ -236,6 +273,7 @@ AnyCommand = Annotated[Union[
     RequestApproval, GrantApproval, DenyApproval, ExpireApproval, SetBudget, RecordCost,
     PlaceLegalHold, ReleaseLegalHold, SetRetentionPolicy, SweepRetention, SetContentPolicy, ShredSubject,
     SignCheckpoint, RecordExport, RequestExport, FailExport,
+    PublishPolicy, ActivatePolicy, RecordStepUp,
 ], Field(discriminator="type")]
 
 COMMAND_TYPES = {c.model_fields["type"].default: c for c in AnyCommand.__origin__.__args__}

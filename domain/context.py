@@ -7,6 +7,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from uuid_utils.compat import uuid7
 
+from domain.calls import CallWindows
 from domain.content import KeyRing, labels_text, record
 from domain.errors import InvalidState, NotFound, VersionConflict
 from domain.governance import stores_content
@@ -33,6 +34,7 @@ class Context:
     signer: Any = None  # domain.evidence.CheckpointSigner, or None where no signing key is configured
     unsigned: int = 0  # events since the last checkpoint (not counting its own)
     touched: list[Aggregate] = field(default_factory=list)
+    calls: CallWindows = field(default_factory=CallWindows)  # each agent's recent tool calls (domain/calls.py)
 
     @property
     def now_iso(self) -> str:

@@ -10,6 +10,7 @@ from domain.context import Context
 from domain.errors import InvalidCommand, InvalidState
 from domain.evidence import fail_export, record_export, request_export, sign_checkpoint
 from domain.governing import GOVERNANCE_HANDLERS
+from domain.policing import POLICY_HANDLERS, decide_policy, request_tool_call
 from domain.run import Run
 from domain.tool_call import ToolCall
 
@@ -78,22 +79,6 @@ def force_fail_run(cmd: c.ForceFailRun, ctx: Context) -> UUID:
     return cmd.run_id
 
 
-def request_tool_call(cmd: c.RequestToolCall, ctx: Context) -> UUID:
-    run = ctx.get(Run, cmd.run_id)
-    run.check_state("running", action="request a tool call in")
-    if cmd.step_id is not None and str(cmd.step_id) not in run.steps:
-        raise InvalidCommand(f"run {run.id} has no step {cmd.step_id}", "unknown_step")
-    tool_call_id = ctx.new_id(cmd.tool_call_id)
-    return ctx.add(ToolCall.request(tool_call_id, str(cmd.run_id), cmd.tool, cmd.risk_tier,
-                                    cmd.params_digest, ctx.str_or_none(cmd.step_id)))
-
-
-def decide_policy(cmd: c.DecidePolicy, ctx: Context) -> UUID:
-    reason = ctx.content(cmd.reason)
-    ctx.get(ToolCall, cmd.tool_call_id).decide(cmd.decision, cmd.policy_id, cmd.policy_version, reason)
-    return cmd.tool_call_id
-
-
 def complete_tool_call(cmd: c.CompleteToolCall, ctx: Context) -> UUID:
     ctx.get(ToolCall, cmd.tool_call_id).complete(cmd.result_digest)
     return cmd.tool_call_id
@@ -108,14 +93,16 @@ def fail_tool_call(cmd: c.FailToolCall, ctx: Context) -> UUID:
 def request_approval(cmd: c.RequestApproval, ctx: Context) -> UUID:
     run = ctx.get(Run, cmd.run_id)
     run.check_state("running", "waiting_for_approval", action="request an approval in")
+    count, role = cmd.required_approvals or 1, cmd.required_role or "approver"
     if cmd.tool_call_id is not None:
-        check_tool_call_awaits_approval(ctx.get(ToolCall, cmd.tool_call_id), str(cmd.run_id))
+        call = ctx.get(ToolCall, cmd.tool_call_id)
+        check_tool_call_awaits_approval(call, str(cmd.run_id))
+        count, role = call.approval_terms(cmd.required_approvals, cmd.required_role)
     approval_id = ctx.new_id(cmd.approval_id)
     action = ctx.content(cmd.action)
     expires_at = ctx.iso(ctx.now + timedelta(seconds=cmd.expires_in_seconds))
     ctx.add(Approval.request(approval_id, str(cmd.run_id), ctx.str_or_none(cmd.tool_call_id),
-                             action, cmd.risk_tier, cmd.required_role,
-                             cmd.required_approvals, ctx.actor.subject, expires_at))
+                             action, cmd.risk_tier, role, count, ctx.actor.subject, expires_at))
     run.wait_for_approval(approval_id)
     return UUID(approval_id)
 
@@ -214,6 +201,7 @@ HANDLERS: dict[type, tuple[Handler, frozenset[str]]] = {
     c.SetBudget: (set_budget, frozenset({"admin"})),
     c.RecordCost: (record_cost, OPERATORS),
     **GOVERNANCE_HANDLERS,
+    **POLICY_HANDLERS,
     c.SignCheckpoint: (sign_checkpoint, frozenset({"system"})),
     c.RecordExport: (record_export, frozenset({"auditor", "admin"})),
     c.RequestExport: (request_export, frozenset({"auditor", "admin"})),

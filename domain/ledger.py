@@ -13,11 +13,13 @@ from pydantic import TypeAdapter, ValidationError
 from uuid_utils.compat import uuid7
 
 from domain.commands import AnyCommand, ExpireApproval
+from domain.calls import CallWindows
 from domain.content import KeyRing
 from domain.context import Context
 from domain.errors import DomainError, Forbidden, InvalidCommand
 from domain.governance import retention_id, stores_content
 from domain.handlers import HANDLERS
+from domain.policy_reply import policy_outcome
 from domain.retention import Families, Rules
 from domain.registry import (AGGREGATE_TYPES, EVENT_TYPES, payload_of, schema_version_of,
                              to_domain_event)
@@ -60,6 +62,7 @@ class TenantLedger:
     tree: CompactTree = field(default_factory=CompactTree)
     signer: Any = None  # domain.evidence.CheckpointSigner
     checkpoint_seq: int = 0  # chain_seq of the last checkpoint.signed
+    calls: CallWindows = field(default_factory=CallWindows)  # what THROTTLE counts, folded from the log
 
     def __post_init__(self) -> None:
         self.chain = self.chain or ChainVerifier(self.tenant_id)
@@ -85,6 +88,7 @@ class TenantLedger:
         self.track_timers(env["type"], env["aggregate_id"], env["payload"])
         self.track_steps(env["type"], env["aggregate_id"], env["payload"])
         self.families.track(env)
+        self.calls.track(env, self.aggregates)
         self.tree.append(leaf_hash(bytes.fromhex(env["hash"])))
         if env["type"] == "checkpoint.signed":
             self.checkpoint_seq = env["chain_seq"]
@@ -140,7 +144,8 @@ class TenantLedger:
             raise Undecidable(command["command_id"], error) from error
         else:
             reply = self.reply(command, "accepted", aggregate_id=str(aggregate_id),
-                               aggregate_version=version, events=[summary(e) for e in envelopes])
+                               aggregate_version=version, events=[summary(e) for e in envelopes],
+                               **policy_outcome(envelopes))
         if key:
             self.replies[key] = reply
         return reply, envelopes
@@ -164,6 +169,7 @@ class TenantLedger:
         ctx = Context(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"),
                       step_runs=self.step_runs, families=self.families, rules=self.rules, sealer=ring,
                       tree=self.tree, signer=self.signer, unsigned=self.unsigned)
+        ctx.calls = self.calls
         try:
             aggregate_id = handler(cmd, ctx)
         except DomainError:

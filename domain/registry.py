@@ -12,6 +12,7 @@ from domain.approval import Approval
 from domain.budget import Budget
 from domain.evidence import Export, ExportJob, TreeHeads
 from domain.governance import LegalHold, Retention
+from domain.policies import Policies
 from domain.run import Run
 from domain.tool_call import ToolCall
 
@@ -19,6 +20,7 @@ AGGREGATES: dict[str, type[Aggregate]] = {
     "run": Run, "tool_call": ToolCall, "approval": Approval, "budget": Budget,
     "legal_hold": LegalHold, "retention": Retention, "checkpoint": TreeHeads, "export": Export,
     "export_job": ExportJob,
+    "policy": Policies,
 }
 BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 

@@ -47,7 +47,8 @@ CREATE INDEX IF NOT EXISTS tool_calls_by_run ON {s}.tool_calls (tenant_id, run_i
 
 RUN_ENDS = {"run.succeeded": "succeeded", "run.failed": "failed", "run.cancelled": "cancelled",
             "run.force_failed": "failed"}
-TOOL_DECISION_STATE = {"ALLOW": "allowed", "DENY": "blocked", "REQUIRE_APPROVAL": "awaiting_approval"}
+TOOL_DECISION_STATE = {"ALLOW": "allowed", "DENY": "blocked", "REQUIRE_APPROVAL": "awaiting_approval",
+                       "REQUIRE_STEP_UP": "awaiting_step_up", "THROTTLE": "throttled", "EXTERNAL": "awaiting_decision"}
 SWEPT_TABLES = ("tool_calls", "steps", "runs")  # every row of each carries its run_id
 
 
@@ -124,6 +125,8 @@ class RunsProjection(PostgresProjection):
                                          TOOL_DECISION_STATE[p["decision"]])]
             case "tool_call.approved":
                 return [self.tool_update(env, "state = 'allowed', approval_id = %s", p["approval_id"])]
+            case "tool_call.stepped_up":
+                return [self.tool_update(env, "state = 'allowed'")]
             case "tool_call.blocked":
                 return [self.tool_update(env, "state = 'blocked', error = %s, finished_at = %s", text(p["reason"]),
                                          at)]

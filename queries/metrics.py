@@ -48,3 +48,37 @@ class LagMetrics:
                 await asyncio.wait_for(stop.wait(), every_s)
             except asyncio.TimeoutError:
                 pass
+
+
+VIOLATIONS = ("SELECT tenant_id, count() AS n FROM {db}.events FINAL WHERE type = 'tool_call.violation_recorded' "
+              "GROUP BY tenant_id")
+
+
+class ViolationMetrics:
+    """Policy violations (denied high-risk tool calls) per tenant, counted from the audit store for ops."""
+
+    def __init__(self, discovery) -> None:
+        self.discovery = discovery
+        self.counts: dict[str, int] = {}
+
+    def register(self, meter: Meter) -> None:
+        meter.create_observable_counter("runledger.policy.violations", [self.violations], unit="{violation}",
+                                        description="tool_call.violation_recorded events of the tenant so far")
+
+    def violations(self, _: CallbackOptions) -> list[Observation]:
+        return [Observation(n, {"tenant_id": tenant}) for tenant, n in sorted(self.counts.items())]
+
+    async def refresh(self) -> None:
+        rows = await self.discovery.query(self.discovery.audit, VIOLATIONS, {})
+        self.counts = {r["tenant_id"]: r["n"] for r in rows}
+
+    async def refresh_forever(self, stop: asyncio.Event, every_s: float = 5.0) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+            except Exception as error:
+                log.warning("could not count policy violations: %r", error)
+            try:
+                await asyncio.wait_for(stop.wait(), every_s)
+            except asyncio.TimeoutError:
+                pass

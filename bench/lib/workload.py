@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from typing import Iterator
 
 OPERATOR = ("agent", ("operator",))
-POLICY = ("policy-engine", ("policy",))
+ADMIN = ("admin", ("admin",))
+# The tenant's envelope decides each call as the workload drew it: the call's `operation` names the outcome,
+# and what no permit matches (deny) is denied by default.
+POLICIES = """
+@id("allow") permit(principal, action, resource) when { context has operation && context.operation == "allow" };
+@id("approve") @decision("REQUIRE_APPROVAL") @approvals("1")
+permit(principal, action, resource) when { context has operation && context.operation == "require_approval" };
+"""
 
 
 @dataclass(frozen=True)
@@ -57,15 +64,26 @@ def run_script(tenant: str, rng: random.Random) -> Iterator[Step]:
         yield op({"type": "CancelRun", "run_id": run_id, "reason": "user abort"})
 
 
+def policy_steps(tenant: str, seed: int) -> list[Step]:
+    """Publish and activate the envelope that decides the tenant's calls (no envelope: every call is denied).
+
+    Its version is the seed's, so a later workload for the same tenants (a greater seed) publishes a greater one.
+    """
+    from domain.policy import REQUEST_SCHEMA
+    version = f"1.0.{seed}"
+    return [Step(tenant, {"type": "PublishPolicy", "policy_id": "default", "version": version,
+                          "policies": POLICIES, "cedar_schema": REQUEST_SCHEMA}, *ADMIN),
+            Step(tenant, {"type": "ActivatePolicy", "policy_id": "default", "version": version}, *ADMIN)]
+
+
 def tool_call(tenant: str, run_id: str, rng: random.Random) -> Iterator[Step]:
+    """A call the processor decides when it is requested (by the envelope of policy_steps)."""
     call_id = _id(rng)
     decision = rng.choice(["ALLOW", "ALLOW", "DENY", "REQUIRE_APPROVAL"])
     yield Step(tenant, {"type": "RequestToolCall", "run_id": run_id, "tool_call_id": call_id,
                         "tool": rng.choice(["search", "sql", "email", "refund"]),
                         "risk_tier": rng.choice(["low", "medium", "high"]),
-                        "params_digest": _digest(call_id)}, *OPERATOR)
-    yield Step(tenant, {"type": "DecidePolicy", "tool_call_id": call_id, "decision": decision,
-                        "policy_id": "default", "policy_version": "2026.11", "reason": "rule matched"}, *POLICY)
+                        "operation": decision.lower(), "params_digest": _digest(call_id)}, *OPERATOR)
     if decision == "REQUIRE_APPROVAL":
         approval_id = _id(rng)
         count = rng.choice([1, 2])
@@ -89,7 +107,8 @@ def tool_call(tenant: str, run_id: str, rng: random.Random) -> Iterator[Step]:
 def workload(tenants: list[str], runs_per_tenant: int, seed: int = 7) -> list[Step]:
     """Interleave the tenants' runs; within a tenant the order is the order to send."""
     rng = random.Random(seed)
-    per_tenant = {t: [s for _ in range(runs_per_tenant) for s in run_script(t, rng)] for t in tenants}
+    per_tenant = {t: policy_steps(t, seed) + [s for _ in range(runs_per_tenant) for s in run_script(t, rng)]
+                  for t in tenants}
     steps, cursors = [], {t: 0 for t in tenants}
     while any(cursors[t] < len(per_tenant[t]) for t in tenants):
         for t in tenants:

@@ -28,11 +28,13 @@ from projectors.cost import CostProjection
 from projectors.evidence import EvidenceProjection
 from projectors.governance import GovernanceProjection
 from projectors.jobs import RebuildJobs
-from queries.metrics import LagMetrics
+from queries.metrics import LagMetrics, ViolationMetrics
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
 from queries.api import (routes_approvals, routes_discovery, routes_evidence, routes_governance, routes_ops,
                          routes_runs)
+from queries.api import routes_policy
+from queries.policy import PolicyQueries
 from queries.discovery import Discovery
 from queries.evidence import Evidence
 from queries.governance import Governance
@@ -46,7 +48,8 @@ POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection,
                         EvidenceProjection)
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
 ROUTERS = (routes_commands.router, routes_runs.router, routes_approvals.router, routes_discovery.router,
-           routes_governance.router, routes_evidence.router, routes_ops.router, streams_viewer.router, streams_routes.router)
+           routes_governance.router, routes_evidence.router, routes_ops.router, streams_viewer.router, streams_routes.router,
+           routes_policy.router)
 
 
 class MissingSetting(Exception):
@@ -104,6 +107,10 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
         lag = LagMetrics()
         lag.register(setup_metrics("runledger", console=settings.otel_console))
         tasks.append(asyncio.create_task(lag.refresh_forever(settings, projections, stop), name="lag-metrics"))
+        by_name = {p.name: p for p in projections}
+        violations = ViolationMetrics(Discovery(by_name["audit"], by_name["cost"]))
+        violations.register(setup_metrics("runledger", console=settings.otel_console))
+        tasks.append(asyncio.create_task(violations.refresh_forever(stop), name="violation-metrics"))
     if api:
         hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
         tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
@@ -151,6 +158,7 @@ def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, repo
     discovery = Discovery(by_name["audit"], by_name["cost"], content)
     services = {"bus": bus, "read_models": read_models, "projections": projections, "discovery": discovery,
                 "governance": Governance(read_models, discovery), "evidence": Evidence(read_models),
+                "policy": PolicyQueries(discovery),
                 "stream_sources": Sources(hub, read_models, partial(read_models.wait_for, "channels")),
                 "rebuilds": RebuildJobs(settings, projections)}
     return create_app(settings, list(ROUTERS), services, started=[bus], health=report)

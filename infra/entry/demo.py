@@ -1,4 +1,5 @@
-"""A demo workload: content sealed per author, agent runs with tool calls, a policy DENY, approvals
+"""A demo workload: content sealed per author, a Cedar policy published, agent runs with tool calls it decides
+(ALLOW, a DENY, a two-person REQUIRE_APPROVAL), approvals
 granted and expired, costs against a budget, completion, hostile input refused, a legal hold, a
 retention sweep that spares it and a shred it refuses; then the tenant's chain is verified from Kafka."""
 import asyncio
@@ -10,6 +11,7 @@ import httpx
 from infra.adapters.http.auth import mint
 from infra.entry.client import LedgerClient, Outcome
 from infra.entry.demo_evidence import show_evidence
+from infra.entry.demo_policy import publish_policy, show_decision, show_policy
 from infra.adapters.settings import Settings
 from infra.entry.verify import tenant_envelopes, verify_tenant
 
@@ -27,7 +29,6 @@ class Demo:
             return LedgerClient(http, mint(secret, tenant, subject, list(roles), settings.jwt_audience))
 
         self.agent = client("agent:support-bot", "operator")
-        self.policy = client("policy-engine", "policy")
         self.alice = client("alice", "approver")
         self.bob = client("bob", "approver")
         self.admin = client("ops-admin", "admin")
@@ -42,13 +43,12 @@ class Demo:
         print(f"  {outcome.status_code} {label:<46} {verdict}{extra}")
         return outcome
 
-    async def tool(self, run_id: str, tool: str, risk: str, decision: str, reason: str) -> str:
+    async def tool(self, run_id: str, tool: str, risk: str, decision: str) -> str:
+        """Request a call; the processor evaluates the active envelope in the same command."""
         call = await self.step(self.agent, f"request tool call {tool} ({risk})", {
             "type": "RequestToolCall", "run_id": run_id, "tool": tool, "risk_tier": risk,
             "params_digest": digest(f"{tool}-params")})
-        await self.step(self.policy, f"policy {decision} for {tool}", {
-            "type": "DecidePolicy", "tool_call_id": call.id, "decision": decision,
-            "policy_id": "tools-default", "policy_version": "2026.11.1", "reason": reason})
+        show_decision(call, decision)
         return call.id
 
     async def start_run(self, agent: str, budget: int | None = None) -> str:
@@ -72,6 +72,7 @@ class Demo:
             "type": "SetBudget", "project": "support", "period": "month",
             "limit_micros": 500_000, "currency": "USD"})
 
+        await publish_policy(self)
         print("run 1: allowed tool, a DENY that is final, completion")
         run1 = await self.start_run("support-bot")
         step = await self.step(self.agent, "start llm step", {
@@ -79,17 +80,20 @@ class Demo:
         await self.cost(run1, 120_000)
         await self.step(self.agent, "finish llm step", {
             "type": "FinishStep", "run_id": run1, "step_id": step.id, "outcome": "succeeded"})
-        search = await self.tool(run1, "kb.search", "low", "ALLOW", "read-only tool")
+        search = await self.tool(run1, "kb.search", "low", "ALLOW")
         await self.step(self.agent, "complete kb.search", {
             "type": "CompleteToolCall", "tool_call_id": search, "result_digest": digest("hits")})
-        drop = await self.tool(run1, "db.drop_table", "critical", "DENY", "destructive tool")
+        drop = await self.tool(run1, "db.drop_table", "critical", "DENY")
         await self.step(self.agent, "try to run the denied tool anyway", {
             "type": "CompleteToolCall", "tool_call_id": drop})
         await self.step(self.agent, "complete run", {"type": "CompleteRun", "run_id": run1})
 
-        print("run 2: a two-person approval, granted")
+        print("run 2: a two-person approval the policy requires, granted")
         run2 = await self.start_run("refund-bot")
-        refund = await self.tool(run2, "payments.refund", "high", "REQUIRE_APPROVAL", "money moves")
+        refund = await self.tool(run2, "payments.refund", "high", "REQUIRE_APPROVAL")
+        await self.step(self.agent, "request approval with 1 approver", {
+            "type": "RequestApproval", "run_id": run2, "tool_call_id": refund,
+            "action": "refund 40 EUR", "risk_tier": "high", "required_approvals": 1})
         approval = await self.step(self.agent, "request approval (2 approvers)", {
             "type": "RequestApproval", "run_id": run2, "tool_call_id": refund,
             "action": "refund 40 EUR", "risk_tier": "high", "required_approvals": 2})
@@ -105,7 +109,7 @@ class Demo:
 
         print("run 3: an approval that expires, then over budget")
         run3 = await self.start_run("deploy-bot")
-        deploy = await self.tool(run3, "k8s.deploy", "high", "REQUIRE_APPROVAL", "prod change")
+        deploy = await self.tool(run3, "k8s.deploy", "high", "REQUIRE_APPROVAL")
         expiring = await self.step(self.agent, "request approval expiring in 2 s", {
             "type": "RequestApproval", "run_id": run3, "tool_call_id": deploy,
             "action": "deploy to prod", "risk_tier": "high", "expires_in_seconds": 2})
@@ -122,6 +126,7 @@ class Demo:
                                                           "reason": "superseded"})
         await self.hostile(run3)
         await self.show_read_models(last.body["events"][-1]["chain_seq"])
+        await show_policy(self, last.body["events"][-1]["chain_seq"])
         seq = await self.governance(run2)
         await show_evidence(self, run2, seq)
 

@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+from domain.policy import REQUEST_SCHEMA
 from infra.entry.client import LedgerClient
 from tests.support import token, unique
 
@@ -30,18 +31,20 @@ async def story(api):
 
         await sent({"type": "SetBudget", "project": "p1", "period": "month",
                     "limit_micros": 10_000, "currency": "USD"}, "root", "admin")
+        await sent({"type": "PublishPolicy", "policy_id": "pol", "version": "7.0.0", "cedar_schema": REQUEST_SCHEMA,
+                    "policies": '@id("search") permit(principal, action, resource) when { context.tool == "search" };'},
+                   "root", "admin")
+        await sent({"type": "ActivatePolicy", "policy_id": "pol", "version": "7.0.0"}, "root", "admin")
         runs = []
         for agent in ("alpha", "beta"):
             run = (await sent({"type": "RequestRun", "agent_id": agent, "project": "p1"}))["aggregate_id"]
             await sent({"type": "StartRun", "run_id": run})
             runs.append(run)
         calls = {}
-        for run, tool, decision in ((runs[0], "search", "ALLOW"), (runs[1], "shell", "DENY")):
-            call = (await sent({"type": "RequestToolCall", "run_id": run, "tool": tool,
-                                "risk_tier": "high", "params_digest": "e" * 64}))["aggregate_id"]
-            await sent({"type": "DecidePolicy", "tool_call_id": call, "decision": decision,
-                        "policy_id": "pol", "policy_version": "v7", "reason": "r"}, "pe", "policy")
-            calls[decision] = call
+        for run, tool in ((runs[0], "search"), (runs[1], "shell")):  # decided by pol@7.0.0: ALLOW, DENY
+            call = await sent({"type": "RequestToolCall", "run_id": run, "tool": tool,
+                               "risk_tier": "high", "params_digest": "e" * 64})
+            calls[call["decision"]["decision"]] = call["aggregate_id"]
         for run, model, amount in ((runs[0], "opus", 1200), (runs[0], "haiku", 300), (runs[1], "opus", 500)):
             await sent({"type": "RecordCost", "run_id": run, "provider": "anthropic", "model": model,
                         "tokens_in": amount, "tokens_out": 1, "amount_micros": amount, "currency": "USD"})
@@ -60,14 +63,16 @@ async def test_search_by_type_actor_run_tool_and_decision(http, story):
     assert [e["chain_seq"] for e in everything] == list(range(seq, 0, -1))
     denied = await search(decision="DENY")
     assert [(e["type"], e["tool"], e["run_id"], e["policy_version"]) for e in denied] == [
-        ("tool_call.policy_decided", "shell", story["runs"][1], "v7")]
-    by_policy_engine = await search(actor="pe")
-    assert {e["type"] for e in by_policy_engine} == {"tool_call.policy_decided"} and len(by_policy_engine) == 2
+        ("tool_call.policy_decided", "shell", story["runs"][1], "7.0.0")]
+    by_admin = await search(actor="root")
+    assert [e["type"] for e in by_admin] == ["policy.activated", "policy.published", "policy.opened",
+                                             "budget.limit_set", "budget.opened"]
+    assert [e["tool"] for e in await search(type="tool_call.violation_recorded")] == ["shell"]
     run_events = await search(run_id=story["runs"][0])
     assert [(e["chain_seq"], e["type"], e["run_id"]) for e in run_events] == [
-        (12, "budget.cost_recorded", story["runs"][0]), (11, "budget.cost_recorded", story["runs"][0]),
-        (8, "tool_call.policy_decided", story["runs"][0]), (7, "tool_call.requested", story["runs"][0]),
-        (4, "run.started", story["runs"][0]), (3, "run.requested", story["runs"][0])]
+        (16, "budget.cost_recorded", story["runs"][0]), (15, "budget.cost_recorded", story["runs"][0]),
+        (11, "tool_call.policy_decided", story["runs"][0]), (10, "tool_call.requested", story["runs"][0]),
+        (7, "run.started", story["runs"][0]), (6, "run.requested", story["runs"][0])]
     assert [e["aggregate_id"] for e in await search(tool="search", type="tool_call.requested")] == [story["calls"]["ALLOW"]]
     oldest_first = everything[::-1]
     assert {e["chain_seq"]: e["hash"] for e in oldest_first} == story["hashes"]  # what each outcome acknowledged
@@ -117,7 +122,7 @@ async def test_discovery_is_for_auditors_and_one_tenant_only(http, story):
     # The owner's same search finds the run's events: the empty answers above are isolation, not a bad id
     own = await http.get("/v1/audit/events", params={"run_id": story["runs"][0], "min_seq": story["seq"]},
                          headers=auditor(story["tenant"]))
-    assert [e["chain_seq"] for e in own.json()["items"]] == [12, 11, 8, 7, 4, 3]
+    assert [e["chain_seq"] for e in own.json()["items"]] == [16, 15, 11, 10, 7, 6]
 
 
 async def test_rebuild_of_the_embedded_audit_model_through_the_cli_changes_nothing_visible(api, http, story):

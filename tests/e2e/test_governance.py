@@ -12,6 +12,7 @@ import uuid
 import httpx
 import pytest
 
+from domain.policy import REQUEST_SCHEMA
 from tests.sse_client import messages
 from tests.support import REPO, Service, make_settings, token, unique
 
@@ -45,16 +46,27 @@ def seq(reply: dict) -> int:
     return reply["events"][-1]["chain_seq"]
 
 
+WITH_POLICY: set[str] = set()  # tenants whose envelope allows every tool call
+
+
+async def allow_everything(http, tenant: str) -> None:
+    if tenant not in WITH_POLICY:
+        await ok(http, tenant, {"type": "PublishPolicy", "policy_id": "p", "version": "1.0.0", "cedar_schema": REQUEST_SCHEMA,
+                                "policies": '@id("all") permit(principal, action, resource);'}, "admin")
+        await ok(http, tenant, {"type": "ActivatePolicy", "policy_id": "p", "version": "1.0.0"}, "admin")
+        WITH_POLICY.add(tenant)
+
+
 async def finished_run(http, tenant: str, subject: str = "agent") -> tuple[str, int]:
     """A run with a step, an allowed tool call and a cost, then completed: (run id, last chain_seq)."""
+    await allow_everything(http, tenant)
     run = (await ok(http, tenant, {"type": "RequestRun", "agent_id": "bot"}, subject=subject))["aggregate_id"]
     await ok(http, tenant, {"type": "StartRun", "run_id": run}, subject=subject)
     step = (await ok(http, tenant, {"type": "StartStep", "run_id": run, "kind": "tool", "name": "look"}))["aggregate_id"]
     await ok(http, tenant, {"type": "FinishStep", "run_id": run, "step_id": step, "outcome": "succeeded"})
-    call = (await ok(http, tenant, {"type": "RequestToolCall", "run_id": run, "tool": "search", "risk_tier": "low",
-                                    "params_digest": "ab" * 32}))["aggregate_id"]
-    await ok(http, tenant, {"type": "DecidePolicy", "tool_call_id": call, "decision": "ALLOW", "policy_id": "p",
-                            "policy_version": "1", "reason": "fine"}, "policy")
+    call = await ok(http, tenant, {"type": "RequestToolCall", "run_id": run, "tool": "search", "risk_tier": "low",
+                                   "params_digest": "ab" * 32})
+    assert call["decision"]["decision"] == "ALLOW"
     await ok(http, tenant, {"type": "RecordCost", "run_id": run, "provider": "openai", "model": "m",
                             "amount_micros": 5, "currency": "USD"})
     return run, seq(await ok(http, tenant, {"type": "CompleteRun", "run_id": run}))

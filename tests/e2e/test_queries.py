@@ -2,6 +2,7 @@
 import uuid
 
 
+from domain.policy import REQUEST_SCHEMA
 from infra.entry.client import LedgerClient
 from tests.support import token, unique
 
@@ -35,10 +36,13 @@ async def test_run_detail_shows_steps_tool_calls_and_totals(http):
     await send(http, tenant, {"type": "StartRun", "run_id": run_id})
     step = await send(http, tenant, {"type": "StartStep", "run_id": run_id, "kind": "tool", "name": "fetch"})
     await send(http, tenant, {"type": "FinishStep", "run_id": run_id, "step_id": step["aggregate_id"], "outcome": "succeeded"})
+    await send(http, tenant, {"type": "PublishPolicy", "policy_id": "p", "version": "9.0.0", "cedar_schema": REQUEST_SCHEMA,
+                              "policies": '@id("s") permit(principal, action, resource) when { context.tool == "search" };'},
+               "admin")
+    await send(http, tenant, {"type": "ActivatePolicy", "policy_id": "p", "version": "9.0.0"}, "admin")
     call = await send(http, tenant, {"type": "RequestToolCall", "run_id": run_id, "tool": "kb", "risk_tier": "low",
                                      "params_digest": "a" * 64, "step_id": step["aggregate_id"]})
-    await send(http, tenant, {"type": "DecidePolicy", "tool_call_id": call["aggregate_id"], "decision": "DENY",
-                              "policy_id": "p", "policy_version": "9", "reason": "no"}, "policy")
+    assert (call["decision"]["decision"], call["decision"]["cause"]) == ("DENY", "not_permitted")  # no permit for kb
     last = await send(http, tenant, {"type": "RecordCost", "run_id": run_id, "provider": "x", "model": "m",
                                      "tokens_in": 10, "tokens_out": 3, "amount_micros": 250, "currency": "USD"})
     run = (await http.get(f"/v1/runs/{run_id}", params={"min_seq": last["events"][-1]["chain_seq"]},
@@ -47,7 +51,7 @@ async def test_run_detail_shows_steps_tool_calls_and_totals(http):
     assert (run["cost_micros"], run["tokens_in"], run["tokens_out"]) == (250, 10, 3)
     assert [(s["name"], s["attempt"], s["outcome"]) for s in run["steps"]] == [("fetch", 1, "succeeded")]
     [tool_call] = run["tool_calls"]
-    assert (tool_call["state"], tool_call["decision"], tool_call["policy_version"]) == ("blocked", "DENY", "9")
+    assert (tool_call["state"], tool_call["decision"], tool_call["policy_version"]) == ("blocked", "DENY", "9.0.0")
 
 
 async def test_listing_filters_and_pages_without_gaps_or_repeats(http):

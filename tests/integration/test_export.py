@@ -17,6 +17,7 @@ import uuid
 import httpx
 import pytest
 
+from domain.policy import REQUEST_SCHEMA
 from schemas.notes import Signer, tenant_origin
 from tests.support import REPO, SIGNING_KEY, Service, events, free_port, make_settings, token, unique, wait_until
 
@@ -41,14 +42,21 @@ async def ok(svc, tenant: str, body: dict, *roles: str) -> dict:
     return response.json()
 
 
+WITH_POLICY: set[str] = set()  # tenants whose envelope allows every tool call
+
+
 async def finished_run(svc, tenant: str) -> tuple[str, int]:
     """A run with an allowed tool call and a cost, completed: (run id, its last chain_seq)."""
+    if tenant not in WITH_POLICY:
+        await ok(svc, tenant, {"type": "PublishPolicy", "policy_id": "p", "version": "1.0.0", "cedar_schema": REQUEST_SCHEMA,
+                               "policies": '@id("all") permit(principal, action, resource);'}, "admin")
+        await ok(svc, tenant, {"type": "ActivatePolicy", "policy_id": "p", "version": "1.0.0"}, "admin")
+        WITH_POLICY.add(tenant)
     run = (await ok(svc, tenant, {"type": "RequestRun", "agent_id": "bot"}))["aggregate_id"]
     await ok(svc, tenant, {"type": "StartRun", "run_id": run})
-    call = (await ok(svc, tenant, {"type": "RequestToolCall", "run_id": run, "tool": "search", "risk_tier": "low",
-                                   "params_digest": "ab" * 32}))["aggregate_id"]
-    await ok(svc, tenant, {"type": "DecidePolicy", "tool_call_id": call, "decision": "ALLOW", "policy_id": "p",
-                           "policy_version": "1", "reason": "fine"}, "policy")
+    call = await ok(svc, tenant, {"type": "RequestToolCall", "run_id": run, "tool": "search", "risk_tier": "low",
+                                  "params_digest": "ab" * 32})
+    assert call["decision"]["decision"] == "ALLOW"
     await ok(svc, tenant, {"type": "RecordCost", "run_id": run, "provider": "openai", "model": "m",
                            "amount_micros": 5, "currency": "USD"})
     return run, (await ok(svc, tenant, {"type": "CompleteRun", "run_id": run}))["events"][-1]["chain_seq"]

@@ -30,11 +30,16 @@ from projectors.removals import Removal
 from projectors.runs import RunsProjection
 from schemas.chain import verify_chain
 from tests.support import make_settings
-from tests.unit.harness import ADMIN, OPERATOR, POLICY, Harness, approver
+from tests.unit.harness import ADMIN, OPERATOR, Harness, approver, envelope
 
 A, B = "ret-a", "ret-b"
 SWEEPS = {A: "operational", B: "audit"}
 KINDS = ("run", "step1", "step2", "call1", "call2", "approval", "cost")
+POLICIES = """
+@id("http") permit(principal, action, resource) when { context.tool == "http" };
+@id("shell") @decision("REQUIRE_APPROVAL") @approvals("2")
+permit(principal, action, resource) when { context.tool == "shell" };
+"""
 
 
 def uid(tenant: str, run: int, kind: str) -> str:
@@ -51,10 +56,10 @@ def family(h: Harness, run: int, finish: bool = True) -> None:
     ok({"type": "FinishStep", "run_id": i["run"], "step_id": i["step1"], "outcome": "succeeded"})
     ok({"type": "StartStep", "run_id": i["run"], "step_id": i["step2"], "kind": "tool", "name": "fetch"})
     for call, tool, decision in (("call1", "http", "ALLOW"), ("call2", "shell", "REQUIRE_APPROVAL")):
-        ok({"type": "RequestToolCall", "tool_call_id": i[call], "run_id": i["run"], "step_id": i["step2"],
-            "tool": tool, "risk_tier": "high", "params_digest": "a" * 64})
-        ok({"type": "DecidePolicy", "tool_call_id": i[call], "decision": decision, "policy_id": "pol",
-            "policy_version": "1", "reason": "because"}, POLICY)
+        h.advance(1)
+        reply = h.send({"type": "RequestToolCall", "tool_call_id": i[call], "run_id": i["run"], "step_id": i["step2"],
+                        "tool": tool, "risk_tier": "high", "params_digest": "a" * 64})
+        assert reply["decision"]["decision"] == decision, reply  # decided by POLICIES
         if decision == "REQUIRE_APPROVAL":
             ok({"type": "RequestApproval", "approval_id": i["approval"], "run_id": i["run"], "tool_call_id": i[call],
                 "action": "run shell", "risk_tier": "high", "required_approvals": 2, "expires_in_seconds": 600})
@@ -90,6 +95,8 @@ def tenant_story(tenant: str) -> tuple[list[dict], dict, list[dict]]:
     ok = step(h)
     ok({"type": "SetBudget", "project": "p1", "period": "month", "limit_micros": 10**9, "currency": "USD"}, ADMIN)
     ok({"type": "SetRetentionPolicy", "record_class": record_class, "days": 0}, ADMIN)
+    ok(envelope(POLICIES, "1.0.0", "pol"), ADMIN)
+    ok({"type": "ActivatePolicy", "policy_id": "pol", "version": "1.0.0"}, ADMIN)
     ok({"type": "RecordCost", "project": "p1", "provider": "anthropic", "model": "haiku", "amount_micros": 7,
         "currency": "USD"})
     family(h, 1)

@@ -5,10 +5,26 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from domain.ledger import TenantLedger, expire_command
+from domain.policy import REQUEST_SCHEMA
 
 OPERATOR = {"subject": "agent-1", "roles": ["operator"]}
 POLICY = {"subject": "policy-engine", "roles": ["policy"]}
 ADMIN = {"subject": "root", "roles": ["admin"]}
+
+
+# Each decision a test asks for, reached by a policy: the call's `operation` names it.
+HARNESS_POLICIES = """
+@id("allow") permit(principal, action, resource) when { context has operation && context.operation == "allow" };
+@id("approve") @decision("REQUIRE_APPROVAL") @approvals("1")
+permit(principal, action, resource) when { context has operation && context.operation == "require_approval" };
+@id("external") @decision("EXTERNAL")
+permit(principal, action, resource) when { context has operation && context.operation == "external" };
+"""
+
+
+def envelope(policies: str, version: str = "1.0.0", policy_id: str = "harness", **extra) -> dict:
+    return {"type": "PublishPolicy", "policy_id": policy_id, "version": version, "policies": policies,
+            "cedar_schema": REQUEST_SCHEMA, **extra}
 
 
 def approver(name: str, *roles: str) -> dict:
@@ -20,6 +36,7 @@ class Harness:
         self.ledger = TenantLedger(tenant)
         self.log: list[dict] = []
         self.now = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+        self.policy_ready = False
 
     def send(self, body: dict, actor: dict = OPERATOR, key: str | None = None,
              expected_version: int | None = None) -> dict:
@@ -64,15 +81,36 @@ class Harness:
         self.ok({"type": "StartRun", "run_id": run_id})
         return run_id
 
-    def tool_call(self, run_id: str, decision: str) -> str:
-        call = self.ok({"type": "RequestToolCall", "run_id": run_id, "tool": "shell",
-                        "risk_tier": "high", "params_digest": "0" * 64})
-        self.ok({"type": "DecidePolicy", "tool_call_id": call, "decision": decision,
-                 "policy_id": "p", "policy_version": "7", "reason": "because"}, POLICY)
-        return call
+    def activate(self, policies: str = HARNESS_POLICIES, version: str = "1.0.0", policy_id: str = "harness",
+                 **scope) -> None:
+        self.ok(envelope(policies, version, policy_id), ADMIN)
+        self.ok({"type": "ActivatePolicy", "policy_id": policy_id, "version": version, **scope}, ADMIN)
+        self.policy_ready = self.policy_ready or policy_id == "harness"
 
-    def approval(self, run_id: str, call: str | None = None, count: int = 1,
-                 expires: int = 60, role: str = "approver") -> str:
+    def request_call(self, run_id: str, operation: str | None = None, risk: str = "high", tool: str = "shell",
+                     actor: dict = OPERATOR, **extra) -> dict:
+        body = {"type": "RequestToolCall", "run_id": run_id, "tool": tool, "risk_tier": risk,
+                "params_digest": "0" * 64, **({"operation": operation} if operation else {}), **extra}
+        return self.send(body, actor)
+
+    def tool_call(self, run_id: str, decision: str) -> str:
+        """A high-risk call of `shell` that the harness envelope decides as asked (DENY: by default)."""
+        if not self.policy_ready:
+            self.activate()
+        reply = self.request_call(run_id, decision.lower())
+        assert (reply["status"], reply["decision"]["decision"]) == ("accepted", decision), reply
+        return reply["aggregate_id"]
+
+    def external_decision(self, call: str, decision: str, actor: dict = POLICY, age_s: float = 0,
+                          **extra) -> dict:
+        return self.send({"type": "DecidePolicy", "tool_call_id": call, "decision": decision, "policy_id": "opa",
+                          "policy_version": "7", "bundle_revision": "bundle-42",
+                          "evaluated_at": (self.now - timedelta(seconds=age_s)).isoformat(),
+                          "reason": "because", **extra}, actor)
+
+    def approval(self, run_id: str, call: str | None = None, count: int | None = None,
+                 expires: int = 60, role: str | None = None) -> str:
         return self.ok({"type": "RequestApproval", "run_id": run_id, "tool_call_id": call,
-                        "action": "do it", "risk_tier": "high", "required_approvals": count,
-                        "expires_in_seconds": expires, "required_role": role})
+                        "action": "do it", "risk_tier": "high", "expires_in_seconds": expires,
+                        **({"required_approvals": count} if count is not None else {}),
+                        **({"required_role": role} if role is not None else {})})

@@ -32,6 +32,7 @@ def story() -> tuple[Harness, dict]:
     """A run with a gated tool call, an approval, a cost and a hold; another run and hold; two checkpoints."""
     h = Harness()
     h.ledger.signer, h.ledger.rules = CheckpointSigner("test", SEED), Rules({"audit": 0, "operational": 0})
+    h.activate()  # the envelope that decides its tool call: chain_seq 1-3
     run = h.running_run()
     call = h.tool_call(run, "REQUIRE_APPROVAL")
     approval = h.approval(run, call)
@@ -113,21 +114,21 @@ def test_a_run_bundle_holds_its_family_up_to_the_latest_checkpoint_and_verifies_
     path = export(h.log, tmp_path, {"kind": "run", "id": ids["run"]})
     events, m = lines(path, "events.jsonl"), json.loads(members(path)[MANIFEST])
     assert [(e["chain_seq"], e["type"]) for e in events] == [
-        (1, "run.requested"), (2, "run.started"), (3, "tool_call.requested"), (4, "tool_call.policy_decided"),
-        (5, "approval.requested"), (6, "run.waiting_for_approval"), (7, "approval.vote_recorded"),
-        (8, "approval.granted"), (9, "tool_call.approved"), (10, "run.approval_resolved"),
-        (12, "budget.cost_recorded"), (15, "legal_hold.placed"), (19, "run.succeeded")]
+        (4, "run.requested"), (5, "run.started"), (6, "tool_call.requested"), (7, "tool_call.policy_decided"),
+        (8, "approval.requested"), (9, "run.waiting_for_approval"), (10, "approval.vote_recorded"),
+        (11, "approval.granted"), (12, "tool_call.approved"), (13, "run.approval_resolved"),
+        (15, "budget.cost_recorded"), (18, "legal_hold.placed"), (22, "run.succeeded")]
     assert events == [json.loads(json.dumps(dict(h.log[e["chain_seq"] - 1]))) for e in events]
-    assert (sizes(h.log), m["checkpoint"]["chain_seq"], m["uncovered"]) == ([16, 19], 20, 2)
+    assert (sizes(h.log), m["checkpoint"]["chain_seq"], m["uncovered"]) == ([19, 22], 23, 2)
     assert (m["counts"], m["scope"]) == ({"events": 13, "scope_events": 12, "governance_events": 1, "checkpoints": 1},
                                          {"kind": "run", "id": ids["run"]})
     assert [(x["hold_id"], x["state"]) for x in json.loads(members(path)["governance.json"])["holds"]] == [
         (ids["hold"], "active")]
     assert [(p["chain_seq"], p["leaf_index"], p["tree_size"]) for p in lines(path, "proofs.jsonl")] == [
-        (e["chain_seq"], e["chain_seq"] - 1, 19) for e in events]
-    assert [c["size"] for c in lines(path, "checkpoints.jsonl")] == [16]
+        (e["chain_seq"], e["chain_seq"] - 1, 22) for e in events]
+    assert [c["size"] for c in lines(path, "checkpoints.jsonl")] == [19]
     report = verify_bundle(path, KEY)
-    assert (report.problems, report.warnings, report.events, report.size, report.key) == ([], [], 13, 19, KEY_NAME)
+    assert (report.problems, report.warnings, report.events, report.size, report.key) == ([], [], 13, 22, KEY_NAME)
     unkeyed = verify_bundle(path)
     assert (unkeyed.problems, unkeyed.warnings[0].split(" the bundle itself")[0]) == (
         [], f"warning: the key {KEY_NAME} came from")
@@ -153,20 +154,20 @@ def test_each_scope_kind_selects_exactly_its_events(tmp_path):
 
 
 REGIONS = [  # member, the bytes after which one byte is changed, the problems that must be named (prefixes)
-    ("events.jsonl", b'"agent_id":"', ["manifest: events.jsonl digest mismatch", "chain_seq 1: hash does not recompute",
+    ("events.jsonl", b'"agent_id":"', ["manifest: events.jsonl digest mismatch", "chain_seq 4: hash does not recompute",
                                       "record.md line {row1}: differs from the rendering of the bundle's events"]),
-    ("proofs.jsonl", b'"hashes":["', ["manifest: proofs.jsonl digest mismatch", "proof for chain_seq 1: inclusion of "
-                                     "leaf 0 in the tree of 19: the proof leads to root "]),
+    ("proofs.jsonl", b'"hashes":["', ["manifest: proofs.jsonl digest mismatch", "proof for chain_seq 4: inclusion of "
+                                     "leaf 3 in the tree of 22: the proof leads to root "]),
     ("checkpoint.note", "— runledger/test/acme ".encode() + b"\0" * 10, [
         "manifest: checkpoint.note digest mismatch", "manifest: the checkpoint note differs from checkpoint.note",
         f"checkpoint: signature does not verify under {KEY_NAME}"]),
-    ("manifest.json", b'"root": "', ["manifest: checkpoint size/root (19, {root}", "record.md line 4: differs"]),
+    ("manifest.json", b'"root": "', ["manifest: checkpoint size/root (22, {root}", "record.md line 4: differs"]),
     ("record.md", b"granted by ", ["manifest: record.md digest mismatch",
                                    "record.md line {line}: differs from the rendering of the bundle's events"]),
     ("governance.json", b'"matter":"', ["manifest: governance.json digest mismatch", "record.md line 10: differs",
                                        "governance.json: holds differ from those folded from the bundle's events"]),
     ("checkpoints.jsonl", b'"proof":["', ["manifest: checkpoints.jsonl digest mismatch",
-                                         "consistency from size 16: new tree of 19: the proof leads to root "]),
+                                         "consistency from size 19: old tree of 19: the proof leads to root "]),
 ]
 
 
@@ -177,7 +178,7 @@ def test_one_byte_changed_in_any_region_is_refused_at_its_place(tmp_path, member
     before = members(path)
     record = before["record.md"].split(b"\n")
     at = flip(path, member, needle.rstrip(b"\0"), len(needle) - len(needle.rstrip(b"\0")))
-    where = {"row1": 1 + next(i for i, line in enumerate(record) if line.startswith(b"| 1 |")),
+    where = {"row1": 1 + next(i for i, line in enumerate(record) if line.startswith(b"| 4 |")),
              "line": 1 + before[member][:at].count(b"\n"),
              "root": "1" if json.loads(before["manifest.json"])["checkpoint"]["root"][0] == "0" else "0"}
     problems = verify_bundle(path, KEY).problems
@@ -191,7 +192,7 @@ def test_a_forger_who_fixes_the_digests_is_still_caught_at_the_event(tmp_path):
     path = export(h.log, tmp_path, {"kind": "run", "id": ids["run"]})
     row = "record.md line 16: differs from the rendering of the bundle's events"
     rewrite(path, "events.jsonl", lambda data: data.replace(b'"agent_id":"a"', b'"agent_id":"b"', 1))
-    assert verify_bundle(path, KEY).problems == ["chain_seq 1: hash does not recompute", row]
+    assert verify_bundle(path, KEY).problems == ["chain_seq 4: hash does not recompute", row]
 
     def rehash(data: bytes) -> bytes:
         first, rest = data.split(b"\n", 1)
@@ -202,8 +203,8 @@ def test_a_forger_who_fixes_the_digests_is_still_caught_at_the_event(tmp_path):
     path = export(h.log, tmp_path, {"kind": "run", "id": ids["run"]}, "c.tar")
     rewrite(path, "events.jsonl", rehash)
     problems = verify_bundle(path, KEY).problems
-    assert problems[0].startswith("proof for chain_seq 1: inclusion of leaf 0 in the tree of 19: the proof leads to root ")
-    assert problems[1:] == [row, "chain_seq 2: prev_hash does not link to chain_seq 1"]
+    assert problems[0].startswith("proof for chain_seq 4: inclusion of leaf 3 in the tree of 22: the proof leads to root ")
+    assert problems[1:] == [row, "chain_seq 5: prev_hash does not link to chain_seq 4"]
 
 
 def test_an_event_left_out_of_a_tenant_bundle_is_named(tmp_path):
@@ -214,7 +215,7 @@ def test_an_event_left_out_of_a_tenant_bundle_is_named(tmp_path):
     assert verify_bundle(path, KEY).problems == [
         "chain_seq 6: a tenant bundle holds every event, and chain_seq 5..5 are missing",
         "record.md line 21: differs from the rendering of the bundle's events",  # the row of 5
-        "manifest: counts.events is 19, the bundle has 18", "manifest: counts.scope_events is 19, the bundle has 18"]
+        "manifest: counts.events is 22, the bundle has 21", "manifest: counts.scope_events is 22, the bundle has 21"]
 
 
 def test_a_later_bundle_proves_it_extends_an_earlier_one(tmp_path):
@@ -222,15 +223,15 @@ def test_a_later_bundle_proves_it_extends_an_earlier_one(tmp_path):
     first = next(i for i, e in enumerate(h.log) if e["type"] == "checkpoint.signed") + 1
     old = export(h.log[:first], tmp_path, {"kind": "run", "id": ids["run"]}, "old.tar")
     new = export(h.log, tmp_path, {"kind": "run", "id": ids["run"]}, "new.tar", since_size=3)
-    assert [(c["size"], c["note"] is None) for c in lines(new, "checkpoints.jsonl")] == [(3, True), (16, False)]
+    assert [(c["size"], c["note"] is None) for c in lines(new, "checkpoints.jsonl")] == [(3, True), (19, False)]
     report = verify_extends(old, new, KEY)
-    assert (report.problems, report.size, verify_bundle(old, KEY).size) == ([], 19, 16)
+    assert (report.problems, report.size, verify_bundle(old, KEY).size) == ([], 22, 19)
     assert verify_extends(old, old).problems == []
     assert verify_extends(new, old, KEY).problems == [
-        "extends: the old bundle's checkpoint (size 19) is larger than the new one's (16)"]
+        "extends: the old bundle's checkpoint (size 22) is larger than the new one's (19)"]
     rewrite(new, "checkpoints.jsonl", lambda data: data.split(b"\n", 1)[0] + b"\n")
     assert verify_extends(old, new, KEY).problems == [
-        "fork or gap: the new bundle carries no consistency proof from size 16 (the old bundle's checkpoint) to size 19"]
+        "fork or gap: the new bundle carries no consistency proof from size 19 (the old bundle's checkpoint) to size 22"]
 
 
 def test_a_forked_chain_does_not_extend_the_bundle_taken_before_it(tmp_path):
@@ -273,7 +274,7 @@ def test_governance_touching_the_scope_is_folded_and_shredded_content_stays_ciph
     sealed = {"alg": "A256GCM", "kid": "k-agent-1", "iv": "AAAAAAAAAAAAAAAA", "ct": "c2VjcmV0"}
 
     def with_keys(index: int, body: dict) -> None:
-        if index == 0:
+        if index == 3:  # run.requested, after the envelope's three events
             body["payload"]["labels"] = sealed
         if body["type"] == "retention.subject_shredded":
             body["payload"]["key_ids"] = ["k-agent-1"]

@@ -32,7 +32,7 @@ def test_verify_bundle_exits_0_when_it_verifies_1_naming_each_problem_and_2_when
     ok = invoke("verify-bundle", path, "--key", tmp_path / "log.vkey")
     assert (ok.exit_code, ok.stdout, ok.stderr) == (0, (
         f"OK bundle {path}: run {ids['run']} of tenant acme, 13 events; every hash, link and inclusion proof checks "
-        f"against checkpoint size 19 signed by {KEY_NAME}; 1 earlier checkpoints consistent with it\n"), "")
+        f"against checkpoint size 22 signed by {KEY_NAME}; 1 earlier checkpoints consistent with it\n"), "")
     extends = invoke("verify-bundle", path, old, "--key", SIGNER.vkey)
     assert (extends.exit_code, extends.stdout.rstrip().endswith(f"; it extends {old}")) == (0, True)
     unkeyed = invoke("verify-bundle", path)
@@ -43,7 +43,7 @@ def test_verify_bundle_exits_0_when_it_verifies_1_naming_each_problem_and_2_when
     failed = invoke("verify-bundle", path, "--key", SIGNER.vkey)
     assert (failed.exit_code, failed.stdout.splitlines()[:3]) == (1, [
         f"FAILED bundle {path}: 3 problems", "  manifest: events.jsonl digest mismatch",
-        "  chain_seq 1: hash does not recompute"])
+        "  chain_seq 4: hash does not recompute"])
     (tmp_path / "junk").write_bytes(b"not a tar at all" * 100)
     junk = invoke("verify-bundle", tmp_path / "junk")
     assert (junk.exit_code, junk.stderr.startswith(f"error: {tmp_path / 'junk'}: not a readable bundle")) == (2, True)
@@ -167,9 +167,9 @@ async def test_the_job_is_requested_after_the_chain_is_read_then_completed_with_
     done = await job.export(make_settings(), "acme", scope, out, None, "http://api", False, [].append)
     (request, request_key), (record, record_key) = api.sent
     assert (request, request_key) == ({"type": "RequestExport", "job_id": done.job_id, "scope": scope,
-                                       "checkpoint_size": 19}, f"export-job-{done.job_id}")
+                                       "checkpoint_size": 22}, f"export-job-{done.job_id}")
     assert (record, record_key) == ({"type": "RecordExport", "job_id": done.job_id, "scope": scope, "events": 12,
-                                     "checkpoint_size": 19, "bundle_sha256": done.written.sha256},
+                                     "checkpoint_size": 22, "bundle_sha256": done.written.sha256},
                                     f"export-{done.written.sha256}")
     assert done.summary().splitlines()[0].endswith(f"recorded as export.recorded at chain_seq 42 (job {done.job_id})")
 
@@ -209,7 +209,7 @@ async def test_a_bundle_written_but_not_recorded_is_kept_and_says_so(tmp_path, m
     assert (out.is_file(), caught.value.exported.chain_seq) == (True, None)
     assert verify_bundle(out, KEY).problems == []
     assert caught.value.exported.summary().splitlines() == [
-        f"exported run {ids['run']} of tenant acme: 12 events (+1 governance) up to checkpoint size 19 (chain_seq 20) "
+        f"exported run {ids['run']} of tenant acme: 12 events (+1 governance) up to checkpoint size 22 (chain_seq 23) "
         f"to {out} ({out.stat().st_size} bytes), sha256 {caught.value.exported.written.sha256}",
         "2 events after the checkpoint are not yet covered by a signed checkpoint and are not in the bundle"]
 

@@ -66,17 +66,14 @@ def test_a_deny_is_final(h):
     run = h.running_run()
     call = h.tool_call(run, "DENY")
     assert h.rejected({"type": "CompleteToolCall", "tool_call_id": call}) == "invalid_state"
-    assert h.rejected({"type": "DecidePolicy", "tool_call_id": call, "decision": "ALLOW",
-                       "policy_id": "p", "policy_version": "8", "reason": "override"},
-                      ADMIN) == "decision_final"
+    override = h.external_decision(call, "ALLOW", ADMIN)
+    assert (override["status"], override["code"]) == ("rejected", "decision_final")
 
 
 def test_only_the_policy_role_records_decisions(h):
     run = h.running_run()
-    call = h.ok({"type": "RequestToolCall", "run_id": run, "tool": "t", "risk_tier": "low",
-                 "params_digest": "1" * 64})
-    assert h.rejected({"type": "DecidePolicy", "tool_call_id": call, "decision": "ALLOW",
-                       "policy_id": "p", "policy_version": "1", "reason": "self-approval"}) == "missing_role"
+    call = h.tool_call(run, "EXTERNAL")
+    assert h.external_decision(call, "ALLOW", OPERATOR)["code"] == "missing_role"
 
 
 def test_requester_cannot_approve_and_one_approver_counts_once(h):

@@ -45,7 +45,7 @@ VALID: dict[str, dict[str, Any]] = {
     "ForceFailRun": {"run_id": ID, "reason": "stuck"},
     "RequestToolCall": {"run_id": ID, "tool": "search", "risk_tier": "low", "params_digest": DIGEST},
     "DecidePolicy": {"tool_call_id": ID, "decision": "ALLOW", "policy_id": "p1", "policy_version": "3",
-                     "reason": "fine"},
+                     "bundle_revision": "b-17", "evaluated_at": "2026-11-22T12:00:00Z", "reason": "fine"},
     "CompleteToolCall": {"tool_call_id": ID, "result_digest": DIGEST},
     "FailToolCall": {"tool_call_id": ID, "error": "timeout"},
     "RequestApproval": {"run_id": ID, "action": "pay", "risk_tier": "high", "required_approvals": 2},
@@ -67,6 +67,10 @@ VALID: dict[str, dict[str, Any]] = {
     "RecordExport": {"scope": {"kind": "run", "id": ID}, "events": 12, "checkpoint_size": 40, "bundle_sha256": DIGEST},
     "RequestExport": {"scope": {"kind": "run", "id": ID}, "checkpoint_size": 40},
     "FailExport": {"job_id": ID, "code": "write_failed", "reason": "the disk filled up"},
+    "PublishPolicy": {"policy_id": "default", "version": "1.0.0", "cedar_schema": "entity Agent;",
+                      "policies": '@id("a") permit(principal, action, resource);'},
+    "ActivatePolicy": {"policy_id": "default", "version": "1.0.0", "project": "p"},
+    "RecordStepUp": {"tool_call_id": ID, "kind": "webauthn", "subject": "ann", "authenticated_at": "2026-11-22T12:00:00Z"},
 }
 UNSTORABLE = ["\x00", "\x01", "\x1f", "\ud800", "\udbff", "\udfff"]
 ODD_TEXT = ["\x7f", "\u2028", "\ufeff", "\t", "\n", "\U0001f600", ""]

@@ -50,12 +50,12 @@ def test_the_readme_script_accepts_a_bundle_and_openssl_verifies_its_checkpoint_
     done = run_check(check, d)
     assert (done.returncode, done.stderr) == (0, ""), done.stderr
     first, command = done.stdout.splitlines()
-    assert first.startswith(f"events, proofs and digests OK against {KEY_NAME.split('+')[0]} size 19 root ")
+    assert first.startswith(f"events, proofs and digests OK against {KEY_NAME.split('+')[0]} size 22 root ")
     assert shutil.which("openssl"), "the README's procedure needs openssl 3"
     verified = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60)
     assert (verified.returncode, verified.stdout.strip()) == (0, "Signature Verified Successfully"), verified.stderr
     # a signature over anything else does not verify
-    (d / "note.txt").write_bytes((d / "note.txt").read_bytes().replace(b"\n19\n", b"\n18\n"))
+    (d / "note.txt").write_bytes((d / "note.txt").read_bytes().replace(b"\n22\n", b"\n21\n"))
     forged = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60)
     assert (forged.returncode, forged.stdout.strip()) == (1, "Signature Verification Failure")
 

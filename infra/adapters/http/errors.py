@@ -29,6 +29,13 @@ STATUSES: dict[str, int] = {
     "unknown_command_type": 422, "invalid_text": 422, "invalid_idempotency_key": 422,
     "idempotency_key_reused": 422, "unknown_step": 422, "wrong_run": 422, "wrong_project": 422,
     "wrong_tenant": 422, "retention_below_minimum": 422, "export_job_mismatch": 422,
+    # policy envelopes refused at publish (domain/policy_source.py PolicyRejected), and decisions refused
+    "policy_version_invalid": 422, "policy_syntax_error": 422, "policy_annotation_invalid": 422,
+    "policy_schema_invalid": 422, "policy_unknown_attribute": 422, "policy_schema_violation": 422,
+    "policy_schema_mismatch": 422, "policy_too_large": 422, "policy_version_not_greater": 422,
+    "policy_digest_mismatch": 422, "policy_not_published": 404, "requester_cannot_decide": 403,
+    "requester_unknown": 403, "approvals_below_policy": 422, "approver_role_mismatch": 422,
+    "stale_decision": 422, "step_up_kind_mismatch": 422, "step_up_wrong_subject": 422, "step_up_stale": 422,
     # content cannot be sealed right now: try again once the key store or the KEK is back
     "content_storage_unavailable": 503,
     # the processor could not decide the command (a defect of runledger)

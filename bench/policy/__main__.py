@@ -1,0 +1,5 @@
+import sys
+
+from bench.policy.main import main
+
+sys.exit(main())
