@@ -267,6 +267,36 @@ class RecordExport(Command):
     bundle_sha256: Digest
 
 
+class VerifiedModel(Command):
+    """What a verification found in one read model of the tenant (counts of rows, never their content)."""
+    rows: Count
+    missing: Count
+    extra: Count
+    mismatched: Count
+    applied: Count
+    stopped_at: Count | None = None
+    ok: bool
+
+
+class VerificationProblem(Command):
+    """One row a verification found wrong: its model, table and key, what is wrong, which columns differ."""
+    model: Name
+    table: Name
+    key: dict[Name, Name | Count] = Field(max_length=8)
+    kind: Literal["missing", "extra", "mismatched", "held", "skipped", "schema"]
+    columns: list[Name] = Field(default_factory=list, max_length=64)
+    detail: Text | None = None
+
+
+class RecordVerification(Command):
+    """Record on the chain what `runledger verify-readmodels` found: the chain size it checked, each model's verdict."""
+    type: Literal["RecordVerification"] = "RecordVerification"
+    verification_id: Id | None = None
+    chain_size: Count
+    models: dict[Name, VerifiedModel] = Field(min_length=1, max_length=32)
+    problems: list[VerificationProblem] = Field(default_factory=list, max_length=20)
+
+
 AnyCommand = Annotated[Union[
     RequestRun, StartRun, StartStep, FinishStep, CompleteRun, FailRun, RetryRun, CancelRun,
     ResumeRun, ForceFailRun, RequestToolCall, DecidePolicy, CompleteToolCall, FailToolCall,
@@ -274,6 +304,7 @@ AnyCommand = Annotated[Union[
     PlaceLegalHold, ReleaseLegalHold, SetRetentionPolicy, SweepRetention, SetContentPolicy, ShredSubject,
     SignCheckpoint, RecordExport, RequestExport, FailExport,
     PublishPolicy, ActivatePolicy, RecordStepUp,
+    RecordVerification,
 ], Field(discriminator="type")]
 
 COMMAND_TYPES = {c.model_fields["type"].default: c for c in AnyCommand.__origin__.__args__}

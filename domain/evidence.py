@@ -197,3 +197,47 @@ def fail_export(cmd: c.FailExport, ctx: Context) -> UUID:
     reason = ctx.content(cmd.reason)
     ctx.get(ExportJob, cmd.job_id).fail(cmd.code, reason)
     return cmd.job_id
+
+
+class Verification(Aggregate):
+    """What a verification of the tenant's read models against its chain found (`runledger verify-readmodels`)."""
+
+    class Recorded(Aggregate.Created):
+        chain_size: int
+        models: dict
+        problems: list
+        ok: bool
+        verified_by: str
+
+    @classmethod
+    def record(cls, verification_id: str, chain_size: int, models: dict, problems: list,
+               verified_by: str) -> "Verification":
+        ok = all(m["ok"] for m in models.values())
+        return cls._create(cls.Recorded, id=UUID(verification_id), chain_size=chain_size, models=models,
+                           problems=problems, ok=ok, verified_by=verified_by)
+
+    @event(Recorded)
+    def __init__(self, chain_size: int, models: dict, problems: list, ok: bool, verified_by: str):
+        self.chain_size, self.ok = chain_size, ok
+
+
+def check_verdicts(chain_size: int, events: int, models: dict, problems: list) -> None:
+    """A verdict must describe this chain and agree with itself: ok only where nothing is wrong, problems of its models."""
+    def refuse(why: str) -> None:
+        raise InvalidCommand(why, "inconsistent_verification")
+    if chain_size > events:
+        refuse(f"chain_size {chain_size} is beyond the tenant's chain, which has {events} events")
+    for name, m in models.items():
+        wrong = m["missing"] or m["extra"] or m["mismatched"] or m["stopped_at"] is not None
+        if m["ok"] and (wrong or any(p["model"] == name for p in problems)):
+            refuse(f"models.{name} says ok, but counts or problems say otherwise")
+    if unknown := sorted({p["model"] for p in problems} - set(models)):
+        refuse(f"problems name models without a verdict: {', '.join(unknown)}")
+
+
+def record_verification(cmd: c.RecordVerification, ctx: Context) -> UUID:
+    models = {name: m.model_dump(mode="json") for name, m in cmd.models.items()}
+    problems = [p.model_dump(mode="json") for p in cmd.problems]
+    check_verdicts(cmd.chain_size, ctx.tree.size, models, problems)
+    verification_id = ctx.new_id(cmd.verification_id)
+    return ctx.add(Verification.record(verification_id, cmd.chain_size, models, problems, ctx.actor.subject))

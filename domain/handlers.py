@@ -9,6 +9,7 @@ from domain.budget import Budget, budget_id, check_run_cap
 from domain.context import Context
 from domain.errors import InvalidCommand, InvalidState
 from domain.evidence import fail_export, record_export, request_export, sign_checkpoint
+from domain.evidence import record_verification
 from domain.governing import GOVERNANCE_HANDLERS
 from domain.policing import POLICY_HANDLERS, decide_policy, request_tool_call
 from domain.run import Run
@@ -206,4 +207,5 @@ HANDLERS: dict[type, tuple[Handler, frozenset[str]]] = {
     c.RecordExport: (record_export, frozenset({"auditor", "admin"})),
     c.RequestExport: (request_export, frozenset({"auditor", "admin"})),
     c.FailExport: (fail_export, frozenset({"auditor", "admin"})),
+    c.RecordVerification: (record_verification, frozenset({"auditor", "admin", "system"})),
 }

@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 from domain.approval import Approval
 from domain.budget import Budget
 from domain.evidence import Export, ExportJob, TreeHeads
+from domain.evidence import Verification
 from domain.governance import LegalHold, Retention
 from domain.policies import Policies
 from domain.run import Run
@@ -20,6 +21,7 @@ AGGREGATES: dict[str, type[Aggregate]] = {
     "run": Run, "tool_call": ToolCall, "approval": Approval, "budget": Budget,
     "legal_hold": LegalHold, "retention": Retention, "checkpoint": TreeHeads, "export": Export,
     "export_job": ExportJob,
+    "verification": Verification,
     "policy": Policies,
 }
 BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})

@@ -31,6 +31,7 @@ from projectors.jobs import RebuildJobs
 from queries.metrics import LagMetrics, ViolationMetrics
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
+from queries.api import routes_verification
 from queries.api import (routes_approvals, routes_discovery, routes_evidence, routes_governance, routes_ops,
                          routes_runs)
 from queries.api import routes_policy
@@ -161,7 +162,18 @@ def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, repo
                 "policy": PolicyQueries(discovery),
                 "stream_sources": Sources(hub, read_models, partial(read_models.wait_for, "channels")),
                 "rebuilds": RebuildJobs(settings, projections)}
-    return create_app(settings, list(ROUTERS), services, started=[bus], health=report)
+    services.update(verification_services(settings, pool, projections, discovery))
+    verified = services["verification_jobs"].health
+    return create_app(settings, list(ROUTERS) + [routes_verification.router], services, started=[bus],
+                      health=lambda detail: {**report(detail), **verified(detail)})
+
+
+def verification_services(settings: Settings, pool, projections: list, discovery: Discovery) -> dict:
+    """Verifications of the read models run here (projectors/verification_job.py) and what tenants recorded."""
+    from projectors.verification_job import VerificationJobs
+    from queries.verifications import Verifications
+    return {"verification_jobs": VerificationJobs(settings, pool, projections),
+            "verifications": Verifications(discovery)}
 
 
 async def on_own_loop(name: str, role: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:

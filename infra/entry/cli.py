@@ -245,6 +245,42 @@ def verify_bundle(file: Annotated[Path, typer.Argument(help="the bundle to check
                f"{report.key}; {len(report.earlier)} earlier checkpoints consistent with it{extends}")
 
 
+@app.command("verify-readmodels")
+def verify_readmodels(
+        tenant: Annotated[Optional[list[str]], typer.Option(help="a tenant to verify (repeat for more)")] = None,
+        all_tenants: Annotated[bool, typer.Option("--all", help="every tenant with events on the log")] = False,
+        model: Annotated[Optional[list[str]], typer.Option(help="a read model to verify (repeat for more; "
+                                                                "default: all of them)")] = None,
+        url: Annotated[str, typer.Option(help="API base URL: records the results, and runs the check where a "
+                                              "model lives in the embedded chdb")] = "http://127.0.0.1:8080",
+        record: Annotated[bool, typer.Option(help="record each tenant's result on its chain")] = True,
+        wait: Annotated[float, typer.Option(help="seconds to wait for each model to catch up", min=0, max=600)] = 30,
+        progress: Annotated[bool, typer.Option(help="show progress bars")] = True) -> None:
+    """Check each read model against the chain (exit 0 consistent, 1 a problem found, 2 nothing verified)."""
+    from infra.adapters.http.auth import TENANT_ID
+    from infra.entry import verify_readmodels as job
+    from projectors.verification_job import MODELS
+
+    def refuse(message: str) -> None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+    if bool(tenant) == all_tenants:
+        refuse("name the tenants to verify (--tenant T, repeatable) or pass --all, not both")
+    if bad := [t for t in tenant or [] if not TENANT_ID.match(t)]:
+        refuse(f"{bad[0]!r} is not a valid tenant id ({TENANT_ID.pattern})")
+    if unknown := [m for m in model or [] if m not in MODELS]:
+        refuse(f"no read model {unknown[0]!r}; choose from {', '.join(MODELS)}")
+    models = [m for m in MODELS if m in set(model or MODELS)]
+    settings = settings_or_exit()
+    try:
+        code = asyncio.run(job.run(settings, list(dict.fromkeys(tenant)) if tenant else None, models, url, record,
+                                   wait, progress and sys.stderr.isatty(), typer.echo,
+                                   lambda line: typer.echo(line, err=True)))
+    except job.Unusable as error:
+        refuse(str(error))
+    raise typer.Exit(code)
+
+
 @app.command()
 def topics() -> None:
     """Create the ledger topics if they are missing."""

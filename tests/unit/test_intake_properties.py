@@ -71,6 +71,9 @@ VALID: dict[str, dict[str, Any]] = {
                       "policies": '@id("a") permit(principal, action, resource);'},
     "ActivatePolicy": {"policy_id": "default", "version": "1.0.0", "project": "p"},
     "RecordStepUp": {"tool_call_id": ID, "kind": "webauthn", "subject": "ann", "authenticated_at": "2026-11-22T12:00:00Z"},
+    "RecordVerification": {"chain_size": 40, "models": {"runs": {"rows": 3, "missing": 1, "extra": 0, "mismatched": 0,
+                                                                 "applied": 40, "stopped_at": None, "ok": False}},
+                           "problems": [{"model": "runs", "table": "runs", "key": {"run_id": ID}, "kind": "missing"}]},
 }
 UNSTORABLE = ["\x00", "\x01", "\x1f", "\ud800", "\udbff", "\udfff"]
 ODD_TEXT = ["\x7f", "\u2028", "\ufeff", "\t", "\n", "\U0001f600", ""]

@@ -36,6 +36,8 @@ STATUSES: dict[str, int] = {
     "policy_digest_mismatch": 422, "policy_not_published": 404, "requester_cannot_decide": 403,
     "requester_unknown": 403, "approvals_below_policy": 422, "approver_role_mismatch": 422,
     "stale_decision": 422, "step_up_kind_mismatch": 422, "step_up_wrong_subject": 422, "step_up_stale": 422,
+    # a verification's verdict that contradicts itself or the chain (domain/evidence.py check_verdicts)
+    "inconsistent_verification": 422,
     # content cannot be sealed right now: try again once the key store or the KEK is back
     "content_storage_unavailable": 503,
     # the processor could not decide the command (a defect of runledger)
