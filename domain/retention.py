@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 CLASSES = ("audit", "operational")
 # The read models each record class governs; a sweep of a class removes from all of them.
-STORES = {"audit": ("audit", "cost"), "operational": ("runs", "approvals", "channels")}
+STORES = {"audit": ("audit", "cost", "archive"), "operational": ("runs", "approvals", "channels")}
 DEFAULT_DAYS = {"audit": 3 * 365, "operational": 90}
 MINIMUM_DAYS = {"audit": 3 * 365, "operational": 1}
 MEMBER_TYPES = ("tool_call", "approval")

@@ -37,9 +37,10 @@ def unique(prefix: str = "t") -> str:
 
 def make_settings(**overrides: Any) -> Settings:
     # Checkpoints only where a test asks for them: their events would change the chains tests count.
+    prefix = unique("test")
     values = {"kafka_bootstrap": BOOTSTRAP, "database_url": DATABASE_URL, "jwt_secret": SECRET, "kek": KEK,
               "signing_key": SIGNING_KEY, "checkpoint_interval_s": 0, "checkpoint_every": 0,
-              "topic_prefix": unique("test"),
+              "topic_prefix": prefix, "archive_dir": f"/tmp/runledger-test-archive-{prefix}",
               "partitions": 3, "command_timeout_s": 20.0}
     return Settings(**{**values, **overrides})
 
@@ -139,6 +140,7 @@ class Service:
         return {**os.environ, "RUNLEDGER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
                 "RUNLEDGER_DATABASE_URL": s.database_url,
                 "RUNLEDGER_CHDB_PATH": f"/tmp/runledger-test-chdb-{s.topic_prefix}-{self.port}",
+                "RUNLEDGER_ARCHIVE_DIR": f"/tmp/runledger-test-archive-{s.topic_prefix}-{self.port}",
                 "RUNLEDGER_JWT_SECRET": s.jwt_secret.get_secret_value(),
                 **({"RUNLEDGER_KEK": s.kek.get_secret_value(), "RUNLEDGER_KEK_ID": s.kek_id} if s.kek else {}),
                 **({"RUNLEDGER_SIGNING_KEY": s.signing_key.get_secret_value()} if s.signing_key else {}),

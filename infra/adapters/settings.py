@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = Field(None, validation_alias=env("CLICKHOUSE_URL"))
     chdb_path: str = Field(".runledger/chdb", validation_alias=env("CHDB_PATH"),
                            description="data directory of the embedded ClickHouse engine (one process owns it)")
+    archive_dir: str = Field(".runledger/archive", validation_alias=env("ARCHIVE_DIR"),
+                             description="the archive projection's directory: each tenant's chain as C2SP tlog-tiles "
+                                         "(<dir>/<tenant>/), servable read-only by any web server (docs/archive.md)")
     topic_prefix: str = Field("ledger", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(6, ge=1, le=1000)
     jwt_secret: SecretStr

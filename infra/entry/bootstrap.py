@@ -22,6 +22,7 @@ from infra.adapters.postgres import open_pool
 from infra.adapters.settings import Settings
 from infra.adapters.telemetry import setup_metrics, setup_tracing
 from projectors.approvals import ApprovalsProjection
+from projectors.archive import ArchiveProjection
 from projectors.channels import ChannelsProjection
 from projectors.audit import AuditProjection
 from projectors.cost import CostProjection
@@ -75,6 +76,7 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 async def build_projections(settings: Settings, pool, ch) -> list:
     projections = ([await cls(pool, settings.topic_prefix).open() for cls in POSTGRES_PROJECTIONS]
                    + [await cls(ch, settings.topic_prefix).open() for cls in CLICKHOUSE_PROJECTIONS])
+    projections.append(await ArchiveProjection(settings.archive_dir, settings.topic_prefix).open())  # files, docs/archive.md
     for projection in projections:
         if isinstance(projection, ChannelsProjection):
             projection.retain = settings.sse_retain

@@ -281,6 +281,18 @@ def verify_readmodels(
     raise typer.Exit(code)
 
 
+@app.command("verify-archive")
+def verify_archive(directory: Annotated[Path, typer.Argument(help="the archive root (RUNLEDGER_ARCHIVE_DIR) or one "
+                                                                   "tenant's directory in it")],
+                   key: Annotated[str, typer.Option(help="the log's vkey, or a file holding vkeys (one a line)")],
+                   tenant: Annotated[Optional[str], typer.Option(help="check only this tenant's archive "
+                                                                      "(default: every one under DIRECTORY)")] = None
+                   ) -> None:
+    """Check an archive of C2SP tlog-tiles offline (exit 0 verified, 1 a check failed, 2 unusable input)."""
+    from infra.entry.archive_cli import verify
+    raise typer.Exit(verify(directory, key, tenant, typer.echo))
+
+
 @app.command()
 def topics() -> None:
     """Create the ledger topics if they are missing."""

@@ -134,7 +134,7 @@ async def test_ops_sees_lag_per_projector_and_partition(api, http):
     response = await http.get("/v1/ops/projectors", headers=auth("ops", "oncall", "admin"))
     rows = response.json()["partitions"]
     assert {(r["projector"], r["partition"]) for r in rows} == {
-        (p, n) for p in ("runs", "approvals", "channels", "governance", "evidence", "audit", "cost")
+        (p, n) for p in ("runs", "approvals", "channels", "governance", "evidence", "audit", "cost", "archive")
         for n in range(api.settings.partitions)}
     for row in rows:
         assert row["end_offset"] - row["position"] == row["lag_events"]
