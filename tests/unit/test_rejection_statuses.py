@@ -122,3 +122,22 @@ def test_a_domain_error_raised_in_a_route_is_answered_as_a_refusal():
         "/state": (409, {"status": "rejected", "code": "invalid_state", "reason": "run r is completed"}),
         "/refused": (413, {"status": "rejected", "code": "body_too_large", "reason": "too big"}),
     }
+
+
+def test_the_frameworks_own_refusals_come_in_the_rejection_shape_too():
+    app = FastAPI()
+    install_error_handlers(app)
+
+    async def takes_json(body: dict) -> dict:
+        return body
+    app.add_api_route("/json", takes_json, methods=["POST"])
+    with TestClient(app) as client:
+        unparsable = client.post("/json", content=b"\txZ\xc9", headers={"content-type": "application/json"})
+        nowhere, wrong_method = client.get("/nowhere"), client.get("/json")
+    assert (unparsable.status_code, unparsable.json()) == (400, {
+        "status": "rejected", "code": "invalid_json",
+        "reason": "the request body is not valid JSON (There was an error parsing the body)"})
+    assert (nowhere.status_code, nowhere.json()) == (404, {"status": "rejected", "code": "not_found",
+                                                           "reason": "Not Found"})
+    assert (wrong_method.status_code, wrong_method.json(), wrong_method.headers["allow"]) == (
+        405, {"status": "rejected", "code": "method_not_allowed", "reason": "Method Not Allowed"}, "POST")

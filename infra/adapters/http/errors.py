@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError, Forbidden, InvalidCommand, Malformed, NotFound
 from infra.adapters.http.auth import AuthError
@@ -43,6 +44,11 @@ STATUSES: dict[str, int] = {
     # the processor could not decide the command (a defect of runledger)
     "undecidable": 500,
 }
+
+
+# Codes for the refusals Starlette and FastAPI raise themselves (install_error_handlers' on_http)
+HTTP_CODES = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+              415: "unsupported_media_type"}
 
 
 def status_of_code(code: str, kind: type[DomainError] = DomainError) -> int:
@@ -88,6 +94,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def on_auth(_: Request, error: AuthError) -> JSONResponse:
         return refusal(401, error.code, error.reason)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Starlette's and FastAPI's own refusals (an unparsable JSON body, no such route, a method not
+        allowed) in the one Rejection shape, so no route answers a body its contract does not describe."""
+        code = HTTP_CODES.get(error.status_code, "rejected")
+        reason = str(error.detail)
+        if code == "invalid_json":
+            reason = f"the request body is not valid JSON ({error.detail})"
+        return refusal(error.status_code, code, reason, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, error: RequestValidationError) -> JSONResponse:
