@@ -10,6 +10,9 @@ import json
 import logging
 from typing import Any
 
+from opentelemetry.trace import Tracer
+
+from infra.adapters import tracing
 from infra.adapters.eventlog import EventLog, LogError, Producer, Tail
 from infra.adapters.settings import Settings
 
@@ -25,9 +28,10 @@ def dumps(value: dict[str, Any]) -> bytes:
 
 
 class CommandBus:
-    def __init__(self, settings: Settings, log_: EventLog):
+    def __init__(self, settings: Settings, log_: EventLog, tracer: Tracer | None = None):
         self.settings = settings
         self.log = log_
+        self.tracer = tracer or tracing.tracer()
         self.pending: dict[str, asyncio.Future] = {}
         self.task: asyncio.Task | None = None
         self.producer: Producer | None = None
@@ -71,15 +75,21 @@ class CommandBus:
             future.set_result(reply)
 
     async def submit(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Produce a command envelope and return its outcome, or raise OutcomePending."""
+        """Produce a command envelope and return its outcome, or raise OutcomePending.
+
+        The command's `traceparent` becomes that of its `send` span (infra/adapters/tracing.py)."""
         future = asyncio.get_running_loop().create_future()
         self.pending[command["command_id"]] = future  # before producing: the reply may come before the wait
         try:
-            headers = [("traceparent", command["traceparent"].encode())] if command.get("traceparent") else None
-            await (await self.producer.send(self.settings.commands_topic, dumps(command),
-                                            command["tenant_id"].encode(), headers))
+            await self.produce(command)
             return await asyncio.wait_for(future, self.settings.command_timeout_s)
         except asyncio.TimeoutError:
             raise OutcomePending(command["command_id"]) from None
         finally:
             self.pending.pop(command["command_id"], None)
+
+    async def produce(self, command: dict[str, Any]) -> None:
+        topic = self.settings.commands_topic
+        with tracing.producing(self.tracer, topic, command) as (span, headers):
+            where = await (await self.producer.send(topic, dumps(command), command["tenant_id"].encode(), headers))
+            tracing.delivered(span, where.partition, where.offset)

@@ -16,6 +16,8 @@ import logging
 from datetime import datetime, timezone
 from typing import AsyncContextManager, Callable
 
+from opentelemetry.trace import Tracer
+
 from commands.content import ContentKeys
 from commands.ownership import Ownership, PartitionOwner
 from commands.timers import Timers
@@ -38,15 +40,17 @@ class CommandProcessor:
     """The loop: acquire what is assigned, keep the owned partitions flowing, hand records to workers, fire timers."""
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, log_: EventLog | None = None,
-                 keys: KeyStore | None = None, open_keys: Callable[[], AsyncContextManager[KeyStore]] | None = None):
-        """`keys`: the data-key store; or `open_keys`, opened inside `run` (on the processor's own loop)."""
+                 keys: KeyStore | None = None, open_keys: Callable[[], AsyncContextManager[KeyStore]] | None = None,
+                 tracer: Tracer | None = None):
+        """`keys`: the data-key store; or `open_keys`, opened inside `run` (on the processor's own loop).
+        `tracer`: where its spans go (default: the process's provider; commands/tracing.py)."""
         self.open_keys = open_keys
         self.settings = settings
         self.log = log_ or KafkaLog(settings)
         self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0,
                       "undecidable": 0, "healed": 0}
         self.ownership = Ownership(settings, self.log, self.stats, ContentKeys(keys))
-        self.worker = Worker(settings, self.ownership, clock, self.stats)
+        self.worker = Worker(settings, self.ownership, clock, self.stats, tracer)
         self.timers = Timers(settings.timer_interval_s, self.ownership, self.worker, clock,
                              settings.retention_sweep_interval_s, settings.checkpoint_interval_s,
                              settings.checkpoint_every)

@@ -11,8 +11,11 @@ import asyncio
 import json
 import logging
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from opentelemetry.trace import Tracer
+
+from commands import tracing
 from commands.ownership import Ownership, PartitionOwner
 from domain.ledger import ChainBroken, TenantLedger, Undecidable
 from infra.adapters import kafka
@@ -35,8 +38,10 @@ def parse(record: Record) -> dict[str, Any] | None:
 
 
 class Worker:
-    def __init__(self, settings: Settings, ownership: Ownership, clock: Callable[[], datetime], stats: dict):
+    def __init__(self, settings: Settings, ownership: Ownership, clock: Callable[[], datetime], stats: dict,
+                 tracer: Tracer | None = None):
         self.settings, self.ownership, self.clock, self.stats = settings, ownership, clock, stats
+        self.tracer = tracer or tracing.tracer()
         self.content = ownership.content
         # Commands whose deciding raised a defect: after the rebuild they are refused, not retried
         # forever. Lost with the process, which is safe: a successor meets the defect once more.
@@ -59,7 +64,7 @@ class Worker:
             records = owner.pending[:self.settings.batch_max]
             del owner.pending[:len(records)]
             commands = [c for c in map(parse, records) if c is not None]
-            await self.guarded(owner, commands, {tp: records[-1].offset + 1}, reply=True)
+            await self.guarded(owner, commands, {tp: records[-1].offset + 1}, reply=True, records=records)
             if self.ownership.owners.get(tp.partition) is owner and len(owner.pending) < self.settings.batch_max:
                 self.unblock(tp, owner)
 
@@ -71,13 +76,15 @@ class Worker:
             pass  # revoked meanwhile: the release that follows takes the partition down
 
     async def guarded(self, owner: PartitionOwner, commands: list[dict[str, Any]],
-                      offsets: dict[TopicPartition, int] | None, reply: bool) -> None:
-        """Run one transaction; on any failure drop the partition so it is re-acquired afresh."""
+                      offsets: dict[TopicPartition, int] | None, reply: bool, records: Sequence[Record] = ()) -> None:
+        """Run one transaction; on any failure drop the partition so it is re-acquired afresh.
+
+        `records`: the consumed command records (traced as one batch); none for timers."""
         async with owner.lock:
             if self.ownership.owners.get(owner.partition) is not owner:
                 return
             try:
-                await self.transact(owner, commands, offsets, reply)
+                await self.transact(owner, commands, offsets, reply, records)
             except Fenced:
                 self.stats["fenced"] += 1
                 await self.ownership.drop(owner, "fenced: another processor owns it", self.ownership.fenced_backoff_s)
@@ -93,30 +100,41 @@ class Worker:
                 await self.ownership.drop(owner, f"transaction failed ({error!r})", 1.0)
 
     async def transact(self, owner: PartitionOwner, commands: list[dict[str, Any]],
-                       offsets: dict[TopicPartition, int] | None, reply: bool) -> None:
+                       offsets: dict[TopicPartition, int] | None, reply: bool, records: Sequence[Record] = ()) -> None:
         writer, s = owner.writer, self.settings
-        rings = await self.content.rings(owner.tenant, commands)
-        appended = []
-        async with writer.transaction():
-            sends = []
-            now = self.clock()
-            for command in commands:
+        with tracing.consumed(self.tracer, s, owner.partition, records) as batch:
+            rings = await self.content.rings(owner.tenant, commands)
+            async with batch.transaction(writer.transaction()):
+                with batch.sending(s.events_topic) as sending:
+                    appended = await self.decide_and_send(owner, commands, rings, reply, batch)
+                    sending.sent(len(appended), len(commands) if reply else 0)
+                if offsets:
+                    await writer.send_offsets(offsets, s.processor_group)
+            self.stats["transactions"] += 1
+            self.stats["commands"] += len(commands)
+            await self.content.destroy(appended)
+
+    async def decide_and_send(self, owner: PartitionOwner, commands: list[dict[str, Any]], rings: dict, reply: bool,
+                              batch: tracing.Untraced) -> list[dict[str, Any]]:
+        """Decide the commands in order, queueing their events (and replies); return the events once the log holds all."""
+        writer, s = owner.writer, self.settings
+        sends, appended = [], []
+        now = self.clock()
+        for command in commands:
+            with batch.deciding(command) as deciding:
                 outcome, envelopes = self.decide(owner.tenant(command["tenant_id"]), command, now,
                                                  rings.get(command["tenant_id"]))
-                appended += envelopes
-                key = command["tenant_id"].encode()
-                for env in envelopes:
-                    sends.append(await writer.send(s.events_topic, encode(env), key, owner.partition,
-                                                   cloudevents_headers(env)))
-                if reply:
-                    sends.append(await writer.send(s.replies_topic, kafka.dumps(outcome), key, owner.partition))
-                self.stats["events"] += len(envelopes)
-            await asyncio.gather(*sends)
-            if offsets:
-                await writer.send_offsets(offsets, s.processor_group)
-        self.stats["transactions"] += 1
-        self.stats["commands"] += len(commands)
-        await self.content.destroy(appended)
+                deciding.decided(outcome, envelopes)
+            appended += envelopes
+            key = command["tenant_id"].encode()
+            for env in envelopes:
+                sends.append(await writer.send(s.events_topic, encode(env), key, owner.partition,
+                                               cloudevents_headers(env)))
+            if reply:
+                sends.append(await writer.send(s.replies_topic, kafka.dumps(outcome), key, owner.partition))
+            self.stats["events"] += len(envelopes)
+        await asyncio.gather(*sends)
+        return appended
 
     def decide(self, ledger: TenantLedger, command: dict[str, Any], now: datetime, ring=None) -> tuple[dict, list[dict]]:
         kind = self.undecidable.get(command["command_id"])

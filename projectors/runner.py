@@ -17,6 +17,9 @@ import logging
 import time
 from typing import Callable
 
+from opentelemetry.trace import Tracer
+
+from infra.adapters import tracing
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError, TopicPartition
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.settings import Settings
@@ -31,9 +34,10 @@ class ProjectorRunner:
     retry_delay_s = 1.0  # after a transient error, before reading again from the stored position
 
     def __init__(self, settings: Settings, projection: Projection, batch_max: int = 5000,
-                 log_: EventLog | None = None):
+                 log_: EventLog | None = None, tracer: Tracer | None = None):
         self.settings = settings
         self.log = log_ or KafkaLog(settings)
+        self.tracer = tracer or tracing.tracer()  # a `process` span per poll (infra/adapters/tracing.py)
         self.admission = Admission(projection)
         self.batch_max = batch_max
         self.group = f"{settings.topic_prefix}.projector.{projection.name}"
@@ -125,11 +129,18 @@ class ProjectorRunner:
 
     async def apply(self, fetched: dict[TopicPartition, list]) -> None:
         """Admit a poll's records tenant by tenant, then store all its partitions' batches in one apply."""
+        with tracing.polled(self.tracer, self.group, self.projection.name, fetched) as poll:
+            await self.store(fetched, poll)
+
+    async def store(self, fetched: dict[TopicPartition, list], poll: tracing.Poll) -> None:
+        """Admit and store the poll under its span, tell the observers, then commit its offsets to Kafka."""
         polled = [(tp.partition, records, max(records[-1].offset + 1, await self.consumer.position(tp)))
                   for tp, records in fetched.items()]
         before = set(self.admission.held)
         started = time.perf_counter()
-        stored = await self.admission.store(polled)
+        with poll.storing():
+            stored = await self.admission.store(polled)
+            poll.stored(stored, len(set(self.admission.held) - before))
         for observer in self.on_applied:
             observer(self.projection.name, stored, time.perf_counter() - started)
         self.applied += stored

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from opentelemetry.trace import Tracer
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from infra.adapters import tracing
 from projectors.channels import NOTIFY_CHANNEL
 
 log = logging.getLogger("runledger.streams")
@@ -65,6 +67,7 @@ class ChannelHub:
     subscribers: dict[tuple[str, str], set[Subscription]] = field(default_factory=dict)
     delivered: dict[tuple[str, str], int] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    tracer: Tracer = field(default_factory=tracing.tracer)  # a delivery span per channel and notification
 
     def subscribe(self, tenant_id: str, channel: str) -> Subscription:
         sub = Subscription(tenant_id, channel, asyncio.Queue(self.buffer))
@@ -104,9 +107,12 @@ class ChannelHub:
             after = self.delivered.get(key, head - 1)
             if head <= after:
                 continue
-            for row in await self.rows(note["schema"], tenant_id, channel, after, head):
-                for sub in list(self.subscribers.get(key, ())):
-                    sub.offer(row)
+            rows = await self.rows(note["schema"], tenant_id, channel, after, head)
+            subs = list(self.subscribers.get(key, ()))
+            with tracing.delivering(self.tracer, tenant_id, channel, rows, len(subs)):
+                for row in rows:
+                    for sub in subs:
+                        sub.offer(row)
             self.delivered[key] = head
 
     async def rows(self, schema: str, tenant_id: str, channel: str, after: int, upto: int | None = None,

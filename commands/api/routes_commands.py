@@ -2,7 +2,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from opentelemetry.trace import SpanKind
 
 from commands.api.services import BusDep
 from commands.bus import OutcomePending
@@ -48,13 +47,9 @@ async def send_command(request: Request, principal: Caller, bus: BusDep,
                        traceparent: Annotated[str | None, Header(description="W3C trace context")] = None,
                        x_correlation_id: Annotated[str | None, Header()] = None) -> JSONResponse:
     raw = await read_limited(request, settings.max_body_bytes)
-    with telemetry.tracer().start_as_current_span(
-            "runledger.command", context=telemetry.context_from(request.headers),
-            kind=SpanKind.SERVER, attributes={"runledger.tenant_id": principal.tenant_id}) as span:
+    with telemetry.continued(request.headers):  # under the HTTP request's span; the bus opens `send`
         command = command_envelope(principal, raw, idempotency_key,
                                    telemetry.current_traceparent(), x_correlation_id, settings.ops_tenant)
-        span.set_attribute("runledger.command_type", command["body"]["type"])
-        span.set_attribute("runledger.command_id", command["command_id"])
         return await submit(bus, command, settings)
 
 
