@@ -8,7 +8,8 @@
 #        e.g. bench/run.sh --quick, bench/run.sh read --quick, bench/run.sh streams --help
 #        (no benchmark named = write). The same as `python -m bench.<name> ...` from the repo root.
 #        evidence and policy (Cedar evaluation per tool call, bench/policy/README.md) need no broker
-#        or database and start no stack.
+#        or database and start no stack; `policy --http` adds RequestToolCall latency through HTTP
+#        with and without policy evaluation, which needs the stack like write/read/streams.
 #
 # Without RUNLEDGER_KAFKA_BOOTSTRAP in the environment, the benchmark starts its own local stack
 # (infra/local/stack.sh: Kafka + PostgreSQL) in its own home and on its own ports, so it never

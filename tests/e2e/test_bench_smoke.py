@@ -1,4 +1,4 @@
-"""Each benchmark's smallest run end to end: `bench/run.sh write|read|streams|evidence --smoke`.
+"""Each benchmark's smallest run end to end: `bench/run.sh write|read|streams|evidence|policy --smoke`.
 
 Exit status 0, the table has its rows, and windows too short to measure say so instead of a
 verdict. The benchmarks run against one stack of this module's own (infra/local/stack.sh in a
@@ -59,10 +59,10 @@ def bench_env():
         shutil.rmtree(home, ignore_errors=True)
 
 
-def smoke(env: dict, name: str) -> dict[str, tuple[str, str, str]]:
-    """Run one benchmark's smoke size; return its table as metric → (measured, target, verdict)."""
+def smoke(env: dict, name: str, *extra: str) -> dict[str, tuple[str, str, str]]:
+    """Run one benchmark's smoke size (and extra options); return its table: metric → (measured, target, verdict)."""
     started = time.monotonic()
-    done = subprocess.run(["bash", "bench/run.sh", name, "--smoke", "--no-progress"], env=env, cwd=REPO,
+    done = subprocess.run(["bash", "bench/run.sh", name, "--smoke", "--no-progress", *extra], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=240)
     print(f"bench {name} --smoke: {time.monotonic() - started:.0f} s\n{done.stdout}\n{done.stderr[-3000:]}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -141,3 +141,24 @@ def test_evidence_smoke():
         read = next(v for k, v in table.items() if k.startswith(f"{phase}: nodes read per proof"))
         assert read[0].endswith("instead of 20,000 leaves") and int(read[0].split("max ")[1].split()[0]) <= 31
     assert verdict(table, "5 checkpoint: signed note") == "info"
+
+
+def test_policy_smoke_with_http(bench_env):
+    """Phases 1-3 in the bench process, then RequestToolCall over HTTP for sets A (demo envelope), B (one
+    unconditional permit), C (no envelope) in one 2 s window: every row, each call decided as its set
+    expects, nothing rejected, and no verdict from so few samples."""
+    table = smoke(bench_env, "policy", "--http")
+    assert verdict(table, "evaluate: evaluate(envelope, request)") == TOO_SHORT
+    assert verdict(table, "decide: evaluation's share of a RequestToolCall decision") == TOO_SHORT
+    for key in ("A vs B", "A vs C"):
+        assert verdict(table, f"http: p99 {key}: ") == TOO_SHORT
+    expected = (("A demo envelope", "ALLOW (low-risk)"), ("B one unconditional permit", "ALLOW (permit-all)"),
+                ("C no envelope", "DENY (fail_closed)"))
+    for label, decided in expected:
+        rows = {k.split(": ", 2)[2].split(" @ ")[0]: v for k, v in table.items() if k.startswith(f"http: {label}")}
+        assert sorted(rows) == ["decided / rejected by code", "p50 / p99 / max"], sorted(table)
+        measured = rows["decided / rejected by code"][0]
+        count, rejected = measured.split(" × ", 1)[1].split(" / ")
+        assert measured.startswith(decided) and rejected == "0", measured
+        assert count.split(" of ")[0] == count.split(" of ")[1] != "0", measured
+    assert " / " in table[next(k for k in table if "evaluate() inside the processor, per call" in k)][0]
