@@ -20,7 +20,7 @@ ENVELOPE = {"event_id": str, "tenant_id": str, "chain_seq": int, "prev_hash": st
             "schema_version": int, "aggregate_type": str, "aggregate_id": str, "aggregate_version": int,
             "occurred_at": str, "recorded_at": str, "actor": dict, "payload": dict}
 SCOPE_FIELDS = {"tenant": (), "run": ("id",), "approval": ("id",), "actor": ("subject",),
-                "time_range": ("start", "end")}
+                "time_range": ("start", "end"), "query": ("query",)}
 
 
 def shape(env: Any) -> str | None:
@@ -130,11 +130,18 @@ def check_content(b: Bundle, governance: Any, r: Report) -> None:
     for section, entries in folded.items():
         if not isinstance(governance, dict) or governance.get(section) != entries:
             r.fail(f"governance.json: {section} differ from those folded from the bundle's events")
+    context = {seq for seq in selector.context if seq not in cited}
     for seq in others:
-        if seq not in cited:
-            r.fail(f"chain_seq {seq}: neither of the scope nor a governance record touching it")
+        if seq not in cited and seq not in context:
+            r.fail(f"chain_seq {seq}: neither of the scope nor a governance record touching it"
+                   + (" nor the request a selected event of the query matched through" if scope["kind"] == "query"
+                      else ""))
+    context &= set(others)
     counts = b.manifest["counts"]
-    for name, actual in (("events", r.events), ("scope_events", summary.count), ("governance_events", len(others))):
+    expected = [("events", r.events), ("scope_events", summary.count), ("governance_events", len(others) - len(context))]
+    if scope["kind"] == "query":
+        expected.append(("context_events", len(context)))
+    for name, actual in expected:
         if counts.get(name) != actual:
             r.fail(f"manifest: counts.{name} is {counts.get(name)}, the bundle has {actual}")
     if b.manifest.get("destroyed_key_ids") != folded["destroyed_key_ids"]:

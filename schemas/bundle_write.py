@@ -50,7 +50,7 @@ class Written:
 
 
 STATE = "state.json"       # a resumable writer's state, written last (atomically) at each save
-STATE_FORMAT = "runledger-export-state/1"
+STATE_FORMAT = "runledger-export-state/2"
 
 
 class BundleWriter:
@@ -142,13 +142,17 @@ class BundleWriter:
         governance, cited = fold_governance((r for r in self.records if r["chain_seq"] <= size), self.summary,
                                             self.scope["kind"] == "tenant")
         extra = [r for r in self.records if r["chain_seq"] in cited and not self._selected(r["chain_seq"], count)]
+        context = [e for e in self.selector.context_envelopes(size) if not self._selected(e["chain_seq"], count)
+                   and e["chain_seq"] not in cited]
+        extra = sorted(extra + context, key=lambda e: e["chain_seq"])
         earlier = self._earlier(tree, size)
         head = {"format": FORMAT, "version": VERSION, "tenant": self.tenant, "origin": cp["origin"],
                 "scope": self.scope, "exported_at": exported_at, "chain_seen": self.head_seq,
                 "uncovered": self.head_seq - size,
                 "checkpoint": {k: cp[k] for k in ("chain_seq", "size", "root", "note", "key")},
-                "counts": {"events": count + len(extra), "scope_events": count, "governance_events": len(extra),
-                           "checkpoints": len(earlier)},
+                "counts": {"events": count + len(extra), "scope_events": count,
+                           "governance_events": len(extra) - len(context), "checkpoints": len(earlier),
+                           **({"context_events": len(context)} if self.scope["kind"] == "query" else {})},
                 "destroyed_key_ids": governance["destroyed_key_ids"]}
         d = self.workdir
         (d / "checkpoint.note").write_bytes(cp["note"].encode())
@@ -227,7 +231,7 @@ class BundleWriter:
                  "resume_at": resume_at, "head_seq": self.head_seq, "head_hash": self.head_hash,
                  "written": self._written, "hashes": len(self.hashes), "seqs": len(self.seqs),
                  "checkpoints": self.checkpoints, "records": self.records, "pending": self._pending,
-                 "members": sorted(self.selector.members),
+                 "selector": self.selector.state(),
                  "summary": {"count": sm.count, "runs": sorted(sm.runs), "aggregates": sorted(sm.aggregates),
                              "subjects": sorted(sm.subjects), "kids": sorted(sm.kids), "first": sm.first,
                              "last": sm.last}}
@@ -266,7 +270,7 @@ class BundleWriter:
         writer._written, writer._saved = state["written"], {"hashes": len(hashes), "seqs": len(writer.seqs)}
         writer.head_seq, writer.head_hash = state["head_seq"], state["head_hash"]
         writer.checkpoints, writer.records, writer._pending = state["checkpoints"], state["records"], state["pending"]
-        writer.selector.members = set(state["members"])
+        writer.selector.restore(state["selector"])
         sm = state["summary"]
         writer.summary = Summary(sm["count"], set(sm["runs"]), set(sm["aggregates"]), set(sm["subjects"]),
                                  set(sm["kids"]), sm["first"], sm["last"])

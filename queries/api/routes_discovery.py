@@ -10,12 +10,14 @@ from queries.api.services import DiscoveryDep
 router = APIRouter(tags=["audit", "cost"])
 Auditor = Annotated[Principal, require("auditor", "admin")]
 GroupBy = Literal["project", "run", "model", "provider", "day"]
+# Every decision a tool call can record (domain/tool_call.py DECISIONS; tests/unit/test_bundle_query.py checks)
+Decision = Literal["ALLOW", "DENY", "REQUIRE_APPROVAL", "REQUIRE_STEP_UP", "THROTTLE", "EXTERNAL"]
 
 
 @router.get("/v1/audit/events", summary="Search every event of the tenant, newest first (keyset pagination)")
 async def search(d: DiscoveryDep, principal: Auditor, limit: Limit = 100, actor: str | None = None,
                  type: str | None = None, run_id: str | None = None, tool: str | None = None,
-                 decision: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"] | None = None,
+                 decision: Decision | None = None,
                  aggregate_id: str | None = None, tool_call_id: str | None = None, approval_id: str | None = None,
                  since: Instant | None = None, until: Instant | None = None, cursor: str | None = None,
                  min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:

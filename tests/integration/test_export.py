@@ -9,6 +9,8 @@ is on the chain with the bundle's digest, a later export proves it extends the f
 import asyncio
 import base64
 import hashlib
+import json
+import tarfile
 import re
 import subprocess
 import sys
@@ -112,7 +114,7 @@ async def test_an_exported_run_verifies_offline_is_recorded_on_the_chain_and_a_l
     assert (verified.returncode, verified.stderr) == (0, ""), verified.stdout
     assert verified.stdout.startswith(f"OK bundle {tmp_path / 'one.tar'}: run {run} of tenant {tenant}, 6 events;")
 
-    full_scope = {"kind": "run", "id": run, "subject": None, "start": None, "end": None}
+    full_scope = {"kind": "run", "id": run, "subject": None, "start": None, "end": None, "query": None}
     jobs = [e for e in await chain(api, tenant) if e["type"].startswith("export")]
     recorded_id = next(e["aggregate_id"] for e in jobs if e["type"] == "export.recorded")
     # the job: requested before the bundle was written, then completed with its digest in the recording command
@@ -147,7 +149,8 @@ async def test_bad_input_exits_2_naming_the_problem_and_an_export_that_cannot_be
     out = tmp_path / "b.tar"
     for scope, who, message in [
             ("thread:1", tenant, "error: --scope 'thread:1': unknown scope kind 'thread': use run:<uuid>, "
-                                 "approval:<uuid>, actor:<subject>, time:<start>/<end> or tenant"),
+                                 "approval:<uuid>, actor:<subject>, time:<start>/<end>, query:<filter>=<value>&... "
+                                 "(a discovery query's results) or tenant"),
             ("time:2026-02-01T00:00:00Z/2026-01-01T00:00:00Z", tenant, "error: --scope 'time:2026-02-01T00:00:00Z/"
              "2026-01-01T00:00:00Z': time scope: the range is reversed or empty: end 2026-01-01T00:00:00.000000Z is "
              "not after start 2026-02-01T00:00:00.000000Z"),
@@ -184,3 +187,29 @@ async def test_the_chain_read_resumes_from_a_log_offset_yielding_exactly_the_rec
         tail = [(offset, env["chain_seq"]) async for offset, env in tenant_records(api.settings, tenant,
                                                                                     start=offsets[k])]
         assert tail == whole[k:]
+
+
+async def test_a_query_copy_holds_exactly_the_events_the_discovery_api_returns_for_that_query(api, tmp_path):
+    tenant = unique("ex-")
+    first, _ = await finished_run(api, tenant)
+    run, last = await finished_run(api, tenant)
+    await signed_past(api, tenant, last)
+    out = tmp_path / "q.tar"
+    done = await run_cli(api, "export", "--tenant", tenant, "--scope", f"query:tool=search&run_id={run}", "--out", out,
+                         "--url", api.url, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(out) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+        bundled = [json.loads(line) for line in tar.extractfile("events.jsonl").read().splitlines()]
+    size = manifest["checkpoint"]["size"]
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        found = await http.get("/v1/audit/events", params={"tool": "search", "run_id": run, "min_seq": size},
+                               headers={"Authorization": f"Bearer {token(tenant, 'auditor', ('auditor',))}"})
+    assert found.status_code == 200, found.text
+    discovered = sorted(item["chain_seq"] for item in found.json()["items"] if item["chain_seq"] <= size)
+    assert [e["chain_seq"] for e in bundled] == discovered  # the call's request is itself selected: no context
+    assert [e["type"] for e in bundled] == ["tool_call.requested", "tool_call.policy_decided"]
+    assert (bundled[0]["payload"]["run_id"], len({e["aggregate_id"] for e in bundled})) == (run, 1)  # not `first`
+    assert (manifest["counts"]["scope_events"], manifest["counts"]["context_events"]) == (len(discovered), 0)
+    verified = await run_cli(api, "verify-bundle", out, "--key", vkey(tenant))
+    assert (verified.returncode, verified.stderr) == (0, ""), verified.stdout

@@ -82,7 +82,15 @@ def test_nothing_to_export_is_refused_naming_the_problem(tmp_path):
 
 @pytest.mark.parametrize("scope, message", [
     ("thread:1", "error: --scope 'thread:1': unknown scope kind 'thread': use run:<uuid>, approval:<uuid>, "
-                 "actor:<subject>, time:<start>/<end> or tenant"),
+                 "actor:<subject>, time:<start>/<end>, query:<filter>=<value>&... (a discovery query's results) "
+                 "or tenant"),
+    ("query:colour=red", "error: --scope 'query:colour=red': query scope: unknown filter 'colour': use actor, type, "
+                         "run_id, tool, decision, aggregate_id, tool_call_id, approval_id, since, until"),
+    ("query:tool=a&tool=b", "error: --scope 'query:tool=a&tool=b': query scope: 'tool' is given more than once"),
+    ("query:run_id=7", "error: --scope 'query:run_id=7': query scope: run_id '7' is not a UUID"),
+    ("query:since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z", "error: --scope 'query:since=2026-02-01T00:00:"
+     "00Z&until=2026-01-01T00:00:00Z': query scope: the range is reversed or empty: until 2026-01-01T00:00:00.000000Z "
+     "is not after since 2026-02-01T00:00:00.000000Z"),
     ("time:2026-02-01T00:00:00Z/2026-01-01T00:00:00Z", "error: --scope 'time:2026-02-01T00:00:00Z/2026-01-01T00:00:00Z"
      "': time scope: the range is reversed or empty: end 2026-01-01T00:00:00.000000Z is not after start "
      "2026-02-01T00:00:00.000000Z"),

@@ -30,7 +30,8 @@ def test_a_job_is_requested_then_completed_in_the_same_command_that_records_the_
     requested = h.log[-1]
     assert (requested["type"], requested["aggregate_id"], requested["actor"]["subject"], requested["payload"]) == (
         "export_job.requested", job, "auditor-1",
-        {"scope": {"kind": "run", "id": run, "subject": None, "start": None, "end": None}, "checkpoint_size": 7,
+        {"scope": {"kind": "run", "id": run, "subject": None, "start": None, "end": None, "query": None},
+         "checkpoint_size": 7,
          "requested_by": "auditor-1"})
     before = len(h.log)
     reply = h.send(record(job, run), AUDITOR)
