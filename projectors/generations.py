@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS public.runledger_projections (
     generation int NOT NULL,
     swapped_at timestamptz NOT NULL DEFAULT now()
 )"""
+REGISTRY_LOCK = "runledger:registry"  # the advisory lock around creating public.runledger_projections
 META = "runledger_meta"
 CH_REGISTRY_DDL = [
     f"CREATE DATABASE IF NOT EXISTS {META}",
@@ -143,6 +144,9 @@ class PostgresGenerations(Generations):
 
     async def register(self, name: str, creation: Creation) -> Live:
         async with self.pool.connection() as conn:
+            # Roles starting at once on a fresh database race on CREATE TABLE IF NOT EXISTS itself (a
+            # UniqueViolation on pg_type): one registry-wide lock, held to the end of this transaction, first.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (REGISTRY_LOCK,))
             await conn.execute(PG_REGISTRY_DDL)
             await self.serialise(conn, name)
             live = await self.live_on(conn, name)
