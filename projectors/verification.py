@@ -4,9 +4,11 @@ A check sets what the chain says a table should hold (`Expected` rows, in key or
 the table holds (`Live` rows, in the same order) and merges them (`diff`). Each expected row is
 `required` (applied by the model, so it must be there), `optional` (not applied yet, or trimmed
 from an SSE channel: it may be absent, and must be right if present) or `absent` (removed by a
-retention sweep the model has applied: it must be gone). What differs is a `Problem` named by
-model, table and key (a chain_seq or the row's key columns) with the columns that differ, never
-their values, so a problem is itself fit for the chain (`verification.recorded`).
+retention sweep the model has applied: it must be gone); `also` is another row it may hold instead
+(the archive's: the tombstone of a sweep past its head, which a poll in progress writes before its
+position). What differs is a `Problem` named by model, table and key (a chain_seq or the row's key
+columns) with the columns that differ, never their values, so a problem is itself fit for the chain
+(`verification.recorded`).
 """
 from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Literal
@@ -25,6 +27,7 @@ class Expected:
     row: tuple | None  # None for an absent row (no need to build it)
     presence: Presence = "required"
     why: str = ""  # for an absent row: what removed it
+    also: tuple | None = None  # another row the model may hold here: what a write past its head makes
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ class Diff:
             self.problem(got.key, "extra", detail="no event of the chain makes this row")
         elif want.presence == "absent":
             self.problem(got.key, "extra", detail=f"still here after {want.why}")
-        elif got.flaw or want.row != got.row:
+        elif got.flaw or (want.row != got.row and got.row != want.also):
             columns = differing(self.columns, want.row, got.row)
             self.problem(got.key, "mismatched", columns, got.flaw or f"differs from the chain in {', '.join(columns)}")
 

@@ -1,4 +1,4 @@
-"""What the chain says the row-per-event read models hold: audit, evidence and SSE channels (pure).
+"""What the chain says the row-per-event read models hold: audit, evidence, SSE channels and the archive (pure).
 
 Each function reads a tenant's events in chain order and yields `Expected` rows in key order, built
 by the projector's own row functions where it has them (`AuditProjection.row`, `leaf_row`,
@@ -7,8 +7,10 @@ row is, only about whether the table holds it. `applied` is how far the model ha
 chain: rows of later events are optional. `swept` maps each run a retention sweep of the model has
 removed (projectors/removals.py) to that sweep's chain_seq: the rows of its family must be gone.
 """
+import bisect
 from typing import Iterable, Iterator
 
+from projectors.archive import run_of
 from projectors.audit import AuditProjection
 from projectors.base import Envelope
 from projectors.ch import ts
@@ -16,6 +18,8 @@ from projectors.channels import channels_of
 from projectors.evidence import CHECKPOINT_SIGNED, checkpoint_row, leaf_row
 from projectors.removals import governs
 from projectors.verification import Expected, Presence
+from schemas.bundle import jcs
+from schemas.tiles import HEIGHT, STORE as ARCHIVE_STORE, tombstone
 
 REQUESTED = ("tool_call.requested", "approval.requested")
 AUDIT_RUN_ID = 14  # index of run_id in projectors/audit.py COLUMNS
@@ -144,3 +148,74 @@ def aggregate_runs_expected(envelopes: Iterable[Envelope], applied: int, swept: 
             rows[env["aggregate_id"]] = Expected((env["aggregate_id"],), (run_id,),
                                                  presence(env["chain_seq"], applied, removed_by), by_sweep(removed_by))
     return [rows[k] for k in sorted(rows)]
+
+
+# -- archive -----------------------------------------------------------------------------------
+
+class ArchivePlan:
+    """What the chain says a tenant's archive (projectors/archive.py) publishes once it has applied chain_seq 1
+    to `applied`: the sweeps naming the archive, the checkpoints, and how many entries its files must hold."""
+
+    def __init__(self, applied: int):
+        self.applied = applied
+        self.sweeps: dict[str, list[int]] = {}  # run id → chain_seqs of the sweeps naming the archive that name it
+        self.checkpoints: list[tuple[int, int, bytes]] = []  # (chain_seq, size, note) that hold together
+        self.keys: dict[str, None] = {}  # the vkeys of those checkpoints, in chain order
+
+    def count(self, envelopes: Iterable[Envelope]) -> "ArchivePlan":
+        for env in envelopes:
+            if governs(ARCHIVE_STORE, env):
+                for run_id in env["payload"]["run_ids"]:
+                    self.sweeps.setdefault(run_id, []).append(env["chain_seq"])
+            elif env["type"] == CHECKPOINT_SIGNED:
+                try:
+                    row = checkpoint_row(env)  # one that does not hold together holds the tenant instead
+                except ValueError:
+                    continue
+                self.checkpoints.append((row[1], row[3], row[5].encode()))
+                self.keys[row[6]] = None
+        return self
+
+    @property
+    def checkpoint(self) -> tuple[int, int, bytes] | None:
+        """The checkpoint `checkpoint` publishes at the head: the first of the largest size the archive applied."""
+        best = None
+        for c in self.checkpoints:
+            if c[0] <= self.applied and (best is None or c[1] > best[1]):
+                best = c
+        return best
+
+    @property
+    def published(self) -> int:
+        """Entries the public files hold at the head: every full bundle, and up to the published checkpoint."""
+        signed = self.checkpoint
+        return max(self.applied >> HEIGHT << HEIGHT, signed[1] if signed else 0)
+
+    def note(self, note: bytes) -> tuple[int, int] | None:
+        """(chain_seq, size) of the checkpoint.signed whose note this is, if one is."""
+        return next(((seq, size) for seq, size, n in self.checkpoints if n == note), None)
+
+    def removed_by(self, seq: int, run_id: str | None) -> int | None:
+        """The first sweep after chain_seq `seq` that names the event's run: it tombstones the event's line."""
+        sweeps = self.sweeps.get(run_id) if run_id is not None else None
+        if not sweeps:
+            return None
+        at = bisect.bisect_right(sweeps, seq)
+        return sweeps[at] if at < len(sweeps) else None
+
+
+def archive_lines(envelopes: Iterable[Envelope], plan: ArchivePlan) -> Iterator[tuple[Envelope, bytes, bytes | None]]:
+    """Each event with its sidecar line at the head, as the projector writes it (RFC 8785 JSON and a newline, or
+    the tombstone of the sweep that removed its run family), and the tombstone a sweep past the head will make
+    of it (which a poll in progress may have written already), if one will. Families as projectors/archive.py
+    `run_of` decides them."""
+    owner: dict[str, str] = {}
+    for env in envelopes:
+        seq = env["chain_seq"]
+        by = plan.removed_by(seq, run_of(env, owner))
+        if by is None:
+            yield env, jcs(env) + b"\n", None
+        elif by <= plan.applied:
+            yield env, tombstone(seq, env["hash"], by), None
+        else:
+            yield env, jcs(env) + b"\n", tombstone(seq, env["hash"], by)

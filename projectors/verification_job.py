@@ -2,9 +2,10 @@
 
 The chains are read from the events topic first (projectors/verification_chain.py). Then, tenant by
 tenant and model by model: wait (up to `wait_s`) for the model to apply the tenant's chain as read,
-take one look (projectors/verification_checks.py, projectors/verification_shadow.py) and, if it finds
-a problem, a second, independent look, whose verdict stands: a problem seen twice is the store's,
-one seen once was a poll landing during the first look (ClickHouse has no snapshots). One
+take one look (projectors/verification_checks.py, projectors/verification_shadow.py,
+projectors/verification_archive.py) and, if it finds a problem, a second, independent look, whose
+verdict stands: a problem seen twice is the store's, one seen once was a poll landing during the first
+look (ClickHouse and the archive's files have no snapshots). One
 verification runs at a time per deployment (a PostgreSQL advisory lock): they share generation 0.
 
 `VerificationJobs` runs one inside the serving process, for models that live in its embedded chdb.
@@ -23,13 +24,15 @@ from infra.adapters.settings import Settings
 from projectors.base import Projection
 from projectors.ch import ClickHouseProjection
 from projectors.verification import ModelVerdict, TenantReport
+from projectors.verification_archive import ArchiveCheck
 from projectors.verification_chain import Chains, Progress, TenantChain
 from projectors.verification_checks import AuditCheck, ChannelsCheck, Check, EvidenceCheck
 from projectors.verification_shadow import ChShadowCheck, PgShadowCheck
 
 log = logging.getLogger("runledger.verification")
-MODELS = ("audit", "evidence", "channels", "runs", "approvals", "governance", "cost")  # the read models it checks
-CHECKS: dict[str, type[Check]] = {"audit": AuditCheck, "evidence": EvidenceCheck, "channels": ChannelsCheck}
+MODELS = ("audit", "evidence", "channels", "runs", "approvals", "governance", "cost", "archive")  # those it checks
+CHECKS: dict[str, type[Check]] = {"audit": AuditCheck, "evidence": EvidenceCheck, "channels": ChannelsCheck,
+                                  "archive": ArchiveCheck}
 LOOKS = 2
 
 

@@ -1,10 +1,11 @@
 """`runledger verify-readmodels`: check read models against the chain, print what differs, record the result.
 
-The check runs here when every model asked for is reachable from this process (the PostgreSQL models,
-or all of them with a ClickHouse server), and inside the serving process otherwise (the embedded chdb
-belongs to it): POST /v1/ops/verifications with an ops admin token, then its progress until done.
-Either way, each tenant's result is then recorded on its own chain: RecordVerification through the API
-with an auditor token of that tenant minted from RUNLEDGER_JWT_SECRET (`--no-record`: print only).
+The check runs here when every model asked for is reachable from this process (the PostgreSQL models and
+the archive's files under RUNLEDGER_ARCHIVE_DIR, or all of them with a ClickHouse server), and inside the
+serving process otherwise (the embedded chdb belongs to it): POST /v1/ops/verifications with an ops
+admin token, then its progress until done. Either way, each tenant's result is then recorded on its own
+chain: RecordVerification through the API with an auditor token of that tenant minted from
+RUNLEDGER_JWT_SECRET (`--no-record`: print only).
 
 Exit 0: every model of every tenant matches the chain (and the results are recorded); 1: a problem was
 found, or a result could not be recorded; 2: nothing was verified (no events for a tenant asked for,
@@ -64,6 +65,7 @@ async def direct(settings: Settings, tenants: list[str] | None, models: list[str
     from infra.adapters.clickhouse import open_clickhouse
     from infra.adapters.postgres import DatabaseUnavailable, open_pool
     from infra.entry.bootstrap import CLICKHOUSE_PROJECTIONS, POSTGRES_PROJECTIONS
+    from projectors.archive import ArchiveProjection
     from projectors.verification_job import AlreadyVerifying, NoEvents, verify
     try:
         pool = await open_pool(settings, max_size=5)  # the lock, a snapshot, the shadow's reads and writes
@@ -72,7 +74,10 @@ async def direct(settings: Settings, tenants: list[str] | None, models: list[str
     ch = open_clickhouse(settings.clickhouse_url, settings.chdb_path) if any(m in EMBEDDED for m in models) else None
     try:
         classes = {cls.name: cls for cls in POSTGRES_PROJECTIONS + CLICKHOUSE_PROJECTIONS}
-        projections = [await classes[m](ch if m in EMBEDDED else pool, settings.topic_prefix).open() for m in models]
+        # the archive's files are only read: it is not opened (opening makes its bookkeeping directories)
+        projections = [ArchiveProjection(settings.archive_dir, settings.topic_prefix) if m == "archive"
+                       else await classes[m](ch if m in EMBEDDED else pool, settings.topic_prefix).open()
+                       for m in models]
         return await verify(settings, pool, projections, tenants, bars.show, wait_s=wait_s)
     except (NoEvents, AlreadyVerifying, LookupError) as error:
         raise Unusable(str(error)) from None
@@ -140,10 +145,17 @@ async def record(settings: Settings, url: str, report: TenantReport) -> int:
     return outcome.body["events"][-1]["chain_seq"]
 
 
+def rebuild(model: str) -> str:
+    if model == "archive":  # one generation, rebuilt in place (docs/archive.md); a replay never changes a full file
+        return ("move the named files aside, then rebuild the archive in place: stop the projectors, remove "
+                ".runledger/<prefix>/partitions under RUNLEDGER_ARCHIVE_DIR, start them")
+    return f"runledger projector rebuild {model}"
+
+
 def fix(problem: Problem, tenant_id: str) -> str:
     if problem.kind == "held":
         return f"fix the cause, then runledger projector resume {problem.model} --tenant {tenant_id}"
-    return f"runledger projector rebuild {problem.model}"
+    return rebuild(problem.model)
 
 
 def lines(report: TenantReport, recorded: int | None) -> list[str]:
@@ -161,7 +173,7 @@ def lines(report: TenantReport, recorded: int | None) -> list[str]:
                 f"{' (' + ', '.join(p.columns) + ')' if p.columns else ''}: {p.detail}; fix: {fix(p, t)}"
                 for p in m.problems]
         if m.dropped:
-            out.append(f"  {name} tenant {t}: {m.dropped} more problems; fix: runledger projector rebuild {name}")
+            out.append(f"  {name} tenant {t}: {m.dropped} more problems; fix: {rebuild(name)}")
         out += lag(name, m, report.chain_size)
     return out
 

@@ -1,17 +1,26 @@
 """The pure parts of verifying read models: the merge that names each difference, the rows the chain says a
-row-per-event model holds, the chain spool, the CLI's report and command, and the domain's RecordVerification."""
+row-per-event model holds, the chain spool, the archive's files against the chain (on a directory), the CLI's
+report and command, and the domain's RecordVerification."""
+import shutil
+
 import pytest
 
 from infra.adapters.eventlog.memory import MemoryLog
 from infra.entry.verify_readmodels import command_of, lines
+from projectors.archive import ArchiveProjection
 from projectors.audit import AuditProjection
+from projectors.base import Batch
 from projectors.verification import Diff, Expected, Live, ModelVerdict, Problem, TenantReport
+from projectors.verification_archive import ArchiveCheck, Places, structural
 from projectors.verification_chain import Chains
 from projectors.verification_expect import (ChannelPlan, aggregate_runs_expected, audit_expected,
                                             channel_events_expected, channel_heads_expected, leaves_expected,
                                             swept_runs)
+from schemas.bundle import jcs
 from schemas.envelope import encode
 from tests.unit.harness import ADMIN, Harness
+from tests.unit.test_tiles import (CHAIN, T, Crash, archive, at, family_story, flip, leaf_row, root_b64,
+                                   signed_root, tombstone_line)
 
 AUDITOR = {"subject": "auditor-1", "roles": ["auditor"]}
 
@@ -201,6 +210,231 @@ async def test_chains_are_spooled_per_tenant_verified_and_replayed(story, tmp_pa
         assert (them.size, them.records, them.broken[0]) == (2, 3, 3)
     finally:
         chains.close()
+
+
+# -- the archive -------------------------------------------------------------------------------
+
+async def archive_verdict(root, chain: list[dict]) -> ModelVerdict:
+    """One look of the archive check at the tenant's files under `root`, against `chain` on a one-partition log."""
+    log_ = Twin(partitions=1)
+    for env in chain:
+        log_.produce("x.events", env["tenant_id"].encode(), encode(env))
+    chains = Chains(log_, "x.events", None, str(root.parent))
+    try:
+        await chains.extend()
+        verdict = ModelVerdict("archive")
+        await ArchiveCheck(ArchiveProjection(root, "test"), chains, 1).verify(chains.get(T), verdict)
+        return verdict
+    finally:
+        chains.close()
+
+
+def problem(table: str, key: dict, kind: str, columns: tuple = (), detail: str = "") -> Problem:
+    return Problem("archive", table, key, kind, columns, detail)
+
+
+@pytest.fixture
+async def archived(tmp_path):
+    """CHAIN archived in polls of 37: full bundles 0 and 1, bundle 2 published to 599 (the checkpoint at 600)."""
+    root = tmp_path / "archive"
+    await archive(root, CHAIN, 37)
+    return root
+
+
+async def test_a_consistent_archive_verifies_every_entry_line_and_its_checkpoint(archived):
+    verdict = await archive_verdict(archived, CHAIN)
+    assert (verdict.counts(), verdict.problems) == (
+        {"rows": 599 + 599 + 1, "missing": 0, "extra": 0, "mismatched": 0, "applied": 600, "stopped_at": None,
+         "ok": True}, [])
+    report = TenantReport(T, 600, {"archive": verdict})
+    assert lines(report, None) == [f"OK tenant {T}: chain of 600 events; archive 1199 rows match the chain"]
+
+
+async def test_a_deleted_entry_bundle_is_one_missing_file(archived):
+    at(archived, "tile/entries/000").unlink()
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [problem("entries", {"path": "tile/entries/000"}, "missing", (),
+                                        "the archive has applied its chain to chain_seq 600, so it publishes "
+                                        "chain_seq 1 to 256 here")]
+    assert (verdict.rows, verdict.missing, verdict.ok) == (599 - 256 + 599 + 1, 1, False)
+    assert lines(TenantReport(T, 600, {"archive": verdict}), None)[1] == (
+        f"  archive tenant {T} entries path tile/entries/000: missing: the archive has applied its chain to "
+        "chain_seq 600, so it publishes chain_seq 1 to 256 here; fix: move the named files aside, then rebuild the "
+        "archive in place: stop the projectors, remove .runledger/<prefix>/partitions under RUNLEDGER_ARCHIVE_DIR, "
+        "start them")
+
+
+async def test_a_deleted_partial_version_the_checkpoint_needs_is_missing(archived):
+    at(archived, "tile/entries/002.p/87").unlink()   # 002.p/37, of the checkpoint of size 549, is still there
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [problem("entries", {"path": "tile/entries/002.p/87"}, "missing", (),
+                                        "the archive has applied its chain to chain_seq 600, so it publishes "
+                                        "chain_seq 513 to 599 here; its widest version holds 37")]
+    assert (verdict.rows, verdict.missing) == (512 + 37 + 599 + 1, 1)
+
+
+async def test_an_altered_sidecar_line_is_named_by_its_chain_seq(archived):
+    path = at(archived, "events/001")
+    path.write_bytes(path.read_bytes().replace(b'"note":"e266"', b'"note":"e267"'))
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [problem("events", {"chain_seq": 266}, "mismatched", ("line",),
+                                        "differs from the chain in line (line 10 of events/001)")]
+    assert (verdict.rows, verdict.mismatched) == (1199, 1)
+
+
+async def test_an_altered_entry_is_named_by_its_chain_seq(archived):
+    flip(at(archived, "tile/entries/001"), 5 * 34 + 2 + 9)
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [problem("entries", {"chain_seq": 262}, "mismatched", ("hash",),
+                                        "differs from the chain in hash (entry 5 of tile/entries/001)")]
+
+
+async def test_an_altered_tile_is_named_by_its_path_with_the_root_it_changes(archived):
+    flip(at(archived, "tile/0/002.p/87"), 50 * 32 + 7)
+    row = bytearray(leaf_row(CHAIN[:599]))
+    row[(512 + 50) * 32 + 7] ^= 0x01
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [
+        problem("tiles", {"path": "tile/0/002.p/87"}, "mismatched", (),
+                "tile/0/002.p/87: hash 50 is not the hash of entry 50 of tile/entries/002.p/87 (chain_seq 563)"),
+        problem("checkpoint", {"path": "checkpoint"}, "mismatched", (),
+                f"checkpoint: the root of size 599 from the tiles is {root_b64(bytes(row), 599)}, but the checkpoint "
+                f"signs {signed_root(600)}")]
+    assert (verdict.rows, verdict.mismatched) == (1199, 2)
+
+
+async def test_a_dropped_or_older_checkpoint_is_named(archived):
+    note = at(archived, "checkpoint")
+    note.unlink()
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [problem("checkpoint", {"path": "checkpoint"}, "missing", (),
+                                        "the archive has applied the checkpoint.signed at chain_seq 600 (size 599); "
+                                        "no file publishes it")]
+    assert (verdict.rows, verdict.missing) == (1198, 1)
+    note.write_bytes(CHAIN[499]["payload"]["note"].encode())   # recorded on the chain, but older
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [problem("checkpoint", {"path": "checkpoint"}, "mismatched", ("note",),
+                                        "the note of chain_seq 500 (size 499), older than the checkpoint the "
+                                        "archive has applied at chain_seq 600 (size 599)")]
+    note.write_bytes(CHAIN[599]["payload"]["note"].encode().replace(b"\n599\n", b"\n598\n"))
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [problem("checkpoint", {"path": "checkpoint"}, "mismatched", ("note",),
+                                        "not the note of any checkpoint.signed of the chain")]
+
+
+async def test_a_stray_file_and_files_beyond_the_chain_are_extra(archived):
+    (archived / T / "notes.txt").write_bytes(b"x")
+    verdict = await archive_verdict(archived, CHAIN[:590])   # the log lost its last 10 events, say
+    assert [(p.table, p.key, p.kind) for p in verdict.problems] == (
+        [("heads", {"chain_seq": 591}, "extra")] + [("entries", {"chain_seq": s}, "extra") for s in range(591, 600)]
+        + [("events", {"chain_seq": s}, "extra") for s in range(591, 600)]
+        + [("checkpoint", {"path": "checkpoint"}, "mismatched"), ("files", {"path": "notes.txt"}, "extra")])
+    assert verdict.problems[1].detail == "no event of the chain makes this row (entry 78 of tile/entries/002.p/87)"
+
+
+async def test_a_sweep_s_tombstones_are_no_problem_and_an_envelope_back_in_place_of_one_is(tmp_path):
+    chain, family, swept_by = family_story()
+    root = tmp_path / "archive"
+    await archive(root, chain, 29)
+    verdict = await archive_verdict(root, chain)
+    assert (verdict.counts(), verdict.problems) == (
+        {"rows": 359 + 359 + 1, "missing": 0, "extra": 0, "mismatched": 0, "applied": 385, "stopped_at": None,
+         "ok": True}, [])
+    path = at(root, "events/000")
+    lines_ = path.read_bytes().splitlines(keepends=True)
+    assert lines_[2] == tombstone_line(chain[2], swept_by)
+    lines_[2] = jcs(chain[2]) + b"\n"   # the envelope the sweep removed, restored
+    path.write_bytes(b"".join(lines_))
+    verdict = await archive_verdict(root, chain)
+    assert verdict.problems == [problem("events", {"chain_seq": 3}, "mismatched", ("line",),
+                                        "differs from the chain in line (line 3 of events/000)")]
+
+
+async def test_an_archive_behind_the_chain_is_lag_not_a_problem(tmp_path):
+    root = tmp_path / "archive"
+    await archive(root, CHAIN[:300], 64)
+    verdict = await archive_verdict(root, CHAIN)
+    assert (verdict.counts(), verdict.problems) == (
+        {"rows": 299 + 299 + 1, "missing": 0, "extra": 0, "mismatched": 0, "applied": 300, "stopped_at": None,
+         "ok": True}, [])
+    assert lines(TenantReport(T, 600, {"archive": verdict}), None) == [
+        f"OK tenant {T}: chain of 600 events; archive 599 rows match the chain",
+        "  note: archive has applied chain_seq 1 to 300 of 600; the last 300 events are not applied yet (lag) and "
+        "were not checked"]
+    early = tmp_path / "early"
+    await archive(early, CHAIN[:40], 40)   # no checkpoint, no full bundle: nothing is published yet
+    verdict = await archive_verdict(early, CHAIN)
+    assert ((early / T).exists(), verdict.counts()["rows"], verdict.ok, verdict.applied) == (False, 0, True, 40)
+
+
+async def test_no_directory_where_the_head_publishes_files_is_missing(archived):
+    shutil.rmtree(archived / T)
+    verdict = await archive_verdict(archived, CHAIN)
+    assert verdict.problems == [problem("directory", {"tenant_id": T}, "missing", (),
+                                        "no directory of the tenant under the archive root; the archive has applied "
+                                        "its chain to chain_seq 600, so it publishes chain_seq 1 to 599 and the "
+                                        "checkpoint of size 599")]
+    assert (verdict.rows, verdict.missing) == (0, 1)
+
+
+async def test_files_a_poll_wrote_before_its_position_are_no_problem(tmp_path, monkeypatch):
+    def lost(*args):
+        raise Crash("killed before the position was written")
+
+    root = tmp_path / "archive"
+    await archive(root, CHAIN[:250], 250)
+    writer = await ArchiveProjection(root, "test").open()
+    monkeypatch.setattr(writer, "_commit", lost)
+    with pytest.raises(Crash):
+        await writer.apply([Batch(0, CHAIN[250:560], 560)])   # fills bundle 1, publishes the checkpoint of 549
+    verdict = await archive_verdict(root, CHAIN)
+    assert (verdict.counts(), verdict.problems) == (
+        {"rows": 549 + 549 + 1, "missing": 0, "extra": 0, "mismatched": 0, "applied": 250, "stopped_at": None,
+         "ok": True}, [])
+    # and a sweep past the head whose tombstones a poll in progress wrote already
+    chain, family, swept_by = family_story()
+    swept = tmp_path / "swept"
+    await archive(swept, chain[:320], 320)
+    writer = await ArchiveProjection(swept, "test").open()
+    monkeypatch.setattr(writer, "_commit", lost)
+    with pytest.raises(Crash):
+        await writer.apply([Batch(0, chain[320:330], 330)])
+    assert at(swept, "events/000").read_bytes().splitlines(keepends=True)[2] == tombstone_line(chain[2], swept_by)
+    verdict = await archive_verdict(swept, chain)
+    assert (verdict.counts(), verdict.problems) == (
+        {"rows": 319 + 319 + 1, "missing": 0, "extra": 0, "mismatched": 0, "applied": 320, "stopped_at": None,
+         "ok": True}, [])
+
+
+def test_a_structural_problem_keeps_hashes_and_paths_but_not_what_it_quotes_from_a_file():
+    places = Places(ModelVerdict("archive"))
+    places.fold("events/000 line 1 (chain_seq 1): tenant_id is 'beta', not 'acme'")
+    places.fold("events/000 line 2 (chain_seq 2): the tombstone's hash \"it's\" is not 64 lowercase hex digits")
+    places.fold("tile/0/000: hash 3 is not the hash of entry 3 of tile/entries/000 (chain_seq 4)")
+    assert [(p.table, p.key, p.detail) for p in places.verdict.problems] == [
+        ("events", {"chain_seq": 1}, "events/000 line 1 (chain_seq 1): tenant_id is …, not …"),
+        ("events", {"chain_seq": 2}, "events/000 line 2 (chain_seq 2): the tombstone's hash … is not 64 lowercase "
+                                     "hex digits"),
+        ("tiles", {"path": "tile/0/000"}, "tile/0/000: hash 3 is not the hash of entry 3 of tile/entries/000 "
+                                          "(chain_seq 4)")]
+
+
+def test_the_structural_check_s_problems_are_named_as_the_comparison_names_places():
+    assert [structural(m) for m in (
+        "tile/0/001: missing", "tile/entries/000: missing", "checkpoint: missing",
+        "events/001 line 10 (chain_seq 266): the envelope does not re-hash to its hash",
+        "tile/entries/001: entry 5 (chain_seq 262) is 00, but line 6 of events/001 and hash 5 of tile/0/001 say 01",
+        "tile/0/002.p/87: hash 50 is not the hash of entry 50 of tile/entries/002.p/87 (chain_seq 563)",
+        "chain_seq 5: entry 4 of tile/entries/000 (00), line 5 of events/000 (01) and hash 4 of tile/0/000 disagree",
+        "tile/0/junk: not a file of the tlog-tiles layout", "notes.txt: not part of a tenant's archive (checkpoint, "
+        "tile/, events/)", "tile/1/001: beyond the tree of 512",
+        "tile/0/002.p/37: missing (the checkpoint of size 549 needs it)")] == [
+        ("tiles", {"path": "tile/0/001"}, "missing"), ("entries", {"path": "tile/entries/000"}, "missing"),
+        ("checkpoint", {"path": "checkpoint"}, "missing"), ("events", {"chain_seq": 266}, "mismatched"),
+        ("entries", {"chain_seq": 262}, "mismatched"), ("tiles", {"path": "tile/0/002.p/87"}, "mismatched"),
+        ("entries", {"chain_seq": 5}, "mismatched"), ("files", {"path": "tile/0/junk"}, "extra"),
+        ("files", {"path": "notes.txt"}, "extra"), ("tiles", {"path": "tile/1/001"}, "extra"),
+        ("tiles", {"path": "tile/0/002.p/37"}, "missing")]
 
 
 # -- what the CLI prints and records -----------------------------------------------------------
