@@ -10,10 +10,10 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-import rfc8785
 from pydantic import ValidationError
 from uuid_utils.compat import uuid7
 
+from domain.client_time import read_occurred_at
 from domain.commands import COMMAND_TYPES
 from domain.fields import MAX_SAFE_INTEGER
 from domain.errors import Forbidden, InvalidCommand, Malformed
@@ -21,7 +21,7 @@ from domain.handlers import HANDLERS
 from domain.ledger import COMMAND
 from domain.text import escaped, unstorable
 from infra.adapters.http.auth import Principal
-from schemas.envelope import iso
+from schemas.envelope import canonical, iso
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 MAX_DEPTH = 32  # commands nest two levels; deeper is an attack on the parser, not a command
@@ -32,12 +32,24 @@ CLIENT_TYPES = sorted(set(COMMAND_TYPES) - SYSTEM_ONLY)
 def parse_body(raw: bytes) -> dict[str, Any]:
     """Read the body as one JSON object that every JSON parser would read the same way."""
     try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys,
-                          parse_constant=refuse_constant, parse_float=finite_float)
+        return parse_text(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise Malformed(f"the body is not valid JSON: {error}") from None
+
+
+def parse_text(text: str) -> dict[str, Any]:
+    try:
+        body = json.loads(text, object_pairs_hook=unique_keys, parse_constant=refuse_constant,
+                          parse_float=finite_float)
     except RecursionError:
         raise too_deep() from None
-    except ValueError as error:  # UnicodeDecodeError included
+    except ValueError as error:
         raise Malformed(f"the body is not valid JSON: {error}") from None
+    return checked_object(body)
+
+
+def checked_object(body: Any) -> dict[str, Any]:
+    """A parsed body as a command's object: an object, no deeper than MAX_DEPTH."""
     if not isinstance(body, dict):
         raise InvalidCommand("the body must be a JSON object with a 'type'")
     check_depth(body)
@@ -144,6 +156,32 @@ def check_idempotency_key(key: str | None) -> None:
                              "invalid_idempotency_key")
 
 
+def pop_item_key(body: dict[str, Any]) -> str:
+    """A batch item's own idempotency key (its `idempotency_key` member): required, checked like the header."""
+    key = body.pop("idempotency_key", None)
+    if key is None:
+        raise InvalidCommand("idempotency_key: each command of a batch needs its own, so that the batch can be "
+                             "retried without doubling anything", "missing_idempotency_key",
+                             details=[{"field": "idempotency_key", "problem": "Field required"}])
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY.fullmatch(key):
+        problem = "must be 1-200 printable ASCII characters without spaces"
+        raise InvalidCommand(f"idempotency_key {problem}", "invalid_idempotency_key",
+                             details=[{"field": "idempotency_key", "problem": problem}])
+    return key
+
+
+def check_item_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise InvalidCommand(f"the command is {size} bytes; each command of a batch is held to "
+                             f"RUNLEDGER_MAX_BODY_BYTES = {limit}", "item_too_large")
+
+
+def check_occurred_at(body: dict[str, Any]) -> str | None:
+    """The client's `occurred_at`, if it states one, in the envelopes' form (domain/client_time.py)."""
+    value = body.pop("occurred_at", None)
+    return None if value is None else read_occurred_at(value)
+
+
 def target(command: Any, principal: Principal, ops_tenant: str | None) -> tuple[str, dict[str, Any]]:
     """The tenant whose chain decides the command, and the actor it records there.
 
@@ -165,9 +203,16 @@ def command_envelope(principal: Principal, raw: bytes, idempotency_key: str | No
                      ops_tenant: str | None = None) -> dict[str, Any]:
     """Validate a request completely and return the envelope to put on `ledger.commands`."""
     check_idempotency_key(idempotency_key)
-    body = parse_body(raw)
+    return envelope_of(principal, parse_body(raw), idempotency_key, traceparent, correlation_id, ops_tenant)
+
+
+def envelope_of(principal: Principal, body: dict[str, Any], idempotency_key: str | None,
+                traceparent: str | None, correlation_id: str | None,
+                ops_tenant: str | None = None) -> dict[str, Any]:
+    """Validate one parsed command (a request's body, or an item of a batch) and return its envelope."""
     check_text(body)
     expected_version = check_expected_version(body)
+    occurred_at = check_occurred_at(body)
     check_type(body)
     command = validate(body)
     check_roles(command, principal)
@@ -175,15 +220,17 @@ def command_envelope(principal: Principal, raw: bytes, idempotency_key: str | No
     canonical_body = command.model_dump(mode="json")
     command_id = str(uuid7())
     digest_source = {"body": canonical_body, "expected_version": expected_version}
+    client_time = {} if occurred_at is None else {"occurred_at": occurred_at}  # absent: digests as before
     return {
         "command_id": command_id,
         "tenant_id": tenant_id,
         "idempotency_key": idempotency_key,
-        "request_digest": hashlib.sha256(rfc8785.dumps(digest_source)).hexdigest(),
+        "request_digest": hashlib.sha256(canonical({**digest_source, **client_time})).hexdigest(),  # RFC 8785
         "expected_version": expected_version,
         "actor": actor,
         "issued_at": iso(datetime.now(timezone.utc)),
         "traceparent": traceparent,
         "correlation_id": correlation_id,
         "body": canonical_body,
+        **client_time,
     }

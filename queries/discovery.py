@@ -17,15 +17,17 @@ FILTERS = {  # query parameter → (column, ClickHouse type)
     "tool_call_id": ("tool_call_id", "String"), "approval_id": ("approval_id", "String"),
 }
 GROUPS = {"project": "project", "run": "run_id", "model": "model", "provider": "provider", "day": "day"}
+TIMES = {"recorded": "recorded_at", "occurred": "occurred_at"}  # the processor's clock, or the client's (`occurred_at`)
 
 
-def time_range(where: list[str], params: dict, since: datetime | None, until: datetime | None) -> None:
-    """Add a recorded_at window [since, until) to a query being built."""
+def time_range(where: list[str], params: dict, since: datetime | None, until: datetime | None,
+               column: str = "recorded_at") -> None:
+    """Add a window [since, until) of `column` (recorded_at unless told) to a query being built."""
     if since:
-        where.append("recorded_at >= {since:DateTime64(6, 'UTC')}")
+        where.append(f"{column} >= {{since:DateTime64(6, 'UTC')}}")
         params["since"] = since
     if until:
-        where.append("recorded_at < {until:DateTime64(6, 'UTC')}")
+        where.append(f"{column} < {{until:DateTime64(6, 'UTC')}}")
         params["until"] = until
 
 
@@ -75,14 +77,15 @@ class Discovery:
         await wait_for_seq(projection.name, min_seq, wait_ms, applied)
 
     async def search(self, tenant_id: str, filters: dict[str, str | None], since: datetime | None,
-                     until: datetime | None, cursor: str | None, limit: int) -> dict:
+                     until: datetime | None, cursor: str | None, limit: int, time: str = "recorded") -> dict:
+        """`time` says which instant since/until bound: `recorded` (recorded_at) or `occurred` (occurred_at)."""
         where, params = ["tenant_id = {tenant:String}"], {"tenant": tenant_id, "limit": limit + 1}
         for name, value in filters.items():
             if value is not None:
                 column, kind = FILTERS[name]
                 where.append(f"{column} = {{{name}:{kind}}}")
                 params[name] = value
-        time_range(where, params, since, until)
+        time_range(where, params, since, until, TIMES[time])
         after = decode_cursor(cursor, CHAIN_SEQ)
         if after:
             where.append("chain_seq < {after:UInt64}")

@@ -29,10 +29,13 @@ class RawHTTPClient:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.open: set[asyncio.StreamWriter] = set()
 
-    async def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None) -> Response:
-        body = _dumps(json)
-        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
-                 "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    async def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None,
+                   content: bytes | None = None) -> Response:
+        """POST `json` (encoded here), or `content` already encoded (as application/json unless headers say)."""
+        body = _dumps(json) if content is None else content
+        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
+        if not any(k.lower() == "content-type" for k in headers or {}):
+            lines.append("Content-Type: application/json")
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
         return await asyncio.wait_for(self.exchange(request), self.timeout)

@@ -8,12 +8,15 @@ from bench.lib import cli
 
 SIZES: cli.Sizes = {
     "full": {"commands": 50_000, "http_duration": 20.0, "http_warmup": 3.0, "http_projectors": "both",
-             "http_layout": "both", "peer_db_functions": True},
+             "http_layout": "both", "peer_db_functions": True,
+             "batch_size": 1000, "batch_lanes": 6, "batch_rounds": 10, "batch_warmup": 2, "batch_layout": "both"},
     "quick": {"commands": 3_000, "http_duration": 5.0, "http_warmup": 1.0, "http_projectors": "both",
-              "http_layout": "both", "peer_db_functions": True},
+              "http_layout": "both", "peer_db_functions": True,
+              "batch_size": 1000, "batch_lanes": 6, "batch_rounds": 4, "batch_warmup": 1, "batch_layout": "both"},
     # every phase once, one serve layout: under a minute on 2 cores with the stack already up
     "smoke": {"commands": 2_000, "http_duration": 3.0, "http_warmup": 1.0, "http_projectors": "off",
-              "http_layout": "one", "peer_db_functions": False},
+              "http_layout": "one", "peer_db_functions": False,
+              "batch_size": 500, "batch_lanes": 1, "batch_rounds": 1, "batch_warmup": 0, "batch_layout": "one"},
 }
 
 
@@ -37,7 +40,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-http-floor", dest="http_floor", action="store_false",
                    help="skip the HTTP floor run (same load against bench/write/echo.py)")
     p.add_argument("--http-port", type=int, default=None, help="API port (default: a free one)")
-    p.add_argument("--only", action="append", choices=["processor", "raw", "peer", "http"],
+    p.add_argument("--batch-size", type=int, help="commands per POST /v1/commands/batch in phase 6 ("
+                   + cli.size_help(SIZES, "batch_size") + ")")
+    p.add_argument("--batch-lanes", type=int, help="phase 6 clients, each a tenant of its own partition, one batch "
+                   "in flight each (" + cli.size_help(SIZES, "batch_lanes") + ")")
+    p.add_argument("--batch-rounds", type=int, help="measured batches per client (" + cli.size_help(SIZES, "batch_rounds") + ")")
+    p.add_argument("--batch-warmup", type=int, help="unmeasured batches per client first")
+    p.add_argument("--batch-layout", choices=["one", "split", "both"], help="phase 6 serve shapes, as --http-layout")
+    p.add_argument("--only", action="append", choices=["processor", "raw", "peer", "http", "batch"],
                    help="run only these phases (repeatable; raw needs processor's records)")
     p.add_argument("--profile", type=Path, default=None,
                    help="run the phase-1 processor under cProfile, save the stats here, print the top functions")
@@ -48,5 +58,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stall-s", type=float, default=60.0, help="error if no reply for this long")
     args = cli.sized(p.parse_args(argv), SIZES)
     args.peer_commands = args.peer_commands or args.commands
-    args.phases = set(args.only or ["processor", "raw", "peer", "http"])
+    args.phases = set(args.only or ["processor", "raw", "peer", "http", "batch"])
     return args

@@ -1,4 +1,4 @@
-"""The write benchmark's run: phases 1-5 in order on one broker, then cleanup (docs/bench.md)."""
+"""The write benchmark's run: phases 1-6 in order on one broker, then cleanup (docs/bench.md)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +18,7 @@ from bench.lib.tenants import spread_tenants
 from bench.lib.topics import bench_settings, delete_topics, drop_read_models
 from bench.write import rows
 from bench.write.args import parse_args
+from bench.write.batch import layouts as batch_layouts, phase_batch
 from bench.write.decide import phase_decide
 from bench.write.http import layouts, phase_http
 from bench.write.peer import phase_peer
@@ -88,6 +89,19 @@ async def http_phase(run: Run, report: Report) -> None:
             rows.http_rows(report, layout, http, run.args.http_rate)
 
 
+async def batch_phase(run: Run, report: Report) -> None:
+    if not run.args.database_url:
+        report.notes.append("phase 6 skipped: the API needs PostgreSQL")
+        return
+    for index, layout in enumerate(batch_layouts(run.args)):
+        prefix = f"{run.prefix}b{index}"
+        run.prefixes.append(prefix)
+        batch = await guarded(report, f"phase 6 (batch, {layout.label})",
+                              phase_batch(run.args, prefix, run.secret, run.workdir, layout, report, log))
+        if batch:
+            rows.batch_rows(report, layout, batch, run.args.batch_size, run.args.batch_lanes)
+
+
 async def cleanup(run: Run, report: Report) -> None:
     try:
         await delete_topics(run.args.bootstrap, run.prefixes)
@@ -117,6 +131,8 @@ async def main_async(args) -> Report:
             await peer_phase(run, report, proc)
         if "http" in args.phases:
             await http_phase(run, report)
+        if "batch" in args.phases:
+            await batch_phase(run, report)
     finally:
         if not args.keep:
             await cleanup(run, report)
@@ -137,7 +153,8 @@ def profile_text(path: Path, limit: int = 30) -> str:
 def describe(args) -> str:
     return (f"broker {args.bootstrap}; size {args.size}: {args.commands:,} commands, HTTP {args.http_duration:g} s "
             f"at {args.http_rate:g}/s after {args.http_warmup:g} s. steady = from the first reply batch to the last; "
-            "HTTP latency from each command's scheduled send time (open loop)")
+            "HTTP latency from each command's scheduled send time (open loop); batch ingest "
+            f"{args.batch_lanes} clients × {args.batch_rounds} batches of {args.batch_size:,}, closed loop")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,11 +4,13 @@ from __future__ import annotations
 from bench.lib.measure import Window
 from bench.lib.meters import cpu_text
 from bench.lib.report import Report
+from bench.write.batch import BatchResult
 from bench.write.http import HttpResult, Layout
 from bench.write.processor import ProcessorResult
 from bench.write.raw import RawResult
 
-TARGETS = {"processor_events_s": 25_000, "ratio_raw_produce": 0.40, "ratio_peer": 3.0, "http_p99_ms": 25.0}
+TARGETS = {"processor_events_s": 25_000, "ratio_raw_produce": 0.40, "ratio_peer": 3.0, "http_p99_ms": 25.0,
+           "batch_events_s": 10_000}
 PEER_LABELS = {"batch": "1,000 commands per save", "single": "1 command per save",
                "batch+db-functions": "1,000 per save, POSTGRES_ENABLE_DB_FUNCTIONS"}
 
@@ -80,3 +82,17 @@ def http_rows(report: Report, layout: Layout, http: HttpResult, rate: float) -> 
                 ", ".join(f"{k} {v:,.0f} MB" for k, v in http.rss_mb.items() if v is not None) or "n/a")
     if http.errors:
         report.errors.append(f"phase 5 ({label}): {http.errors} commands failed: {http.error_kinds}")
+
+
+def batch_rows(report: Report, layout: Layout, batch: BatchResult, size: int, lanes: int) -> None:
+    label, lat = layout.label, batch.latency
+    report.rate("6 batch", f"{label}: batch ingest through HTTP, events/s ({size:,} per request, {lanes} clients)",
+                batch.events, TARGETS["batch_events_s"], "each command decided, its events committed, replied")
+    report.rate("6 batch", f"{label}: commands accepted/s", batch.commands)
+    report.info("6 batch", f"{label}: per batch p50 / p99 / max",
+                f"{lat.p50:,.0f} / {lat.p99:,.0f} / {lat.max:,.0f} ms ({batch.batches} batches)")
+    report.info("6 batch", f"{label}: CPU used (cores)", cpu_text(batch.cpu))
+    report.info("6 batch", f"{label}: peak RSS",
+                ", ".join(f"{k} {v:,.0f} MB" for k, v in batch.rss_mb.items() if v is not None) or "n/a")
+    if batch.refused:
+        report.errors.append(f"phase 6 ({label}): commands that should be valid were not accepted: {batch.refused}")

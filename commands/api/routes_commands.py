@@ -3,9 +3,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
+from commands import batch
+from commands.api.batch_docs import BATCH_REQUEST
 from commands.api.services import BusDep
 from commands.bus import OutcomePending
 from commands.intake import command_envelope
+from domain.errors import DomainError
 from infra.adapters import telemetry
 from infra.adapters.http.deps import Caller, SettingsDep
 from infra.adapters.http.errors import Refused, status_of_code
@@ -13,6 +16,7 @@ from infra.adapters.http.errors import Refused, status_of_code
 router = APIRouter(prefix="/v1/commands", tags=["commands"])
 
 EXAMPLE = {"type": "RequestRun", "agent_id": "support-bot", "project": "helpdesk"}
+PRIVATE = ("request_digest", "idempotency_key", "http_status", "tenant_id")  # a reply's fields no response shows
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -68,7 +72,60 @@ def outcome_response(reply: dict) -> JSONResponse:
     """A processor's reply as the response; a rejection's status is its code's (`http_status`, which
     replies of older versions carry, is neither used nor shown)."""
     headers = {"Idempotent-Replayed": "true"} if reply.get("replayed") else {}
-    body = {k: v for k, v in reply.items()
-            if k not in ("request_digest", "idempotency_key", "http_status", "tenant_id")}
     status = 200 if reply["status"] == "accepted" else status_of_code(reply["code"])
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(public(reply), status_code=status, headers=headers)
+
+
+def public(reply: dict) -> dict:
+    return {k: v for k, v in reply.items() if k not in PRIVATE}
+
+
+@router.post("/batch", summary="Send up to RUNLEDGER_BATCH_MAX commands and wait for each one's outcome",
+             openapi_extra=BATCH_REQUEST)
+async def send_batch(request: Request, principal: Caller, bus: BusDep, settings: SettingsDep,
+                     traceparent: Annotated[str | None, Header(description="W3C trace context")] = None,
+                     x_correlation_id: Annotated[str | None, Header()] = None) -> JSONResponse:
+    """A JSON array of commands, or NDJSON (`Content-Type: application/x-ndjson`, one per line), each
+    with its own `idempotency_key`; answered in request order, one outcome per command, each
+    with its `index`. A command refused alone does not stop the others."""
+    ndjson = batch_format(request.headers)
+    raw = await read_limited(request, settings.max_batch_bytes)
+    with telemetry.continued(request.headers):
+        items = batch.intake_items(principal, raw, ndjson, most=settings.batch_max, item_bytes=settings.max_body_bytes,
+                                   traceparent=telemetry.current_traceparent(), correlation_id=x_correlation_id,
+                                   ops_tenant=settings.ops_tenant)
+        replies = iter(await bus.submit_many([item.envelope for item in items if item.envelope is not None]))
+    outcomes = [item_outcome(item, next(replies) if item.envelope is not None else None, settings)
+                for item in items]
+    counts = {status: sum(o["status"] == status for o in outcomes) for status in ("accepted", "rejected", "pending")}
+    return JSONResponse({**counts, "items": outcomes})
+
+
+def batch_format(headers) -> bool:
+    """Whether the body is NDJSON (else a JSON array); refuse a batch sent with the Idempotency-Key header."""
+    if "idempotency-key" in headers:
+        raise Refused(422, "idempotency_key_per_item", "a batch takes no Idempotency-Key header: give each "
+                                                       "command its own `idempotency_key` member")
+    media = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media not in ("application/json", batch.NDJSON):
+        raise Refused(415, "unsupported_media_type", f"a batch is application/json (an array of commands) or "
+                                                     f"{batch.NDJSON} (one command per line), not {media[:80]!r}")
+    return media == batch.NDJSON
+
+
+def item_outcome(item: batch.Item, reply: dict | None, settings) -> dict:
+    """One command's outcome as the single-command route answers it, with its index (and key)."""
+    known = {"index": item.index, **({"idempotency_key": item.key} if item.key else {})}
+    if item.refusal is not None:
+        return {**known, **rejection(item.refusal)}
+    if reply is None:
+        return {**known, "status": "pending", "code": "outcome_pending", "command_id": item.envelope["command_id"],
+                "reason": f"queued, but no outcome arrived within {settings.command_timeout_s}s; send it again "
+                          "with the same idempotency_key to get its outcome"}
+    return {**known, **public(reply)}
+
+
+def rejection(error: DomainError) -> dict:
+    details = getattr(error, "details", None)
+    return {"status": "rejected", "code": error.code, "reason": error.reason,
+            **({"details": details} if details is not None else {})}

@@ -20,13 +20,16 @@ async def search(d: DiscoveryDep, principal: Auditor, limit: Limit = 100, actor:
                  decision: Decision | None = None,
                  aggregate_id: str | None = None, tool_call_id: str | None = None, approval_id: str | None = None,
                  since: Instant | None = None, until: Instant | None = None, cursor: str | None = None,
+                 time: Annotated[Literal["recorded", "occurred"], Query(
+                     description="which instant `since`/`until` bound: recorded_at (runledger's clock) or "
+                                 "occurred_at (the client's, where a command stated one)")] = "recorded",
                  min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
     """Each item has its `payload` as recorded (sealed content stays sealed, so the row re-hashes) and
     `content`: its sealed or withheld payload members by name, opened for the caller (queries/content.py)."""
     await d.wait_for(d.audit, principal.tenant_id, min_seq, wait_ms)
     filters = {"actor": actor, "type": type, "run_id": run_id, "tool": tool, "decision": decision,
                "aggregate_id": aggregate_id, "tool_call_id": tool_call_id, "approval_id": approval_id}
-    return await d.search(principal.tenant_id, filters, since, until, cursor, limit)
+    return await d.search(principal.tenant_id, filters, since, until, cursor, limit, time)
 
 
 @router.get("/v1/costs/rollup", summary="Cost totals grouped by project, run, model, provider and/or day")

@@ -94,6 +94,10 @@ def test_write_smoke(bench_env):
     for row in ("decide+seal+encode only", "raw aiokafka produce ceiling", "raw aiokafka consume",
                 "eventsourcing/postgres batch", "API+processor: p99 latency", "floor: echo endpoint, no Kafka: p99"):
         verdict(table, row)
+    # phase 6 at smoke size: one batch of 500 commands, fewer events than any verdict needs
+    assert verdict(table, "6 batch: API+processor: batch ingest through HTTP, events/s (500 per request") == TOO_SHORT
+    accepted = table[next(k for k in table if k.startswith("6 batch: API+processor: commands accepted/s"))][0]
+    assert "(500 commands in " in accepted, accepted  # every command of the batch accepted
 
 
 def test_read_smoke(bench_env):
