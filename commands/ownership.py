@@ -15,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 
 from commands.content import ContentKeys
+from domain.client_time import ClockBounds
 from domain.evidence import CheckpointSigner
 from domain.ledger import ChainBroken, TenantLedger
 from domain.retention import Rules
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError, NotAssigned, TopicPartition, TransactionalWriter
+from infra.adapters.meters import ProcessorMeters, processor_meters
 from infra.adapters.settings import Settings
 from schemas.envelope import decode
 
@@ -43,17 +45,21 @@ class PartitionOwner:
     timer: asyncio.Task | None = None
     rules: Rules = field(default_factory=Rules)
     signer: CheckpointSigner | None = None
+    clock: ClockBounds = field(default_factory=ClockBounds)
 
     def tenant(self, tenant_id: str) -> TenantLedger:
         ledger = self.tenants.get(tenant_id)
         if ledger is None:
-            ledger = self.tenants[tenant_id] = TenantLedger(tenant_id, rules=self.rules, signer=self.signer)
+            ledger = self.tenants[tenant_id] = TenantLedger(tenant_id, rules=self.rules, signer=self.signer,
+                                                            clock=self.clock)
         return ledger
 
 
 class Ownership:
-    def __init__(self, settings: Settings, log_: EventLog, stats: dict, content: ContentKeys | None = None):
+    def __init__(self, settings: Settings, log_: EventLog, stats: dict, content: ContentKeys | None = None,
+                 meters: ProcessorMeters | None = None):
         self.settings, self.log, self.stats = settings, log_, stats
+        self.meters = meters or processor_meters(settings.commands_topic, settings.processor_group)
         self.content = content or ContentKeys(None)
         seed = settings.signing_seed
         self.signer = CheckpointSigner(settings.deployment, seed) if seed is not None else None
@@ -90,7 +96,8 @@ class Ownership:
         owner = PartitionOwner(tp.partition, self.log.transactional_writer(self.settings.transactional_id(tp.partition)),
                                rules=dataclasses.replace(self.settings.retention_rules,
                                                          content_keys=self.content.store is not None),
-                               signer=self.signer)
+                               signer=self.signer,
+                               clock=ClockBounds(self.settings.clock_skew_s, self.settings.client_time_horizon_s))
         try:
             await owner.writer.start()
             self.still_assigned(tp, generation)
@@ -130,6 +137,7 @@ class Ownership:
     async def rebuild(self, owner: PartitionOwner) -> None:
         """Replay the partition's events and replies into fresh tenant state."""
         self.stats["rebuilds"] += 1
+        started = time.perf_counter()
         owner.tenants.clear()
         reader = self.log.reader()
         await reader.start()
@@ -142,6 +150,7 @@ class Ownership:
                 owner.tenant(reply["tenant_id"]).remember(reply)
         finally:
             await reader.stop()
+        self.meters.rebuilt(started)
 
     # -- giving them up ----------------------------------------------------------------------
     async def release(self, partition: int) -> None:

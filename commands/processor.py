@@ -16,6 +16,7 @@ import logging
 from datetime import datetime, timezone
 from typing import AsyncContextManager, Callable
 
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Tracer
 
 from commands.content import ContentKeys
@@ -25,6 +26,7 @@ from commands.worker import Worker
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.keys import KeyStore
+from infra.adapters.meters import processor_meters
 from infra.adapters.settings import Settings
 
 log = logging.getLogger("runledger.processor")
@@ -41,16 +43,19 @@ class CommandProcessor:
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, log_: EventLog | None = None,
                  keys: KeyStore | None = None, open_keys: Callable[[], AsyncContextManager[KeyStore]] | None = None,
-                 tracer: Tracer | None = None):
+                 tracer: Tracer | None = None, meter: Meter | None = None):
         """`keys`: the data-key store; or `open_keys`, opened inside `run` (on the processor's own loop).
-        `tracer`: where its spans go (default: the process's provider; commands/tracing.py)."""
+        `tracer`: where its spans go (default: the process's provider; commands/tracing.py); `meter`: its
+        metrics (default: the process's; infra/adapters/meters.py)."""
         self.open_keys = open_keys
         self.settings = settings
         self.log = log_ or KafkaLog(settings)
         self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0,
                       "undecidable": 0, "healed": 0}
-        self.ownership = Ownership(settings, self.log, self.stats, ContentKeys(keys))
-        self.worker = Worker(settings, self.ownership, clock, self.stats, tracer)
+        meters = processor_meters(settings.commands_topic, settings.processor_group, meter)
+        self.ownership = Ownership(settings, self.log, self.stats, ContentKeys(keys), meters)
+        self.worker = Worker(settings, self.ownership, clock, self.stats, tracer, meters)
+        meters.observe_partitions(lambda: len(self.owners), lambda: len(self.broken))
         self.timers = Timers(settings.timer_interval_s, self.ownership, self.worker, clock,
                              settings.retention_sweep_interval_s, settings.checkpoint_interval_s,
                              settings.checkpoint_every)
@@ -75,6 +80,11 @@ class CommandProcessor:
     @property
     def healthy(self) -> bool:
         return not self.broken
+
+    @property
+    def assigned(self) -> set[int] | None:
+        """The command partitions the group gave this member (owned once acquired); None before it has a consumer."""
+        return {tp.partition for tp in self.consumer.assignment()} if self.consumer else None
 
     async def run(self, stop: asyncio.Event) -> None:
         if self.open_keys is None:

@@ -20,6 +20,7 @@ from commands.ownership import Ownership, PartitionOwner
 from domain.ledger import ChainBroken, TenantLedger, Undecidable
 from infra.adapters import kafka
 from infra.adapters.eventlog import Fenced, LogError, NotAssigned, Record, TopicPartition
+from infra.adapters.meters import ProcessorMeters, Tally, processor_meters
 from infra.adapters.settings import Settings
 from schemas.envelope import cloudevents_headers, encode
 
@@ -39,9 +40,10 @@ def parse(record: Record) -> dict[str, Any] | None:
 
 class Worker:
     def __init__(self, settings: Settings, ownership: Ownership, clock: Callable[[], datetime], stats: dict,
-                 tracer: Tracer | None = None):
+                 tracer: Tracer | None = None, meters: ProcessorMeters | None = None):
         self.settings, self.ownership, self.clock, self.stats = settings, ownership, clock, stats
         self.tracer = tracer or tracing.tracer()
+        self.meters = meters or processor_meters(settings.commands_topic, settings.processor_group)
         self.content = ownership.content
         # Commands whose deciding raised a defect: after the rebuild they are refused, not retried
         # forever. Lost with the process, which is safe: a successor meets the defect once more.
@@ -83,39 +85,48 @@ class Worker:
         async with owner.lock:
             if self.ownership.owners.get(owner.partition) is not owner:
                 return
+            tally = self.meters.tally(len(records), len(commands))
             try:
-                await self.transact(owner, commands, offsets, reply, records)
+                await self.transact(owner, commands, offsets, reply, records, tally)
             except Fenced:
                 self.stats["fenced"] += 1
+                self.meters.aborted(tally, "fenced", owner.partition)
                 await self.ownership.drop(owner, "fenced: another processor owns it", self.ownership.fenced_backoff_s)
             except Undecidable as error:
                 self.stats["undecidable"] += 1
+                self.meters.aborted(tally, "undecidable", owner.partition)
                 self.undecidable[error.command_id] = error.kind
                 log.exception("partition %s: %s; rebuilding, then refusing it", owner.partition, error)
                 await self.ownership.drop(owner, f"transaction aborted ({error})", 0.0)
             except (ChainBroken, LogError) as error:
+                self.meters.aborted(tally, "chain_broken" if isinstance(error, ChainBroken) else "log_error",
+                                    owner.partition)
                 await self.ownership.drop(owner, f"transaction failed ({error!r})", 0.0)
             except Exception as error:  # a defect outside deciding: never leave state ahead of the log
+                self.meters.aborted(tally, "defect", owner.partition)
                 log.exception("partition %s: transaction failed", owner.partition)
                 await self.ownership.drop(owner, f"transaction failed ({error!r})", 1.0)
 
     async def transact(self, owner: PartitionOwner, commands: list[dict[str, Any]],
-                       offsets: dict[TopicPartition, int] | None, reply: bool, records: Sequence[Record] = ()) -> None:
+                       offsets: dict[TopicPartition, int] | None, reply: bool, records: Sequence[Record] = (),
+                       tally: Tally | None = None) -> None:
         writer, s = owner.writer, self.settings
+        tally = tally or self.meters.tally(len(records), len(commands))
         with tracing.consumed(self.tracer, s, owner.partition, records) as batch:
             rings = await self.content.rings(owner.tenant, commands)
             async with batch.transaction(writer.transaction()):
                 with batch.sending(s.events_topic) as sending:
-                    appended = await self.decide_and_send(owner, commands, rings, reply, batch)
+                    appended = await self.decide_and_send(owner, commands, rings, reply, batch, tally)
                     sending.sent(len(appended), len(commands) if reply else 0)
                 if offsets:
                     await writer.send_offsets(offsets, s.processor_group)
             self.stats["transactions"] += 1
             self.stats["commands"] += len(commands)
+            self.meters.committed(tally)
             await self.content.destroy(appended)
 
     async def decide_and_send(self, owner: PartitionOwner, commands: list[dict[str, Any]], rings: dict, reply: bool,
-                              batch: tracing.Untraced) -> list[dict[str, Any]]:
+                              batch: tracing.Untraced, tally: Tally) -> list[dict[str, Any]]:
         """Decide the commands in order, queueing their events (and replies); return the events once the log holds all."""
         writer, s = owner.writer, self.settings
         sends, appended = [], []
@@ -125,6 +136,7 @@ class Worker:
                 outcome, envelopes = self.decide(owner.tenant(command["tenant_id"]), command, now,
                                                  rings.get(command["tenant_id"]))
                 deciding.decided(outcome, envelopes)
+            tally.decided(command, outcome)
             appended += envelopes
             key = command["tenant_id"].encode()
             for env in envelopes:

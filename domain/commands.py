@@ -9,6 +9,10 @@ from domain.policy_source import PolicyText
 from domain.scopes import ExportScope, HoldScope
 
 
+# Seconds a run may take from its request before, not yet ended, it counts as stuck (at most a year).
+DeadlineSeconds = Annotated[int, Field(ge=1, le=366 * 86400)]
+
+
 class RequestRun(Command):
     type: Literal["RequestRun"] = "RequestRun"
     run_id: Id | None = None
@@ -16,6 +20,13 @@ class RequestRun(Command):
     project: Name = "default"
     budget_micros: Micros | None = None
     labels: dict[Name, Name] = Field(default_factory=dict, max_length=32)
+    deadline_s: DeadlineSeconds | None = None  # none: the tenant's default (SetRunDeadline), if it set one
+
+
+class SetRunDeadline(Command):
+    """The deadline every later run of the tenant gets when its RequestRun names none (null: no default)."""
+    type: Literal["SetRunDeadline"] = "SetRunDeadline"
+    deadline_s: DeadlineSeconds | None
 
 
 class StartRun(Command):
@@ -299,7 +310,7 @@ class RecordVerification(Command):
 
 AnyCommand = Annotated[Union[
     RequestRun, StartRun, StartStep, FinishStep, CompleteRun, FailRun, RetryRun, CancelRun,
-    ResumeRun, ForceFailRun, RequestToolCall, DecidePolicy, CompleteToolCall, FailToolCall,
+    ResumeRun, ForceFailRun, SetRunDeadline, RequestToolCall, DecidePolicy, CompleteToolCall, FailToolCall,
     RequestApproval, GrantApproval, DenyApproval, ExpireApproval, SetBudget, RecordCost,
     PlaceLegalHold, ReleaseLegalHold, SetRetentionPolicy, SweepRetention, SetContentPolicy, ShredSubject,
     SignCheckpoint, RecordExport, RequestExport, FailExport,

@@ -12,7 +12,7 @@ from domain.evidence import fail_export, record_export, request_export, sign_che
 from domain.evidence import record_verification
 from domain.governing import GOVERNANCE_HANDLERS
 from domain.policing import POLICY_HANDLERS, decide_policy, request_tool_call
-from domain.run import Run
+from domain.run import Run, RunDefaults, run_defaults_id
 from domain.tool_call import ToolCall
 
 OPERATORS = frozenset({"operator", "admin"})
@@ -25,7 +25,23 @@ def request_run(cmd: c.RequestRun, ctx: Context) -> UUID:
         budget.check_room_for_run(ctx.now_iso)
     run_id = ctx.new_id(cmd.run_id)
     return ctx.add(Run.request(run_id, cmd.agent_id, cmd.project, cmd.budget_micros,
-                               ctx.labels(dict(cmd.labels))))
+                               ctx.labels(dict(cmd.labels)), deadline_of(cmd.deadline_s, ctx)))
+
+
+def deadline_of(deadline_s: int | None, ctx: Context) -> str | None:
+    """When a run requested now is due: its own deadline, else the tenant's default, else never."""
+    defaults = ctx.aggregates.get(run_defaults_id(ctx.tenant_id))
+    seconds = deadline_s if deadline_s is not None else defaults.deadline_s if defaults else None
+    return ctx.iso(ctx.now + timedelta(seconds=seconds)) if seconds is not None else None
+
+
+def set_run_deadline(cmd: c.SetRunDeadline, ctx: Context) -> UUID:
+    defaults = ctx.find(RunDefaults, run_defaults_id(ctx.tenant_id))
+    if defaults is None:
+        defaults = RunDefaults.open(ctx.tenant_id)
+        ctx.add(defaults)
+    defaults.set_deadline(cmd.deadline_s)
+    return defaults.id
 
 
 def start_run(cmd: c.StartRun, ctx: Context) -> UUID:
@@ -75,8 +91,10 @@ def resume_run(cmd: c.ResumeRun, ctx: Context) -> UUID:
 
 
 def force_fail_run(cmd: c.ForceFailRun, ctx: Context) -> UUID:
-    reason = ctx.content(cmd.reason)
-    ctx.get(Run, cmd.run_id).force_fail(reason)
+    run = ctx.get(Run, cmd.run_id)
+    if "admin" not in ctx.actor.roles:
+        run.check_stuck(ctx.now)
+    run.force_fail(ctx.content(cmd.reason))
     return cmd.run_id
 
 
@@ -190,7 +208,8 @@ HANDLERS: dict[type, tuple[Handler, frozenset[str]]] = {
     c.RetryRun: (retry_run, OPERATORS),
     c.CancelRun: (cancel_run, OPERATORS),
     c.ResumeRun: (resume_run, OPERATORS),
-    c.ForceFailRun: (force_fail_run, frozenset({"admin"})),
+    c.ForceFailRun: (force_fail_run, OPERATORS),  # an operator only once the run is stuck (Run.check_stuck)
+    c.SetRunDeadline: (set_run_deadline, frozenset({"admin"})),
     c.RequestToolCall: (request_tool_call, OPERATORS),
     c.DecidePolicy: (decide_policy, frozenset({"policy", "admin"})),
     c.CompleteToolCall: (complete_tool_call, OPERATORS),

@@ -14,6 +14,7 @@ from uuid_utils.compat import uuid7
 
 from domain.commands import AnyCommand, ExpireApproval
 from domain.calls import CallWindows
+from domain.client_time import ClockBounds
 from domain.content import KeyRing
 from domain.context import Context
 from domain.errors import DomainError, Forbidden, InvalidCommand
@@ -63,6 +64,7 @@ class TenantLedger:
     signer: Any = None  # domain.evidence.CheckpointSigner
     checkpoint_seq: int = 0  # chain_seq of the last checkpoint.signed
     calls: CallWindows = field(default_factory=CallWindows)  # what THROTTLE counts, folded from the log
+    clock: ClockBounds = field(default_factory=ClockBounds)  # how far a client's occurred_at may be from `now`
 
     def __post_init__(self) -> None:
         self.chain = self.chain or ChainVerifier(self.tenant_id)
@@ -161,6 +163,8 @@ class TenantLedger:
 
     def decide(self, command: dict[str, Any], now: datetime,
                ring: KeyRing | None = None) -> tuple[UUID, int, list[dict[str, Any]]]:
+        if command.get("occurred_at") is not None:
+            self.clock.check(command["occurred_at"], now)
         cmd = parse_command(command["body"])
         actor = Actor(**command["actor"])
         handler, roles = HANDLERS[type(cmd)]
@@ -183,6 +187,8 @@ class TenantLedger:
                  "traceparent": command.get("traceparent")}
         if command.get("idempotency_key"):  # on the chain only when given, so older events' hashes hold
             stamp["idempotency_key"] = command["idempotency_key"]
+        if command.get("occurred_at") is not None:  # the client's time, as the intake wrote it, on every event
+            stamp["occurred_at"] = command["occurred_at"]
         envelopes = [self.append(e, stamp) for e in events]
         subject = self.aggregates.get(aggregate_id)
         return aggregate_id, subject.version if subject else 0, envelopes

@@ -14,7 +14,7 @@ from domain.evidence import Export, ExportJob, TreeHeads
 from domain.evidence import Verification
 from domain.governance import LegalHold, Retention
 from domain.policies import Policies
-from domain.run import Run
+from domain.run import Run, RunDefaults
 from domain.tool_call import ToolCall
 
 AGGREGATES: dict[str, type[Aggregate]] = {
@@ -23,6 +23,7 @@ AGGREGATES: dict[str, type[Aggregate]] = {
     "export_job": ExportJob,
     "verification": Verification,
     "policy": Policies,
+    "run_defaults": RunDefaults,
 }
 BASE_FIELDS = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 

@@ -1,4 +1,5 @@
-from uuid import UUID
+from datetime import datetime
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
@@ -6,6 +7,21 @@ from domain.content import Content
 from domain.errors import InvalidState, NotFound
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def overdue_s(state: str, deadline_at: datetime | None, now: datetime) -> float | None:
+    """How far a run is past its deadline while not yet ended (it is stuck), else None.
+
+    The one rule for "stuck": the domain (who may force-fail) and the runs view both apply it, to
+    recorded times and the asker's now, so no timer ever has to append anything for a run to be stuck.
+    """
+    if state in TERMINAL or deadline_at is None or now <= deadline_at:
+        return None
+    return (now - deadline_at).total_seconds()
+
+
+def run_defaults_id(tenant_id: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"runledger:run-defaults:{tenant_id}")
 
 
 def check_step_id_free(step_id: str, owner_run_id: str | None) -> None:
@@ -18,10 +34,16 @@ class Run(Aggregate):
     """An agent run: requested → running ⇄ waiting_for_approval → succeeded | failed | cancelled."""
 
     class Requested(Aggregate.Created):
+        class_version = 2
         agent_id: str
         project: str
         budget_micros: int | None
         labels: dict[str, str]
+        deadline_at: str | None  # RFC 3339; past it, a run not yet ended is stuck
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["deadline_at"] = None
 
     class Started(Aggregate.Event):
         pass
@@ -64,17 +86,18 @@ class Run(Aggregate):
 
     @classmethod
     def request(cls, run_id: str, agent_id: str, project: str, budget_micros: int | None,
-                labels: dict[str, str]) -> "Run":
+                labels: dict[str, str], deadline_at: str | None = None) -> "Run":
         return cls._create(cls.Requested, id=UUID(run_id), agent_id=agent_id, project=project,
-                           budget_micros=budget_micros, labels=labels)
+                           budget_micros=budget_micros, labels=labels, deadline_at=deadline_at)
 
     @event(Requested)
     def __init__(self, agent_id: str, project: str, budget_micros: int | None,
-                 labels: dict[str, str]):
+                 labels: dict[str, str], deadline_at: str | None):
         self.agent_id = agent_id
         self.project = project
         self.budget_micros = budget_micros
         self.labels = labels
+        self.deadline_at = deadline_at
         self.state = "requested"
         self.attempt = 1
         self.steps: dict[str, dict] = {}
@@ -187,6 +210,18 @@ class Run(Aggregate):
     def _cancelled(self, reason: str) -> None:
         self.state = "cancelled"
 
+    def overdue_s(self, now: datetime) -> float | None:
+        deadline = datetime.fromisoformat(self.deadline_at.replace("Z", "+00:00")) if self.deadline_at else None
+        return overdue_s(self.state, deadline, now)
+
+    def check_stuck(self, now: datetime) -> None:
+        """Only a stuck run may be force-failed by an operator (an admin may force-fail any run)."""
+        self.check_not_terminal("force-fail")
+        if self.overdue_s(now) is None:
+            due = f"its deadline is {self.deadline_at}" if self.deadline_at else "it has no deadline"
+            raise InvalidState(f"cannot force-fail run {self.id}: it is not stuck ({due}); an operator may "
+                               "force-fail only a run past its deadline, an admin any run", "not_stuck")
+
     def force_fail(self, reason: str) -> None:
         self.check_not_terminal("force-fail")
         self._force_failed(reason=reason)
@@ -194,3 +229,28 @@ class Run(Aggregate):
     @event(ForceFailed)
     def _force_failed(self, reason: str) -> None:
         self.state = "failed"
+
+
+class RunDefaults(Aggregate):
+    """A tenant's defaults for its new runs: the deadline a run gets when its request names none."""
+
+    class Opened(Aggregate.Created):
+        pass
+
+    class DeadlineSet(Aggregate.Event):
+        deadline_s: int | None
+
+    @classmethod
+    def open(cls, tenant_id: str) -> "RunDefaults":
+        return cls._create(cls.Opened, id=run_defaults_id(tenant_id))
+
+    @event(Opened)
+    def __init__(self):
+        self.deadline_s: int | None = None
+
+    def set_deadline(self, deadline_s: int | None) -> None:
+        self._deadline_set(deadline_s=deadline_s)
+
+    @event(DeadlineSet)
+    def _deadline_set(self, deadline_s: int | None) -> None:
+        self.deadline_s = deadline_s

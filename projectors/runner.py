@@ -10,11 +10,13 @@ event that cannot be checked or stored holds its tenant in this read model, nami
 offset, tenant and chain_seq, while every other tenant of the poll is stored. Between polls the
 runner replays any held tenant that ops asked to resume. A record that names no tenant at all
 stops the whole projector (FAILED). Any other error (a database down, say) is retried from the
-stored position, for everyone.
+stored position, for everyone, as is an error reading the stored positions or holds (so a store
+that goes away never ends the runner: health says it is retrying, and since when).
 """
 import asyncio
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Callable
 
 from opentelemetry.trace import Tracer
@@ -28,6 +30,10 @@ from projectors.base import Hold, Projection
 from projectors.generations import SchemaSwapped
 
 log = logging.getLogger("runledger.projector")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class ProjectorRunner:
@@ -46,15 +52,18 @@ class ProjectorRunner:
         self.on_applied: list[Callable[[str, int, float], None]] = []
         self.resume_checked = 0.0
         self.unpositioned: set[TopicPartition] = set()
-        self.failed: str | None = None
-        self.last_error: str | None = None
+        self._failed: str | None = None
+        self._last_error: str | None = None
+        self.failed_since: datetime | None = None  # when `failed` was first set in this process
+        self.erring_since: datetime | None = None  # when the errors `last_error` tells of began
+        self.unread = False  # the last attempt to read the stored positions failed
         self.applied = 0
         self.consumer: GroupConsumer = None  # type: ignore[assignment]
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.log.ensure_topics()
-        self.failed = await self.projection.failure()
-        await self.admission.load()
+        if not await self.loaded(stop):
+            return
         self.consumer = self.log.group_consumer(
             [self.settings.events_topic], self.group, self.on_assigned, self.on_revoked,
             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
@@ -67,7 +76,14 @@ class ProjectorRunner:
                 if self.failed:
                     await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=1.0)
                     continue
-                await self.position_assigned()
+                try:
+                    await self.position_assigned()
+                except Exception as error:  # the store: read the positions again shortly
+                    self.last_error, self.unread = f"reading the stored positions failed: {error!r}", True
+                    await asyncio.sleep(self.retry_delay_s)
+                    continue
+                if self.unread:  # read at last: an idle projector is not left saying it is retrying
+                    self.last_error, self.unread = None, False
                 await self.resume_requested()
                 try:
                     fetched = await self.consumer.getmany(200, self.batch_max)
@@ -78,6 +94,20 @@ class ProjectorRunner:
                 await self.guarded(fetched)
         finally:
             await self.consumer.stop()
+
+    async def loaded(self, stop: asyncio.Event) -> bool:
+        """Read the projection's failure and holds, until the store answers or stop is set."""
+        while not stop.is_set():
+            try:
+                self.failed = await self.projection.failure()
+                await self.admission.load()
+                self.last_error = None
+                return True
+            except Exception as error:
+                self.last_error = f"reading the projection's status failed: {error!r}"
+                log.error("projector %s: %s; trying again", self.projection.name, self.last_error)
+                await asyncio.sleep(self.retry_delay_s)
+        return False
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Hold new partitions until they are positioned where the projection's own store says."""
@@ -195,3 +225,21 @@ class ProjectorRunner:
     @property
     def healthy(self) -> bool:
         return self.failed is None
+
+    @property
+    def failed(self) -> str | None:
+        return self._failed
+
+    @failed.setter
+    def failed(self, why: str | None) -> None:
+        self.failed_since = None if why is None else self.failed_since or utcnow()
+        self._failed = why
+
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, error: str | None) -> None:
+        self.erring_since = None if error is None else self.erring_since or utcnow()
+        self._last_error = error

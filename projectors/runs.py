@@ -1,5 +1,8 @@
 """The runs read model (Postgres): each run's state, steps, tool calls and totals.
 
+`deadline_at` is what the run's request recorded; whether a run is stuck (past it, not ended) is
+the query's to say, against its own now (queries/stuck.py), so no row changes when a deadline passes.
+
 A retention sweep of this store removes its runs' rows from all three tables (projectors/removals.py).
 Content fields (labels, errors, reasons) are kept as recorded: a sealed field or withheld marker
 stays an object in `labels` (jsonb) and is its compact JSON text in a text column
@@ -27,6 +30,9 @@ CREATE TABLE IF NOT EXISTS {s}.runs (
 CREATE INDEX IF NOT EXISTS runs_by_state ON {s}.runs (tenant_id, state, requested_at DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_agent ON {s}.runs (tenant_id, agent_id, requested_at DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS runs_by_time ON {s}.runs (tenant_id, requested_at DESC, run_id DESC);
+ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS deadline_at timestamptz;
+CREATE INDEX IF NOT EXISTS runs_overdue ON {s}.runs (tenant_id, deadline_at)
+    WHERE deadline_at IS NOT NULL AND state NOT IN ('succeeded', 'failed', 'cancelled');
 CREATE TABLE IF NOT EXISTS {s}.steps (
     tenant_id text NOT NULL, step_id uuid NOT NULL, run_id uuid NOT NULL, kind text NOT NULL,
     name text NOT NULL, attempt int NOT NULL, outcome text, error text,
@@ -76,10 +82,11 @@ class RunsProjection(PostgresProjection):
         match env["type"]:
             case "run.requested":
                 return [(f"INSERT INTO {s}.runs (tenant_id, run_id, agent_id, project, state, budget_micros, "
-                         "labels, requested_at, updated_at, version, last_chain_seq) "
-                         "VALUES (%s, %s, %s, %s, 'requested', %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                         "labels, requested_at, updated_at, version, last_chain_seq, deadline_at) "
+                         "VALUES (%s, %s, %s, %s, 'requested', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                          (env["tenant_id"], env["aggregate_id"], p["agent_id"], p["project"], p["budget_micros"],
-                          Jsonb(p["labels"]), at, env["recorded_at"], env["aggregate_version"], env["chain_seq"]))]
+                          Jsonb(p["labels"]), at, env["recorded_at"], env["aggregate_version"], env["chain_seq"],
+                          p.get("deadline_at")))]  # v1 payloads have none
             case "run.started":
                 return [self.run_update(env, "state = 'running', started_at = %s", at)]
             case "run.step_started":

@@ -1,6 +1,7 @@
 """Read the Postgres read models: always the live generation, always one tenant."""
 import asyncio
 import time
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from psycopg.rows import dict_row
@@ -11,10 +12,12 @@ from infra.adapters.http.errors import Refused
 from infra.adapters.keys.port import Content
 from queries.content import ContentReader
 from queries.pagination import INSTANT_AND_ID, decode_cursor, encode_cursor
+from queries.stuck import AS_OF, STUCK_COLUMNS, STUCK_FILTER
 
 RUN_COLUMNS = ("run_id, agent_id, project, state, attempt, budget_micros, labels, error, requested_at, "
                "started_at, ended_at, updated_at, version, step_count, tool_call_count, cost_micros, "
-               "tokens_in, tokens_out, EXTRACT(EPOCH FROM (COALESCE(ended_at, now()) - started_at)) AS duration_s")
+               "tokens_in, tokens_out, EXTRACT(EPOCH FROM (COALESCE(ended_at, now()) - started_at)) AS duration_s, "
+               + STUCK_COLUMNS)
 # The columns that hold content fields (queries/content.py opens them), besides runs.labels/error and steps.error
 TOOL_CALL_CONTENT = ("decision_reason", "error")
 APPROVAL_CONTENT = ("action", "decision_reason")
@@ -54,8 +57,16 @@ async def wait_for_seq(name: str, min_seq: int | None, wait_ms: int, applied: Ca
         await asyncio.sleep(0.02)
 
 
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class ReadModels:
-    """content opens sealed content fields (queries/content.py); None where no KEK is configured."""
+    """content opens sealed content fields (queries/content.py); None where no KEK is configured.
+
+    `clock`: the now a run's `stuck` and `overdue_s` are computed against (queries/stuck.py)."""
+
+    clock: Callable[[], datetime] = staticmethod(utcnow)
 
     def __init__(self, pool: AsyncConnectionPool, topic_prefix: str, content: Content | None = None):
         self.pool = pool
@@ -86,9 +97,12 @@ class ReadModels:
         await wait_for_seq(name, min_seq, wait_ms, lambda: self.applied_seq(name, tenant_id))
 
     async def list_runs(self, tenant_id: str, state: str | None, agent_id: str | None,
-                        since: str | None, until: str | None, cursor: str | None, limit: int) -> dict:
+                        since: str | None, until: str | None, cursor: str | None, limit: int,
+                        stuck: bool | None = None) -> dict:
         after = decode_cursor(cursor, INSTANT_AND_ID)
-        where, params = ["tenant_id = %s"], [tenant_id]
+        where, params = ["tenant_id = %s"], [self.clock(), tenant_id]
+        if stuck is not None:
+            where.append(STUCK_FILTER[stuck])
         for clause, value in (("state = %s", state), ("agent_id = %s", agent_id),
                               ("requested_at >= %s", since), ("requested_at < %s", until)):
             if value is not None:
@@ -97,14 +111,14 @@ class ReadModels:
         if after:
             where.append("(requested_at, run_id) < (%s::timestamptz, %s::uuid)")
             params += after
-        rows = await self.fetch("runs", f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE {' AND '.join(where)} "
+        rows = await self.fetch("runs", f"SELECT {RUN_COLUMNS} FROM {{s}}.runs {AS_OF} WHERE {' AND '.join(where)} "
                                         "ORDER BY requested_at DESC, run_id DESC LIMIT %s", (*params, limit + 1))
         await self.reader.reveal(tenant_id, [(r, name) for r in rows[:limit] for name in ("labels", "error")])
         return page(rows, limit, lambda r: [r["requested_at"].isoformat(), str(r["run_id"])])
 
     async def get_run(self, tenant_id: str, run_id: str) -> dict | None:
-        runs = await self.fetch("runs", f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE tenant_id = %s AND run_id = %s",
-                                (tenant_id, run_id))
+        runs = await self.fetch("runs", f"SELECT {RUN_COLUMNS} FROM {{s}}.runs {AS_OF} WHERE tenant_id = %s "
+                                        "AND run_id = %s", (self.clock(), tenant_id, run_id))
         if not runs:
             return None
         steps = await self.fetch("runs", "SELECT step_id, kind, name, attempt, outcome, error, started_at, finished_at "

@@ -10,6 +10,7 @@ import json
 import logging
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -18,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from infra.adapters import tracing
+from infra.adapters.meters import StreamMeters, stream_meters
 from projectors.channels import NOTIFY_CHANNEL
 
 log = logging.getLogger("runledger.streams")
@@ -30,17 +32,23 @@ class Subscription:
     channel: str
     queue: asyncio.Queue
     overflowed: bool = False
+    meters: StreamMeters | None = None  # counts the overflow and what it drops, off the normal path
 
     def offer(self, row: dict[str, Any]) -> None:
         if self.overflowed:
+            if self.meters:
+                self.meters.missed(self.channel, 1)
             return
         try:
             self.queue.put_nowait(row)
         except asyncio.QueueFull:
             self.overflowed = True
+            dropped = self.queue.qsize() + 1
             while not self.queue.empty():
                 self.queue.get_nowait()
             self.queue.put_nowait(OVERFLOW)
+            if self.meters:
+                self.meters.overflowed(self.channel, dropped)
 
 
 async def next_unless_stopped(notifies, stop: asyncio.Event):
@@ -68,16 +76,24 @@ class ChannelHub:
     delivered: dict[tuple[str, str], int] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     tracer: Tracer = field(default_factory=tracing.tracer)  # a delivery span per channel and notification
+    # For health: when the LISTEN connection came up, when it was lost (None while up) and why.
+    listening_since: datetime | None = None
+    lost_since: datetime | None = None
+    lost_because: str | None = None
+    connect_timeout_s: int = 10
+    meters: StreamMeters = field(default_factory=stream_meters)  # subscribers, offered, overflows, dropped
 
     def subscribe(self, tenant_id: str, channel: str) -> Subscription:
-        sub = Subscription(tenant_id, channel, asyncio.Queue(self.buffer))
+        sub = Subscription(tenant_id, channel, asyncio.Queue(self.buffer), meters=self.meters)
         self.subscribers.setdefault((tenant_id, channel), set()).add(sub)
+        self.meters.subscribed(channel, 1)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self.subscribers.get((sub.tenant_id, sub.channel))
-        if subs is not None:
+        if subs is not None and sub in subs:
             subs.discard(sub)
+            self.meters.subscribed(sub.channel, -1)
             if not subs:
                 del self.subscribers[(sub.tenant_id, sub.channel)]
                 self.delivered.pop((sub.tenant_id, sub.channel), None)
@@ -86,18 +102,28 @@ class ChannelHub:
         """LISTEN and fan out until stop is set; reconnect if the connection drops."""
         while not stop.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True,
+                                                                 connect_timeout=self.connect_timeout_s) as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self.ready.set()
+                    self.listening(True)
                     # psycopg's notifies() holds the connection lock while suspended at a yield;
                     # leaving it unclosed would deadlock the connection's exit on shutdown.
                     async with aclosing(conn.notifies()) as notifies:
                         while (note := await next_unless_stopped(notifies, stop)) is not None:
                             await self.dispatch(json.loads(note.payload))
             except (psycopg.Error, OSError) as error:
-                self.ready.clear()
+                self.listening(False, repr(error))
                 log.warning("SSE hub lost its LISTEN connection (%r); reconnecting", error)
                 await asyncio.sleep(1.0)
+
+    def listening(self, up: bool, because: str | None = None) -> None:
+        now = datetime.now(timezone.utc)
+        if up:
+            self.ready.set()
+            self.listening_since, self.lost_since, self.lost_because = now, None, None
+        else:
+            self.ready.clear()
+            self.lost_since, self.lost_because = self.lost_since or now, because
 
     async def dispatch(self, note: dict[str, Any]) -> None:
         for tenant_id, channel, head in note["channels"]:
@@ -113,6 +139,7 @@ class ChannelHub:
                 for row in rows:
                     for sub in subs:
                         sub.offer(row)
+            self.meters.handed(channel, len(rows) * len(subs))
             self.delivered[key] = head
 
     async def rows(self, schema: str, tenant_id: str, channel: str, after: int, upto: int | None = None,

@@ -1,7 +1,9 @@
-"""OTLP trace receivers for tests, on 127.0.0.1 only: OTLP/HTTP (protobuf) and OTLP/gRPC, decoding with opentelemetry-proto.
+"""OTLP trace and metric receivers for tests, on 127.0.0.1 only: OTLP/HTTP (protobuf) and OTLP/gRPC, decoding with
+opentelemetry-proto.
 
 What the services export is kept as `Span`s (name, kind, ids, parent, links, attributes, status,
-service name), so a test can assert on the trace structure a real collector would receive.
+service name), so a test can assert on the trace structure a real collector would receive, and
+as metric `Point`s (service, name, unit, attributes, value; a histogram's value is (count, sum)).
 """
 import gzip
 import threading
@@ -11,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
@@ -51,13 +54,50 @@ class Span:
     events: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Point:
+    service: str
+    name: str
+    unit: str
+    attributes: dict
+    value: Any  # a number; (count, sum) for a histogram
+    time_unix_nano: int
+
+
+def number(point) -> Any:
+    return point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+
+
+def points_of(metric) -> list[tuple[dict, Any, int]]:
+    kind = metric.WhichOneof("data")
+    if kind in ("sum", "gauge"):
+        return [(attributes(p.attributes), number(p), p.time_unix_nano) for p in getattr(metric, kind).data_points]
+    if kind == "histogram":
+        return [(attributes(p.attributes), (p.count, p.sum), p.time_unix_nano) for p in metric.histogram.data_points]
+    return []
+
+
 class Received:
-    """Every span the receiver was sent, in arrival order (thread-safe)."""
+    """Every span and metric point the receiver was sent, in arrival order (thread-safe)."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.spans: list[Span] = []
+        self.points: list[Point] = []
         self.requests = 0
+        self.metric_requests = 0
+
+    def take_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        points = [Point(attributes(rm.resource.attributes).get("service.name", ""), m.name, m.unit, found, value, at)
+                  for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                  for found, value, at in points_of(m)]
+        with self.lock:
+            self.points += points
+            self.metric_requests += 1
+
+    def metrics_snapshot(self) -> list[Point]:
+        with self.lock:
+            return list(self.points)
 
     def take(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         spans = [Span(service=attributes(rs.resource.attributes).get("service.name", ""), name=s.name,
@@ -77,7 +117,7 @@ class Received:
 
 
 class HttpReceiver(Received):
-    """An OTLP/HTTP endpoint (`POST /v1/traces`, binary protobuf, gzip or not) on 127.0.0.1."""
+    """An OTLP/HTTP endpoint (`POST /v1/traces` and `/v1/metrics`, binary protobuf, gzip or not) on 127.0.0.1."""
 
     def __enter__(self) -> "HttpReceiver":
         received = self
@@ -87,13 +127,21 @@ class HttpReceiver(Received):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                if self.path == "/v1/metrics":
+                    request = metrics_service_pb2.ExportMetricsServiceRequest()
+                    request.ParseFromString(body)
+                    received.take_metrics(request)
+                    self.answer(metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString())
+                    return
                 if self.path != "/v1/traces":
                     self.send_error(404)
                     return
                 request = trace_service_pb2.ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 received.take(request)
-                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.answer(trace_service_pb2.ExportTraceServiceResponse().SerializeToString())
+
+            def answer(self, reply: bytes) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))
@@ -118,7 +166,7 @@ class HttpReceiver(Received):
 
 
 class GrpcReceiver(Received):
-    """An OTLP/gRPC TraceService (plaintext) on 127.0.0.1."""
+    """An OTLP/gRPC TraceService and MetricsService (plaintext) on 127.0.0.1."""
 
     def __enter__(self) -> "GrpcReceiver":
         received = self
@@ -128,8 +176,14 @@ class GrpcReceiver(Received):
                 received.take(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(self, request, context):
+                received.take_metrics(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
         return self

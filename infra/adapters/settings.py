@@ -2,6 +2,7 @@
 import base64
 import binascii
 import re
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,12 +40,36 @@ class Settings(BaseSettings):
     api_port: int = 8080
     command_timeout_s: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
-    batch_max: int = Field(1000, ge=1)
+    batch_max: int = Field(1000, ge=1, description="commands per processor transaction, and the most one "
+                           "POST /v1/commands/batch may carry")
+    max_batch_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="the largest batch body; each of its "
+                                 "commands is also held to RUNLEDGER_MAX_BODY_BYTES")
+    clock_skew_s: float = Field(300.0, ge=0, description="how far ahead of the processor's clock a command's "
+                                "occurred_at may be")
+    client_time_horizon_s: float = Field(30 * 86400.0, gt=0, description="how far back from the processor's "
+                                         "clock a command's occurred_at may be")
     timer_interval_s: float = Field(0.25, gt=0)
     otel_console: bool = False
+    log_format: Literal["json", "text", "auto"] = Field(
+        "auto", description="RUNLEDGER_LOG_FORMAT: json (one object per line, with trace and span ids), text, or "
+                            "auto: text when stderr is a terminal, json otherwise")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="RUNLEDGER_METRICS_PORT: also serve the "
+                                     "Prometheus page here, without a token, on RUNLEDGER_METRICS_HOST")
+    metrics_host: str = Field("127.0.0.1", description="RUNLEDGER_METRICS_HOST: the address of that listener")
+    metrics_refresh_s: float = Field(10.0, gt=0, description="RUNLEDGER_METRICS_REFRESH_S: how often the "
+                                     "read-model gauges (lag, approval backlog, budgets, violations) are read")
+    metrics_query_timeout_s: float = Field(5.0, gt=0, description="RUNLEDGER_METRICS_QUERY_TIMEOUT_S: the longest "
+                                           "wait for one such read; slower ones leave the gauges stale, and say so")
     sse_retain: int = Field(100_000, ge=10, description="newest events kept per SSE channel for replay")
     sse_buffer: int = Field(1000, ge=10, description="events buffered per SSE subscriber before it is cut off")
     ops_tenant: str = Field("ops", description="admins of this tenant see platform-wide ops views")
+    health_timeout_s: float = Field(1.0, gt=0, le=30, description="RUNLEDGER_HEALTH_TIMEOUT_S: the bound on each "
+                                    "health probe (broker metadata, PostgreSQL, ClickHouse, a role's event loop); "
+                                    "one that has not answered by then counts as down, and says so")
+    health_cache_s: float = Field(2.0, ge=0, le=60, description="RUNLEDGER_HEALTH_CACHE_S: how long a probe's "
+                                  "answer is reused, however many health requests arrive")
+    health_port: int | None = Field(None, ge=1, le=65535, description="RUNLEDGER_HEALTH_PORT: a process without "
+                                    "the API role serves /livez, /readyz and /healthz here (on RUNLEDGER_API_HOST)")
     session_timeout_ms: int = Field(10000, ge=6000, description="broker minimum is 6000 by default")
     retention_min_days_audit: int = Field(3 * 365, ge=0, description="no tenant may keep audit records "
                                           "(audit/discovery, cost) for fewer days")

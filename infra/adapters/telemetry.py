@@ -16,6 +16,11 @@ decides where they go:
   its trace going), a caller's sampled trace is honoured, and everything else is a non-recording
   span, which costs next to nothing. Either way `FollowLinks` samples a batch's `process` span when
   one of the messages it links to was sampled, so a sampled command's trace stays whole.
+- Metrics the same way: `OTEL_METRICS_EXPORTER` (`otlp`, `console`, `prometheus`, `none`), unset
+  `otlp` when an endpoint (`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or the shared one) is set;
+  `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL` / `_PROTOCOL`; `OTEL_METRIC_EXPORT_INTERVAL` / `_TIMEOUT`
+  for the periodic reader. The Prometheus page (infra/adapters/prometheus.py) is always there, as a
+  reader the caller hands in: `prometheus` in the list only says so.
 """
 import logging
 import os
@@ -25,7 +30,8 @@ from typing import Iterator
 from opentelemetry import context, metrics, trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (ConsoleMetricExporter, MetricExporter, MetricReader,
+                                              PeriodicExportingMetricReader)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -61,24 +67,31 @@ def env(name: str) -> str:
     return os.environ.get(name, "").strip()
 
 
-def exporter_names(console: bool = False) -> list[str]:
-    """The trace exporters the environment asks for (`otlp`, `console`), in order, without repeats."""
-    named = [n.strip().lower() for n in env("OTEL_TRACES_EXPORTER").split(",") if n.strip()]
-    if not named and (env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env("OTEL_EXPORTER_OTLP_ENDPOINT")):
+def exporter_names(console: bool = False, signal: str = "traces") -> list[str]:
+    """The exporters the environment asks for a signal (`otlp`, `console`), in order, without repeats."""
+    named = [n.strip().lower() for n in env(f"OTEL_{signal.upper()}_EXPORTER").split(",") if n.strip()]
+    if not named and (env(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or env("OTEL_EXPORTER_OTLP_ENDPOINT")):
         named = ["otlp"]
-    named = [n for n in named if n != "none"] + (["console"] if console else [])
+    always = {"metrics": ("prometheus",)}.get(signal, ())  # served anyway: naming it changes nothing
+    named = [n for n in named if n != "none" and n not in always] + (["console"] if console else [])
     unknown = sorted(set(named) - {"otlp", "console"})
     if unknown:
-        raise TelemetryMisconfigured(f"OTEL_TRACES_EXPORTER names {', '.join(unknown)}: runledger exports traces "
-                                     "with otlp or console (or none)")
+        raise TelemetryMisconfigured(f"OTEL_{signal.upper()}_EXPORTER names {', '.join(unknown)}: runledger "
+                                     f"exports {signal} with otlp or console{' or prometheus' if always else ''} "
+                                     "(or none)")
     return list(dict.fromkeys(named))
 
 
-def otlp_protocol() -> str:
-    protocol = (env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env("OTEL_EXPORTER_OTLP_PROTOCOL")
+def metric_exporter_names(console: bool = False) -> list[str]:
+    """The metric exporters the environment asks for, besides the Prometheus page (always served)."""
+    return exporter_names(console, "metrics")
+
+
+def otlp_protocol(signal: str = "traces") -> str:
+    protocol = (env(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or env("OTEL_EXPORTER_OTLP_PROTOCOL")
                 or "http/protobuf").lower()
     if protocol not in PROTOCOLS:
-        raise TelemetryMisconfigured(f"OTLP protocol {protocol!r} is not supported for traces: use "
+        raise TelemetryMisconfigured(f"OTLP protocol {protocol!r} is not supported for {signal}: use "
                                      f"{' or '.join(PROTOCOLS)}")
     return protocol
 
@@ -125,12 +138,31 @@ def setup_tracing(service_name: str, console: bool = False) -> None:
         log.info("exporting traces to %s", ", ".join(f"otlp ({otlp_protocol()})" if n == "otlp" else n for n in names))
 
 
-def setup_metrics(service_name: str, console: bool = False) -> metrics.Meter:
-    """Install the process's meter provider (once) and return runledger's meter."""
-    if not isinstance(metrics.get_meter_provider(), MeterProvider):
-        readers = [PeriodicExportingMetricReader(ConsoleMetricExporter(), 30000)] if console else []
-        metrics.set_meter_provider(MeterProvider(
-            metric_readers=readers, resource=Resource.create({"service.name": service_name})))
+def otlp_metric_exporter() -> MetricExporter:
+    """The OTLP metric exporter for the configured protocol; it reads its endpoint, temporality and the rest itself."""
+    if otlp_protocol("metrics") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    return OTLPMetricExporter()
+
+
+def metric_readers(console: bool = False) -> list[MetricReader]:
+    """Periodic readers for the exporters the environment names (OTEL_METRIC_EXPORT_INTERVAL sets the period)."""
+    return [PeriodicExportingMetricReader(otlp_metric_exporter() if name == "otlp" else ConsoleMetricExporter())
+            for name in metric_exporter_names(console)]
+
+
+def setup_metrics(service_name: str, console: bool = False, readers: tuple[MetricReader, ...] = ()) -> metrics.Meter:
+    """Install the process's meter provider (once), reading into `readers` and exporting where the
+    OTEL_* variables say, and return runledger's meter."""
+    if not isinstance(metrics.get_meter_provider(), MeterProvider) and env("OTEL_SDK_DISABLED").lower() != "true":
+        exporting = metric_readers(console)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[*readers, *exporting],
+                                                 resource=resource(service_name)))
+        if exporting:
+            log.info("exporting metrics to %s", ", ".join(
+                f"otlp ({otlp_protocol('metrics')})" if n == "otlp" else n for n in metric_exporter_names(console)))
     return metrics.get_meter("runledger")
 
 

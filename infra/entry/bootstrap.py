@@ -20,7 +20,12 @@ from infra.adapters.keys import Content, data_keys_table, keks_from_settings
 from infra.adapters.keys.postgres import PostgresKeyStore
 from infra.adapters.postgres import open_pool
 from infra.adapters.settings import Settings
+from infra.adapters import logs
+from infra.adapters.meters import projector_meters
+from infra.adapters.prometheus import process_exposition
 from infra.adapters.telemetry import setup_metrics, setup_tracing
+from infra.health.report import Health, Roles
+from infra.health.wiring import build_health, health_app, store_of
 from projectors.approvals import ApprovalsProjection
 from projectors.archive import ArchiveProjection
 from projectors.channels import ChannelsProjection
@@ -29,18 +34,20 @@ from projectors.cost import CostProjection
 from projectors.evidence import EvidenceProjection
 from projectors.governance import GovernanceProjection
 from projectors.jobs import RebuildJobs
-from queries.metrics import LagMetrics, ViolationMetrics
+from queries.metrics import RebuildProgress, Staleness, read_model_gauges
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
 from queries.api import routes_verification
 from queries.api import (routes_approvals, routes_discovery, routes_evidence, routes_governance, routes_ops,
                          routes_runs)
-from queries.api import routes_policy
+from queries.api import routes_metrics, routes_policy
+from queries.console import routes as console_routes
 from queries.policy import PolicyQueries
 from queries.discovery import Discovery
 from queries.evidence import Evidence
 from queries.governance import Governance
-from queries.readmodels import ReadModels
+from queries.readmodels import ReadModels, utcnow
+from queries.stuck import StuckRunMetrics
 from streams import routes as streams_routes
 from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
@@ -51,16 +58,22 @@ POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection,
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
 ROUTERS = (routes_commands.router, routes_runs.router, routes_approvals.router, routes_discovery.router,
            routes_governance.router, routes_evidence.router, routes_ops.router, streams_viewer.router, streams_routes.router,
-           routes_policy.router)
+           routes_policy.router, console_routes.router, routes_metrics.router)
 
 
 class MissingSetting(Exception):
     """A setting a role needs is not set."""
 
 
-def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(settings: Settings | None = None, level: str = "INFO") -> None:
+    """Every role logs through one handler: JSON lines, or text at a terminal (RUNLEDGER_LOG_FORMAT); secrets scrubbed."""
+    logs.configure(settings.log_format if settings else "auto", level, secrets_of(settings) if settings else ())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    held = [settings.jwt_secret, settings.kek, settings.signing_key, *settings.previous_keks.values()]
+    return [secret.get_secret_value() for secret in held if secret is not None]
 
 
 def build_settings(**overrides) -> Settings:
@@ -91,6 +104,10 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
                              "checkpoints (base64 of 32 random bytes: `python -c 'import base64,os;"
                              "print(base64.b64encode(os.urandom(32)).decode())'`)")
     setup_tracing("runledger", console=settings.otel_console)
+    exposition = process_exposition()  # GET /metrics, and RUNLEDGER_METRICS_PORT if set
+    meter = setup_metrics("runledger", console=settings.otel_console, readers=(exposition.reader,))
+    if settings.metrics_port is not None:
+        exposition.listen(settings.metrics_host, settings.metrics_port)
     stop = asyncio.Event()
     stop_on_signals(stop)
     pool = await open_pool(settings) if (api or projectors) else None
@@ -99,29 +116,35 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     tasks, runners = [], []
     command_processor = (CommandProcessor(settings, log_=KafkaLog(settings), open_keys=key_store_opener(settings))
                          if processor else None)
+    # Each role's event loop, for /livez; the main loop's first role answers on it.
+    loops = {("api" if api else "processor" if processor else "projectors"): asyncio.get_running_loop()}
     if command_processor and (api or projectors):
-        tasks.append(asyncio.create_task(on_own_loop("processor", command_processor.run, stop), name="processor"))
+        tasks.append(asyncio.create_task(on_own_loop("processor", command_processor.run, stop, loops),
+                                         name="processor"))
     elif command_processor:
         tasks.append(asyncio.create_task(command_processor.run(stop), name="processor"))
     if projectors:
         tasks.append(asyncio.create_task(on_own_loop(
-            "projectors", lambda local_stop: run_projectors(settings, ch, runners, local_stop), stop),
+            "projectors", lambda local_stop: run_projectors(settings, ch, runners, local_stop), stop, loops),
             name="projectors"))
-        lag = LagMetrics()
-        lag.register(setup_metrics("runledger", console=settings.otel_console))
-        tasks.append(asyncio.create_task(lag.refresh_forever(settings, projections, stop), name="lag-metrics"))
-        by_name = {p.name: p for p in projections}
-        violations = ViolationMetrics(Discovery(by_name["audit"], by_name["cost"]))
-        violations.register(setup_metrics("runledger", console=settings.otel_console))
-        tasks.append(asyncio.create_task(violations.refresh_forever(stop), name="violation-metrics"))
+        tasks += read_model_metrics(settings, pool, projections, meter, stop)
+        tasks.append(stuck_run_metrics(settings, pool, meter, stop))
+    # The processor needs PostgreSQL only for the data keys of tenants that store content: judged by the broker.
+    roles = Roles(api=api, processor=command_processor, runners=runners,
+                  projectors={p.name: store_of(p) for p in projections} if projectors else {})
+    legacy = partial(health, command_processor, runners)
     if api:
-        hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
+        hub = roles.hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
         tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
         keks = keks_from_settings(settings)
         content = Content(await PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open()) if keks else None
-        app = build_app(settings, pool, projections, hub, lambda detail: health(command_processor, runners, detail),
-                        content)
+        app = build_app(settings, pool, projections, hub, build_health(settings, roles, loops, ch, legacy), content)
+        app.state.exposition = exposition
+        RebuildProgress(app.state.rebuilds).register(meter)
         tasks += serve_api(app, settings, stop)
+    elif settings.health_port is not None:
+        health_only = health_app(settings, build_health(settings, roles, loops, ch, legacy))
+        tasks += serve_api(health_only, settings, stop, settings.health_port)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         stop.set()
@@ -130,10 +153,29 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
             if task.exception():
                 raise task.exception()
     finally:
+        exposition.close()
         if pool:
             await pool.close()
         if ch:
             ch.close()
+
+
+def read_model_metrics(settings: Settings, pool, projections: list, meter, stop: asyncio.Event) -> list[asyncio.Task]:
+    """The read models' gauges (queries/metrics.py), each refreshed by a task of its own, and their staleness."""
+    by_name = {p.name: p for p in projections}
+    gauges = read_model_gauges(settings, pool, projections, Discovery(by_name["audit"], by_name["cost"]))
+    for gauge in gauges:
+        gauge.register(meter)
+    Staleness(gauges).register(meter)
+    return [asyncio.create_task(g.refresh_forever(stop, settings.metrics_refresh_s), name=f"{g.source}-metrics")
+            for g in gauges]
+
+
+def stuck_run_metrics(settings: Settings, pool, meter, stop: asyncio.Event) -> asyncio.Task:
+    """`runledger.runs.stuck` (queries/stuck.py), refreshed like the other read-model gauges."""
+    stuck = StuckRunMetrics(ReadModels(pool, settings.topic_prefix), utcnow, settings.metrics_query_timeout_s)
+    stuck.register(meter)
+    return asyncio.create_task(stuck.refresh_forever(stop, settings.metrics_refresh_s), name="stuck-run-metrics")
 
 
 def key_store_opener(settings: Settings):
@@ -152,7 +194,7 @@ def key_store_opener(settings: Settings):
     return opened
 
 
-def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, report: Callable[[bool], dict],
+def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, health_: Health,
               content: Content | None = None):
     """The API: every side's routers, and the services their dependencies hand to routes."""
     by_name = {p.name: p for p in projections}
@@ -165,9 +207,9 @@ def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, repo
                 "stream_sources": Sources(hub, read_models, partial(read_models.wait_for, "channels")),
                 "rebuilds": RebuildJobs(settings, projections)}
     services.update(verification_services(settings, pool, projections, discovery))
-    verified = services["verification_jobs"].health
+    health_.legacy.append(services["verification_jobs"].health)
     return create_app(settings, list(ROUTERS) + [routes_verification.router], services, started=[bus],
-                      health=lambda detail: {**report(detail), **verified(detail)})
+                      health=health_)
 
 
 def verification_services(settings: Settings, pool, projections: list, discovery: Discovery) -> dict:
@@ -178,8 +220,11 @@ def verification_services(settings: Settings, pool, projections: list, discovery
             "verifications": Verifications(discovery)}
 
 
-async def on_own_loop(name: str, role: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event) -> None:
+async def on_own_loop(name: str, role: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event,
+                      loops: dict[str, asyncio.AbstractEventLoop] | None = None) -> None:
     """Run role(local_stop) on its own thread and event loop until stop (of this loop) is set.
+
+    `loops` gets the new loop under `name`, for /livez to ask whether it still answers.
 
     The processor and the projectors each get a loop of their own in a process that also serves
     HTTP and SSE: a busy loop (thousands of SSE subscribers, a big batch to apply) would otherwise
@@ -190,6 +235,8 @@ async def on_own_loop(name: str, role: Callable[[asyncio.Event], Awaitable[None]
     done = main_loop.create_future()
 
     async def main() -> None:
+        if loops is not None:
+            loops[name] = asyncio.get_running_loop()
         local_stop = asyncio.Event()
         watcher = asyncio.create_task(relay(stop, local_stop, main_loop))
         try:
@@ -226,6 +273,8 @@ async def run_projectors(settings: Settings, ch, runners: list[ProjectorRunner],
     try:
         log_ = KafkaLog(settings)
         runners.extend(ProjectorRunner(settings, p, log_=log_) for p in await build_projections(settings, pool, ch))
+        for runner in runners:
+            runner.on_applied.append(projector_meters().applied)  # runledger.projector.events, .store.duration
         await asyncio.gather(*(r.run(stop) for r in runners))
     finally:
         await pool.close()
@@ -237,9 +286,9 @@ async def relay(stop: asyncio.Event, local_stop: asyncio.Event, main_loop: async
     local_stop.set()
 
 
-def serve_api(app, settings: Settings, stop: asyncio.Event) -> list[asyncio.Task]:
-    config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port,
-                            log_level="warning", lifespan="on")
+def serve_api(app, settings: Settings, stop: asyncio.Event, port: int | None = None) -> list[asyncio.Task]:
+    config = uvicorn.Config(app, host=settings.api_host, port=port or settings.api_port,
+                            log_level="warning", lifespan="on", log_config=None)  # its lines go through ours
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None
 

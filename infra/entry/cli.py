@@ -30,7 +30,7 @@ def serve(api: Annotated[bool, typer.Option(help="serve the HTTP API")] = True,
     import uvloop
     from infra.entry.bootstrap import configure_logging, serve as run_roles
     settings = settings_or_exit(api_port=port)
-    configure_logging()
+    configure_logging(settings)
     from infra.entry.bootstrap import MissingSetting
     try:
         uvloop.run(run_roles(settings, api=api, processor=processor, projectors=projectors))

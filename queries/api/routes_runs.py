@@ -16,9 +16,12 @@ async def list_runs(principal: Operator, models: ReadModelsDep, limit: Limit = 5
                     state: RunState | None = None, agent_id: str | None = None,
                     since: Annotated[Instant | None, Query(description="requested at or after")] = None,
                     until: Annotated[Instant | None, Query(description="requested before")] = None,
-                    cursor: str | None = None, min_seq: MinSeq = None, wait_ms: WaitMs = 2000) -> dict:
+                    cursor: str | None = None, min_seq: MinSeq = None, wait_ms: WaitMs = 2000,
+                    stuck: Annotated[bool | None, Query(description="true: only runs not ended and past their "
+                                                        "deadline, as of this request; false: all others")] = None,
+                    ) -> dict:
     await models.wait_for("runs", principal.tenant_id, min_seq, wait_ms)
-    return await models.list_runs(principal.tenant_id, state, agent_id, since, until, cursor, limit)
+    return await models.list_runs(principal.tenant_id, state, agent_id, since, until, cursor, limit, stuck)
 
 
 @router.get("/{run_id}", summary="One run with its steps and tool calls")

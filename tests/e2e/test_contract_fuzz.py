@@ -64,7 +64,7 @@ CONFIG = {
                "not_a_server_error": {"enabled": True, "expected-statuses": ["2xx", "3xx", "4xx", "503", "504"]}},
     "request-timeout": 30,
     "operations": [
-        {"include-path-regex": "^/v1/streams/(tenant|approvals|runs/)", "request-timeout": SSE_READ_S,
+        {"include-path-regex": "^/v1/streams/(tenant|approvals|runs/|multiplex)", "request-timeout": SSE_READ_S,
          "request-retries": 1, "generation": {"max-examples": STREAM_EXAMPLES},
          "phases": {"coverage": {"generation": {"mode": "negative"}}}},
         {"include-name": "POST /v1/ops/projectors/{name}/rebuild", "enabled": False},

@@ -12,6 +12,7 @@ from infra.adapters.http.auth import Principal
 from commands.intake import command_envelope
 from commands.processor import CommandProcessor
 from infra.entry.bootstrap import health
+from domain.registry import EVENT_CLASSES, schema_version_of
 from infra.adapters.postgres import open_pool
 from bench.lib.workload import workload
 from projectors.approvals import ApprovalsProjection
@@ -191,8 +192,10 @@ async def produce_raw(settings, value: bytes, tenant: str):
 async def append_behind(settings, tenant: str, **fields) -> dict:
     """Seal and put on the log the tenant's next event, behind the processor's back; fields override its head's."""
     head = [e for e in await events(settings) if e["tenant_id"] == tenant][-1]
+    kind = EVENT_CLASSES.get(fields.get("type", head["type"]))  # the head's schema_version is its own type's
     env = seal({**head, "chain_seq": head["chain_seq"] + 1, "prev_hash": head["hash"],
-                "aggregate_version": head["aggregate_version"] + 1, **fields})
+                "aggregate_version": head["aggregate_version"] + 1,
+                "schema_version": schema_version_of(kind) if kind else head["schema_version"], **fields})
     await produce_raw(settings, encode(env), tenant)
     return env
 

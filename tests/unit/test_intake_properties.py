@@ -43,6 +43,7 @@ VALID: dict[str, dict[str, Any]] = {
     "CancelRun": {"run_id": ID, "reason": "stop"},
     "ResumeRun": {"run_id": ID, "reason": "go"},
     "ForceFailRun": {"run_id": ID, "reason": "stuck"},
+    "SetRunDeadline": {"deadline_s": 3600},
     "RequestToolCall": {"run_id": ID, "tool": "search", "risk_tier": "low", "params_digest": DIGEST},
     "DecidePolicy": {"tool_call_id": ID, "decision": "ALLOW", "policy_id": "p1", "policy_version": "3",
                      "bundle_revision": "b-17", "evaluated_at": "2026-11-22T12:00:00Z", "reason": "fine"},

@@ -7,17 +7,15 @@ It imports no side: commands, queries and streams bring their routers, and their
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Protocol
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI
 from pydantic import TypeAdapter
 
 from domain.commands import AnyCommand
 from infra.adapters.http import guard
-from infra.adapters.http.auth import AuthError
-from infra.adapters.http.deps import identify, is_ops_admin
 from infra.adapters.http.errors import install_error_handlers
 from infra.adapters.http.openapi import document_responses
 from infra.adapters.settings import Settings
+from infra.health import routes as health_routes
 
 
 class Service(Protocol):
@@ -34,14 +32,6 @@ def is_stream(scope) -> bool:
 # the tracing cost of a command, and on an SSE stream it would wrap every frame sent to every
 # subscriber (streams are traced from the events they carry, which hold their traceparent).
 TELEMETRY = {"operation_spans": False, "exclude": is_stream}
-
-
-def ops_admin(request: Request) -> bool:
-    """Whether the request carries a valid admin token of the ops tenant (health details are theirs)."""
-    try:
-        return is_ops_admin(identify(request), request.app.state.settings)
-    except AuthError:
-        return False
 
 
 def add_command_schema(app: FastAPI) -> None:
@@ -61,8 +51,10 @@ def add_command_schema(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, routers: list[APIRouter], services: dict[str, Any],
-               started: list[Service] = (), health: Callable[[bool], dict] | None = None) -> FastAPI:
-    """Assemble the app from the sides' routers; `started` services run for the app's lifetime."""
+               started: list[Service] = (), health: Any = None) -> FastAPI:
+    """Assemble the app from the sides' routers; `started` services run for the app's lifetime.
+
+    `health` (infra/health/report.py `Health`) answers /livez, /readyz and /healthz."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         for service in started:
@@ -82,13 +74,8 @@ def create_app(settings: Settings, routers: list[APIRouter], services: dict[str,
     app.router.dependencies.append(guard.GUARD)  # before the routers: each copies it as it is included
     for router in routers:
         app.include_router(router)
+    if health is not None:
+        app.state.health = health
+        app.include_router(health_routes.router)
     add_command_schema(app)
-
-    @app.get("/healthz", tags=["ops"])
-    async def healthz(request: Request) -> JSONResponse:
-        """What runs and what does not, without a token; the reasons only for an admin of the ops tenant."""
-        report = {"api": "ok", **(health(ops_admin(request)) if health else {})}
-        ok = all(v in ("ok", "degraded") for v in report.values() if isinstance(v, str))
-        return JSONResponse(report, status_code=200 if ok else 503)
-
     return app

@@ -39,6 +39,9 @@ STATUSES: dict[str, int] = {
     "stale_decision": 422, "step_up_kind_mismatch": 422, "step_up_wrong_subject": 422, "step_up_stale": 422,
     # a verification's verdict that contradicts itself or the chain (domain/evidence.py check_verdicts)
     "inconsistent_verification": 422,
+    # client time (domain/client_time.py) and batch items (commands/batch.py)
+    "invalid_occurred_at": 422, "occurred_at_in_future": 422, "occurred_at_too_old": 422,
+    "missing_idempotency_key": 422, "item_too_large": 422,
     # content cannot be sealed right now: try again once the key store or the KEK is back
     "content_storage_unavailable": 503,
     # the processor could not decide the command (a defect of runledger)

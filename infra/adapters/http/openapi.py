@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from infra.health.schema import HEALTH_PATHS, HEALTH_SCHEMAS, HEALTH_STATUSES, health_responses
 from schemas.envelope import Envelope
 
 REF = "#/components/schemas/{model}"
@@ -19,8 +20,12 @@ REF = "#/components/schemas/{model}"
 # check that the two agree.
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"
 LAST_EVENT_ID = r"^[0-9]{1,18}$"
+# A multiplexed stream's resume point: one position (or nothing: live only) per channel, joined by dots.
+POSITIONS = r"^[0-9]{0,18}(\.[0-9]{0,18}){0,7}$"
+MULTIPLEX = "/v1/streams/multiplex"
+BATCH = "/v1/commands/batch"  # its 200 and its request body: commands/api/batch_docs.py
 NOTICES = ["replay_incomplete", "overflow"]
-PUBLIC = ("/healthz", "/v1/streams/viewer")  # no token
+PUBLIC = ("/healthz", "/livez", "/readyz", "/v1/streams/viewer")  # no token
 
 UNAUTHORIZED = ("missing_token, invalid_token, token_expired: no bearer token, or one that does "
                 "not verify, has expired or lacks a valid tenant, subject or roles")
@@ -45,9 +50,22 @@ COMMAND_STATUSES = {
     "413": "body_too_large: the body exceeds RUNLEDGER_MAX_BODY_BYTES",
     "422": ("invalid_command, unknown_command_type, invalid_text, invalid_idempotency_key, "
             "idempotency_key_reused: the command is not valid, has text no store can keep, or its "
-            "Idempotency-Key is malformed or was used for another body"),
+            "Idempotency-Key is malformed or was used for another body; invalid_occurred_at, "
+            "occurred_at_in_future, occurred_at_too_old: `occurred_at` is no RFC 3339 instant with an "
+            "offset, or is further ahead of runledger's clock than RUNLEDGER_CLOCK_SKEW_S or further back "
+            "than RUNLEDGER_CLIENT_TIME_HORIZON_S"),
     "504": ("outcome_pending: the command was queued but no outcome arrived in time; retry with the "
             "same Idempotency-Key to get it"),
+}
+BATCH_STATUSES = {  # the request's own refusals; each command's are in its outcome, in the 200
+    "400": ("malformed_batch: the body cannot be split into commands (not UTF-8, not a JSON array, a string or "
+            "an array never closed); invalid_content_length; " + INVALID_PARAMETER),
+    "401": UNAUTHORIZED,
+    "413": ("body_too_large: the body exceeds RUNLEDGER_MAX_BATCH_BYTES; too_many_commands: it has more "
+            "commands than RUNLEDGER_BATCH_MAX"),
+    "415": "unsupported_media_type: Content-Type is neither application/json nor application/x-ndjson",
+    "422": ("empty_batch: the batch has no commands; idempotency_key_per_item: an Idempotency-Key header "
+            "(each command gives its own `idempotency_key`)"),
 }
 QUERY_STATUSES = {
     "400": "invalid_cursor: a cursor this API did not issue; " + INVALID_PARAMETER,
@@ -59,6 +77,7 @@ QUERY_STATUSES = {
 }
 STREAM_STATUSES = {
     "400": ("invalid_last_event_id: Last-Event-ID (or `last_event_id`) is not a channel position; "
+            "invalid_channel: (multiplex) a channel this API does not have, or one asked for twice; "
             + INVALID_PARAMETER),
     "401": UNAUTHORIZED,
     "403": FORBIDDEN,
@@ -93,24 +112,28 @@ def document_responses(schema: dict[str, Any]) -> dict[str, Any]:
 def document_operation(method: str, path: str, operation: dict[str, Any]) -> None:
     responses = operation.setdefault("responses", {})
     responses.update({status: rejection(status, text) for status, text in statuses_of(method, path).items()})
-    if path == "/healthz":
-        responses.update(health_responses())
+    if path in HEALTH_PATHS:
+        responses.update(health_responses(path))
     elif path == "/v1/commands":
         responses["200"] = accepted()
+    elif path == MULTIPLEX:
+        responses["200"] = event_stream("MultiplexMessage")
     elif path.startswith("/v1/streams/") and path not in PUBLIC:
         responses["200"] = event_stream()
     if path not in PUBLIC:
         operation["security"] = [{"bearer": []}]
-    constrain_headers(operation.get("parameters", []))
+    constrain_headers(operation.get("parameters", []), multiplexed=path == MULTIPLEX)
     operation["responses"] = dict(sorted(responses.items()))
 
 
 def statuses_of(method: str, path: str) -> dict[str, str]:
     """The refusals a route can answer: by kind, then what its own handler raises."""
     if path in PUBLIC:
-        return {"400": INVALID_PARAMETER}
+        return {"400": INVALID_PARAMETER, **HEALTH_STATUSES.get(path, {})}
     if path == "/v1/commands":
         return COMMAND_STATUSES
+    if path == BATCH:
+        return BATCH_STATUSES
     if path.startswith("/v1/streams/"):
         return STREAM_STATUSES
     if path.startswith("/v1/ops/"):
@@ -144,26 +167,25 @@ def accepted() -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": REF.format(model="Accepted")}}}}
 
 
-def event_stream() -> dict[str, Any]:
+def event_stream(model: str = "ChannelMessage") -> dict[str, Any]:
     # `schema` describes each message, as tools read it before OpenAPI 3.2; 3.2's `itemSchema`
     # (which FastAPI writes for its own SSE routes) is not valid in the 3.1 document served here.
     return {"description": "the channel's events after Last-Event-ID, then the live tail (never ends); "
                            "the schema describes each message",
-            "content": {"text/event-stream": {"schema": {"$ref": REF.format(model="ChannelMessage")}}}}
+            "content": {"text/event-stream": {"schema": {"$ref": REF.format(model=model)}}}}
 
 
-def health_responses() -> dict[str, Any]:
-    content = {"application/json": {"schema": {"$ref": REF.format(model="Health")}}}
-    return {"200": {"description": "every role of this process is ok", "content": content},
-            "503": {"description": "a role of this process is not ok; the report says which", "content": content}}
-
-
-def constrain_headers(parameters: list[dict[str, Any]]) -> None:
+def constrain_headers(parameters: list[dict[str, Any]], multiplexed: bool = False) -> None:
     """Replace FastAPI's `string | null` with the rule each header and resume point is checked against."""
     rules = {("header", "idempotency-key"): (IDEMPOTENCY_KEY, 200, "1-200 printable ASCII characters, no spaces"),
              ("header", "last-event-id"): (LAST_EVENT_ID, 18, "the last channel position seen: ASCII digits"),
              ("query", "last_event_id"): (LAST_EVENT_ID, 18, "resume after this channel position "
                                                              "(first connection)")}
+    if multiplexed:
+        rules.update({("header", "last-event-id"): (POSITIONS, 151, "the id of the last message seen: each "
+                                                                     "channel's position, joined by '.'"),
+                      ("query", "last_event_id"): (POSITIONS, 151, "resume after these positions, one per "
+                                                                   "channel, joined by '.' (first connection)")})
     for parameter in parameters:
         rule = rules.get((parameter["in"], parameter["name"].lower()))
         if rule:
@@ -178,7 +200,8 @@ def shared_schemas() -> dict[str, Any]:
             "FieldProblem": FIELD_PROBLEM, "Unavailable": UNAVAILABLE_BODY, "NotCaughtUp": NOT_CAUGHT_UP_BODY,
             "ReadModelHeld": READ_MODEL_HELD, "Accepted": ACCEPTED,
             "EventSummary": EVENT_SUMMARY, "ChannelMessage": CHANNEL_MESSAGE, "StreamNotice": STREAM_NOTICE,
-            "Health": HEALTH}
+            "MultiplexMessage": MULTIPLEX_MESSAGE, "Subscribed": SUBSCRIBED, "MultiplexNotice": MULTIPLEX_NOTICE,
+            **HEALTH_SCHEMAS}
 
 
 FIELD_PROBLEM = {"title": "FieldProblem", "type": "object", "required": ["field", "problem"],
@@ -259,6 +282,26 @@ CHANNEL_MESSAGE = {
          "properties": {"event": {"type": "string", "enum": NOTICES}, "data": json_data("StreamNotice")}},
     ],
 }
-HEALTH = {"title": "Health", "type": "object", "required": ["api"],
-          "description": "each role's state (`ok` when healthy), and the partitions this process owns",
-          "properties": {"api": {"type": "string", "const": "ok"}}}
+POSITIONS_ID = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*$"}
+MULTIPLEX_MESSAGE = {
+    "title": "MultiplexMessage",
+    "description": "One SSE message of a multiplexed stream: an event (`event` its channel, `id` every channel's "
+                   "position after it, `data` the envelope), `subscribed` first, or a notice naming its channel",
+    "anyOf": [
+        {"type": "object", "required": ["event", "id", "data"],
+         "properties": {"event": {"type": "string", "pattern": "^(tenant|approvals|runs/[0-9a-f-]{36})$"},
+                        "id": POSITIONS_ID, "data": json_data("Envelope")}},
+        {"type": "object", "required": ["event", "id", "data"],
+         "properties": {"event": {"const": "subscribed"}, "id": POSITIONS_ID, "data": json_data("Subscribed")}},
+        {"type": "object", "required": ["event", "data"],
+         "properties": {"event": {"type": "string", "enum": NOTICES}, "data": json_data("MultiplexNotice")}},
+    ],
+}
+SUBSCRIBED = {"title": "Subscribed", "type": "object", "required": ["channels", "positions", "chain_seq"],
+              "properties": {"channels": {"type": "array", "items": {"type": "string"}},
+                             "positions": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+                             "chain_seq": {"type": "integer", "minimum": 0}}}
+MULTIPLEX_NOTICE = {"title": "MultiplexNotice", "type": "object", "required": ["channel", "reason"],
+                    "properties": {"channel": {"type": "string"}, "reason": {"type": "string"},
+                                   "requested_after": {"type": "integer"}, "resumes_after": {"type": "integer"},
+                                   "resume_after": POSITIONS_ID}}
