@@ -192,7 +192,7 @@ async def test_the_runs_fold_gives_exactly_these_rows(pool, chain, polls):
         "attempt": 1, "budget_micros": None, "labels": WITHHELD, "waiting_on": [], "error": None,
         "requested_at": at(4), "started_at": at(5), "ended_at": at(13), "updated_at": at(13),
         "version": 7, "last_chain_seq": 20, "step_count": 1, "tool_call_count": 1,
-        "cost_micros": 4500, "tokens_in": 1200, "tokens_out": 300}]
+        "cost_micros": 4500, "tokens_in": 1200, "tokens_out": 300, "deadline_at": None}]
     assert await pg_rows(pool, f"SELECT * FROM {s}.steps") == [{
         "tenant_id": TENANT, "step_id": UUID(STEP), "run_id": UUID(RUN), "kind": "tool", "name": "fetch",
         "attempt": 1, "outcome": "succeeded", "error": None, "started_at": at(6), "finished_at": at(11)}]
@@ -271,7 +271,7 @@ AUDITED = {
     19: (AGENT, RUN, None, None, None, None, None, None),
     20: (AGENT, RUN, None, None, None, None, None, None),
 }
-SCHEMA_V2 = {"tool_call.requested", "tool_call.policy_decided"}  # every other payload is at v1
+SCHEMA_V2 = {"tool_call.requested", "tool_call.policy_decided", "run.requested"}  # every other payload is at v1
 
 
 def audit_row(seq: int, kind: str, aggregate: tuple[str, str], version: int, n: int, env: dict) -> dict:
