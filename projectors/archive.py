@@ -1,5 +1,5 @@
 """The archive projection: each tenant's chain as static C2SP tlog-tiles files in a directory, servable read-only
-by any web server and checked offline by `runledger verify-archive` (schemas/tiles.py; docs/archive.md).
+by any web server and checked offline by `runledger verify-archive` (schemas/tiles_verify.py; docs/archive.md).
 
 Under the archive root (RUNLEDGER_ARCHIVE_DIR):
 

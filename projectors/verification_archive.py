@@ -16,7 +16,7 @@ Compared with the chain, bundle by bundle (the widest version of each: the full 
 * `checkpoint`: the note of a checkpoint.signed of the chain, no older than the latest the head applied.
 
 A file the head needs that is not there is one problem, named by its path; a row is named by its chain_seq.
-Then schemas/tiles.py `verify_tenant` checks the files on their own (every tile recomputed from the entries,
+Then schemas/tiles_verify.py `verify_tenant` checks the files on their own (every tile recomputed from the entries,
 partial versions, the checkpoint's signature under the keys the chain's checkpoints name, the recorded roots,
 the layout) and what it finds is folded in by the same names, leaving out what the comparison named already.
 The files are read without a snapshot, so a problem must be seen by both looks the job takes.
@@ -38,7 +38,8 @@ from projectors.verification_expect import ArchivePlan, archive_lines
 from projectors.verification_stores import Cut
 from projectors.verification_chain import TenantChain
 from schemas.notes import Verifier
-from schemas.tiles import CHECKPOINT, WIDTH, decode_bundle, entries_path, events_path, parse_path, verify_tenant
+from schemas.tiles import CHECKPOINT, WIDTH, decode_bundle, entries_path, events_path, parse_path
+from schemas.tiles_verify import verify_tenant
 
 PATHS = {"entries": entries_path, "events": events_path}
 COLUMNS = {"entries": ("hash",), "events": ("hash", "line")}
@@ -133,7 +134,7 @@ class Places:
         self.verdict.add(Problem(self.verdict.model, table, key, kind, columns, detail))
 
     def fold(self, message: str) -> None:
-        """One problem schemas/tiles.py found, by the comparison's names, unless the comparison named its place.
+        """One problem schemas/tiles_verify.py found, by the comparison's names, unless the comparison named its place.
         Its message is the detail, less what it quotes from a file (a value: it may be anything, another
         tenant's id say); hashes, roots, paths and numbers stay."""
         table, key, kind = structural(message)

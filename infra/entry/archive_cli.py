@@ -1,4 +1,4 @@
-"""`runledger verify-archive`: check the archive projection's directories offline (schemas/tiles.py, docs/archive.md).
+"""`runledger verify-archive`: check the archive projection's directories offline (schemas/tiles_verify.py, docs/archive.md).
 
 Exit 0: every tenant archive checked verifies. 1: a check failed; each problem is printed at its place (a
 file path relative to the tenant's directory, and an index or line in it). 2: the input is unusable (no such
@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Callable
 
 from schemas.bundle import KeyUnusable
-from schemas.tiles import ArchiveReport, ArchiveUnusable, load_keys, verify_archive
+from schemas.tiles import ArchiveUnusable
+from schemas.tiles_files import ArchiveReport
+from schemas.tiles_verify import load_keys, verify_archive
 
 Echo = Callable[..., None]   # typer.echo(message, err=False)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from infra.entry.export import export
 from schemas.bundle import load_key, verify_bundle
 from schemas.bundle_scope import parse_scope
-from schemas.tiles import verify_tenant
+from schemas.tiles_verify import verify_tenant
 
 
 async def checkpoint_covering(http, headers: dict, seq: int, deadline_s: float = 60) -> dict:

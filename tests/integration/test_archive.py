@@ -26,7 +26,8 @@ from projectors.runner import ProjectorRunner
 from queries.lag import projector_lag
 from schemas.bundle import jcs
 from schemas.notes import Signer, tenant_origin
-from schemas.tiles import parse_path, verify_archive
+from schemas.tiles import parse_path
+from schemas.tiles_verify import verify_archive
 from tests.support import (REPO, SIGNING_KEY, command, events, make_settings, produce_commands, replies, unique,
                            wait_until)
 

@@ -29,8 +29,8 @@ from schemas.envelope import GENESIS_HASH, compute_hash, seal  # noqa: E402
 from schemas.merkle_trees import TreeStore  # noqa: E402
 from schemas.notes import Checkpoint, Signer, tenant_origin  # noqa: E402
 from schemas.tiles import (Place, TileNodes, decode_bundle, encode_bundle, entries_path, events_path,  # noqa: E402
-                           index_path, load_keys, parse_path, subtree_hash, tile_path, tree_root, tree_tiles,
-                           verify_archive)
+                           index_path, parse_path, subtree_hash, tile_path, tree_root, tree_tiles)
+from schemas.tiles_verify import load_keys, verify_archive  # noqa: E402
 from tests.projection_contract import Crash, ProjectionContract  # noqa: E402
 from tests.unit.harness import ADMIN, Harness  # noqa: E402
 from tests.unit.test_envelope import unsealed  # noqa: E402
