@@ -10,7 +10,7 @@ removed (projectors/removals.py) to that sweep's chain_seq: the rows of its fami
 import bisect
 from typing import Iterable, Iterator
 
-from projectors.archive import run_of
+from projectors.archive_files import run_of
 from projectors.audit import AuditProjection
 from projectors.base import Envelope
 from projectors.ch import ts

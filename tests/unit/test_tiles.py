@@ -21,7 +21,8 @@ pytest.register_assert_rewrite("tests.projection_contract")
 from domain import retention  # noqa: E402
 from domain.retention import Rules  # noqa: E402
 from infra.entry.cli import app  # noqa: E402
-from projectors.archive import ArchiveConflict, ArchiveProjection  # noqa: E402
+from projectors.archive import ArchiveProjection  # noqa: E402
+from projectors.archive_files import ArchiveConflict  # noqa: E402
 from projectors.base import Batch  # noqa: E402
 from schemas import merkle  # noqa: E402
 from schemas.bundle import jcs  # noqa: E402
@@ -628,7 +629,7 @@ async def test_a_sweep_tombstones_its_runs_envelopes_and_the_archive_still_verif
     swept, kept = tmp_path / "swept", tmp_path / "kept"
     await archive(swept, chain, 29)
     with monkeypatch.context() as unswept:   # the same chain, as if its sweep did not name the archive
-        unswept.setattr("projectors.archive.governs", lambda store, env: False)
+        unswept.setattr("projectors.archive_tree.governs", lambda store, env: False)
         await archive(kept, chain, 29)
     files = public(swept)
     # every copy of a swept event's line (the full bundle, and the partial ones of checkpoints 279, 319 and
