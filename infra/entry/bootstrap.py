@@ -25,7 +25,9 @@ from infra.adapters.meters import projector_meters
 from infra.adapters.prometheus import process_exposition
 from infra.adapters.telemetry import setup_metrics, setup_tracing
 from infra.health.report import Health, Roles
+from infra.health.legacy import health
 from infra.health.wiring import build_health, health_app, store_of
+from infra.entry.gauges import read_model_metrics, stuck_run_metrics
 from projectors.approvals import ApprovalsProjection
 from projectors.archive import ArchiveProjection
 from projectors.channels import ChannelsProjection
@@ -34,7 +36,7 @@ from projectors.cost import CostProjection
 from projectors.evidence import EvidenceProjection
 from projectors.governance import GovernanceProjection
 from projectors.jobs import RebuildJobs
-from queries.metrics import RebuildProgress, Staleness, read_model_gauges
+from queries.metrics import RebuildProgress
 from projectors.runner import ProjectorRunner
 from projectors.runs import RunsProjection
 from queries.api import routes_verification
@@ -46,8 +48,7 @@ from queries.policy import PolicyQueries
 from queries.discovery import Discovery
 from queries.evidence import Evidence
 from queries.governance import Governance
-from queries.readmodels import ReadModels, utcnow
-from queries.stuck import StuckRunMetrics
+from queries.readmodels import ReadModels
 from streams import routes as streams_routes
 from streams import viewer as streams_viewer
 from streams.hub import ChannelHub
@@ -158,24 +159,6 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
             await pool.close()
         if ch:
             ch.close()
-
-
-def read_model_metrics(settings: Settings, pool, projections: list, meter, stop: asyncio.Event) -> list[asyncio.Task]:
-    """The read models' gauges (queries/metrics.py), each refreshed by a task of its own, and their staleness."""
-    by_name = {p.name: p for p in projections}
-    gauges = read_model_gauges(settings, pool, projections, Discovery(by_name["audit"], by_name["cost"]))
-    for gauge in gauges:
-        gauge.register(meter)
-    Staleness(gauges).register(meter)
-    return [asyncio.create_task(g.refresh_forever(stop, settings.metrics_refresh_s), name=f"{g.source}-metrics")
-            for g in gauges]
-
-
-def stuck_run_metrics(settings: Settings, pool, meter, stop: asyncio.Event) -> asyncio.Task:
-    """`runledger.runs.stuck` (queries/stuck.py), refreshed like the other read-model gauges."""
-    stuck = StuckRunMetrics(ReadModels(pool, settings.topic_prefix), utcnow, settings.metrics_query_timeout_s)
-    stuck.register(meter)
-    return asyncio.create_task(stuck.refresh_forever(stop, settings.metrics_refresh_s), name="stuck-run-metrics")
 
 
 def key_store_opener(settings: Settings):
@@ -299,22 +282,3 @@ def serve_api(app, settings: Settings, stop: asyncio.Event, port: int | None = N
             asyncio.create_task(stop_server(), name="api-stopper")]
 
 
-def health(processor: CommandProcessor | None, runners: list[ProjectorRunner], detail: bool = False) -> dict:
-    """Each role's state; held tenants by id and place. Reasons (which may quote an event) only with detail."""
-    report: dict = {}
-    if processor:
-        report.update({"processor": "ok" if processor.healthy else "failed",
-                       "owned_partitions": sorted(processor.owners),
-                       "broken_partitions": processor.broken if detail else sorted(processor.broken), **processor.stats})
-    for runner in runners:
-        name = f"projector:{runner.projection.name}"
-        held = runner.admission.held
-        report[name] = ("failed" if runner.failed else "retrying" if runner.last_error
-                        else "degraded" if held else "ok")
-        if held:
-            report[f"{name}:held"] = [{"tenant_id": h.tenant_id, "partition": h.partition, "chain_seq": h.chain_seq,
-                                       **({"reason": h.reason} if detail else {})}
-                                      for h in sorted(held.values(), key=lambda h: h.tenant_id)]
-        if detail and (runner.failed or runner.last_error):
-            report[f"{name}:reason"] = runner.failed or runner.last_error
-    return report

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from infra.adapters.http.auth import Principal
 from commands.intake import command_envelope
 from commands.processor import CommandProcessor
-from infra.entry.bootstrap import health
+from infra.health.legacy import health
 from domain.registry import EVENT_CLASSES, schema_version_of
 from infra.adapters.postgres import open_pool
 from bench.lib.workload import workload
