@@ -12,10 +12,11 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from infra.adapters.http.openapi_streams import (CHANNEL_MESSAGE, MULTIPLEX_MESSAGE, MULTIPLEX_NOTICE, REF,
+                                              STREAM_NOTICE, SUBSCRIBED)
 from infra.health.schema import HEALTH_PATHS, HEALTH_SCHEMAS, HEALTH_STATUSES, health_responses
 from schemas.envelope import Envelope
 
-REF = "#/components/schemas/{model}"
 # The intake's rule (`commands.intake.IDEMPOTENCY_KEY`) in JSON Schema terms; the property tests
 # check that the two agree.
 IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,200}$"
@@ -24,7 +25,6 @@ LAST_EVENT_ID = r"^[0-9]{1,18}$"
 POSITIONS = r"^[0-9]{0,18}(\.[0-9]{0,18}){0,7}$"
 MULTIPLEX = "/v1/streams/multiplex"
 BATCH = "/v1/commands/batch"  # its 200 and its request body: commands/api/batch_docs.py
-NOTICES = ["replay_incomplete", "overflow"]
 PUBLIC = ("/healthz", "/livez", "/readyz", "/v1/streams/viewer")  # no token
 
 UNAUTHORIZED = ("missing_token, invalid_token, token_expired: no bearer token, or one that does "
@@ -260,48 +260,3 @@ ACCEPTED = {
         "events": {"type": "array", "items": {"$ref": REF.format(model="EventSummary")}},
     },
 }
-STREAM_NOTICE = {"title": "StreamNotice", "type": "object", "required": ["reason"],
-                 "properties": {"reason": {"type": "string"}, "requested_after": {"type": "integer"},
-                                "resumes_after": {"type": "integer"}, "resume_after": {"type": "integer"}}}
-
-
-def json_data(model: str) -> dict[str, Any]:
-    return {"type": "string", "contentMediaType": "application/json",
-            "contentSchema": {"$ref": REF.format(model=model)}}
-
-
-CHANNEL_MESSAGE = {
-    "title": "ChannelMessage",
-    "description": "One SSE message: an event of the channel (`id` is its position, `data` the envelope), "
-                   "or a notice (replay_incomplete, overflow)",
-    "anyOf": [
-        {"type": "object", "required": ["event", "id", "data"],
-         "properties": {"event": {"type": "string", "not": {"enum": NOTICES}},
-                        "id": {"type": "string", "pattern": "^[0-9]+$"}, "data": json_data("Envelope")}},
-        {"type": "object", "required": ["event", "data"],
-         "properties": {"event": {"type": "string", "enum": NOTICES}, "data": json_data("StreamNotice")}},
-    ],
-}
-POSITIONS_ID = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*$"}
-MULTIPLEX_MESSAGE = {
-    "title": "MultiplexMessage",
-    "description": "One SSE message of a multiplexed stream: an event (`event` its channel, `id` every channel's "
-                   "position after it, `data` the envelope), `subscribed` first, or a notice naming its channel",
-    "anyOf": [
-        {"type": "object", "required": ["event", "id", "data"],
-         "properties": {"event": {"type": "string", "pattern": "^(tenant|approvals|runs/[0-9a-f-]{36})$"},
-                        "id": POSITIONS_ID, "data": json_data("Envelope")}},
-        {"type": "object", "required": ["event", "id", "data"],
-         "properties": {"event": {"const": "subscribed"}, "id": POSITIONS_ID, "data": json_data("Subscribed")}},
-        {"type": "object", "required": ["event", "data"],
-         "properties": {"event": {"type": "string", "enum": NOTICES}, "data": json_data("MultiplexNotice")}},
-    ],
-}
-SUBSCRIBED = {"title": "Subscribed", "type": "object", "required": ["channels", "positions", "chain_seq"],
-              "properties": {"channels": {"type": "array", "items": {"type": "string"}},
-                             "positions": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
-                             "chain_seq": {"type": "integer", "minimum": 0}}}
-MULTIPLEX_NOTICE = {"title": "MultiplexNotice", "type": "object", "required": ["channel", "reason"],
-                    "properties": {"channel": {"type": "string"}, "reason": {"type": "string"},
-                                   "requested_after": {"type": "integer"}, "resumes_after": {"type": "integer"},
-                                   "resume_after": POSITIONS_ID}}
