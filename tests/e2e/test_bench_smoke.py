@@ -7,7 +7,6 @@ BENCH_HOME and reuses it, as it would a developer's bench stack.
 """
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,29 +16,10 @@ import pytest
 
 from bench.lib.measure import MIN_SAMPLES, TOO_SHORT, Window
 from bench.lib.report import Report
+from tests.own_stack import free_ports
 from tests.support import REPO
 
 STACK = ["bash", str(REPO / "infra" / "local" / "stack.sh")]
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def free_ports() -> tuple[int, int]:
-    """A broker port whose successor (the KRaft controller) is free too, and a PostgreSQL port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        pg = s.getsockname()[1]
-    for kafka in range(41092, 60000, 17):
-        if kafka != pg and pg != kafka + 1 and bindable(kafka) and bindable(kafka + 1):
-            return kafka, pg
-    raise RuntimeError("no free port pair for the bench broker")
 
 
 @pytest.fixture(scope="module")

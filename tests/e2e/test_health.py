@@ -8,61 +8,22 @@ SIGSTOP: connections are accepted by the kernel and never answered) must be name
 probe's timeout*, and the answer must arrive at all: each test runs under a pytest timeout, and
 httpx's own timeout is longer than any probe's.
 """
-import glob
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
 from datetime import datetime
 
 import httpx
 import pytest
 
 from infra.entry.client import LedgerClient
-from tests.e2e.test_bench_smoke import free_ports
 from tests.e2e.test_poison_tenant import poison
-from tests.support import REPO, Service, make_settings, token, unique, wait_until
+from tests.own_stack import OwnStack
+from tests.support import Service, make_settings, token, unique, wait_until
 
-STACK = ["bash", str(REPO / "infra" / "local" / "stack.sh")]
 PROBE_TIMEOUT_S = 1.0
 OPS = {"Authorization": f"Bearer {token('ops', 'oncall', ('admin',))}"}
 PG_MODELS = ("runs", "approvals", "channels", "governance", "evidence")
 PROJECTORS = (*PG_MODELS, "audit", "cost", "archive")
 pytestmark = pytest.mark.timeout(120)
-
-
-class Stack:
-    def __init__(self):
-        self.home = tempfile.mkdtemp(prefix="rlhealth-")
-        os.chmod(self.home, 0o755)  # PostgreSQL runs as the postgres user, which must reach its data directory
-        self.kafka_port, self.pg_port = free_ports()
-        base = {k: v for k, v in os.environ.items() if not k.startswith("RUNLEDGER_")}
-        self.env = {**base, "RUNLEDGER_HOME": self.home, "RUNLEDGER_KAFKA_PORT": str(self.kafka_port),
-                    "RUNLEDGER_KAFKA_CONTROLLER_PORT": str(self.kafka_port + 1), "RUNLEDGER_PG_PORT": str(self.pg_port)}
-
-    def up(self) -> None:
-        subprocess.run([*STACK, "up"], env=self.env, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-
-    def down(self) -> None:
-        subprocess.run([*STACK, "down"], env=self.env, cwd=REPO, stdout=subprocess.DEVNULL)
-        shutil.rmtree(self.home, ignore_errors=True)
-
-    def pid(self, pidfile: str) -> int:
-        with open(os.path.join(self.home, pidfile)) as f:
-            return int(f.readline())
-
-    def signal_postgres(self, sig: int) -> None:
-        os.kill(self.pid("pg/postmaster.pid"), sig)
-
-    def signal_kafka(self, sig: int) -> None:
-        os.kill(self.pid("kafka.pid"), sig)
-
-    def stop_postgres(self) -> None:
-        pg_ctl = [sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1], "-D", os.path.join(self.home, "pg"),
-                  "-m", "fast", "-w", "stop"]
-        subprocess.run(["runuser", "-u", "postgres", "--", *pg_ctl] if os.geteuid() == 0 else pg_ctl,
-                       check=True, stdout=subprocess.DEVNULL, cwd="/")
 
 
 class HealthService(Service):
@@ -75,7 +36,7 @@ class HealthService(Service):
 
 @pytest.fixture(scope="module")
 def stack():
-    own = Stack()
+    own = OwnStack("rlhealth-")
     try:
         own.up()
         yield own
