@@ -107,6 +107,13 @@ class Generational(Projection):
             self.location = await self.generations.create(self.name, self.pinned_generation, self.creation)
         return self
 
+    async def follow(self) -> None:
+        """Rebind a reader to the live generation: a rebuild in any process may have swapped it since open.
+
+        A pinned writer stays where it is; the live writer learns of a swap by SchemaSwapped instead."""
+        if self.pinned_generation is None and (live := await self.generations.live(self.name)) is not None:
+            self.location = live[0]
+
     async def live_generation(self) -> int:
         return (await self.generations.live(self.name))[1]
 

@@ -14,6 +14,7 @@ from infra.adapters.eventlog import EventLog, TopicPartition
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.settings import Settings
 from projectors.base import Hold, Projection
+from projectors.generations import Generational
 from schemas.envelope import parse_iso
 
 
@@ -57,7 +58,15 @@ async def end_offsets(settings: Settings, log_: EventLog | None = None) -> dict[
 Holds = dict[str, dict[str, Hold]]  # projector → tenant → its hold
 
 
+async def following(projections: list[Projection]) -> None:
+    """Bind each read model to its live generation before reading it (projectors/generations.py `follow`)."""
+    for projection in projections:
+        if isinstance(projection, Generational):
+            await projection.follow()
+
+
 async def holds_of(projections: list[Projection]) -> Holds:
+    await following(projections)
     return {p.name: await p.holds() for p in projections}
 
 
@@ -66,6 +75,7 @@ async def projector_lag(settings: Settings, projections: list[Projection], stall
                         log_: EventLog | None = None) -> list[PartitionLag]:
     """`log_`: the event log to measure against (by default Kafka's, from settings)."""
     ends = await end_offsets(settings, log_)
+    await following(projections)
     holds = holds if holds is not None else await holds_of(projections)
     now = datetime.now(timezone.utc)
     report = []

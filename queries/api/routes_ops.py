@@ -5,7 +5,7 @@ from infra.adapters.http.errors import Refused
 from projectors.base import Projection
 from projectors.jobs import AlreadyRebuilding
 from queries.api.services import ProjectionsDep, RebuildsDep
-from queries.lag import as_dicts, held_report, holds_of, projector_lag
+from queries.lag import as_dicts, following, held_report, holds_of, projector_lag
 
 router = APIRouter(prefix="/v1/ops", tags=["ops"])
 
@@ -50,6 +50,8 @@ async def rebuild_status(name: str, _: OpsAdmin, projections: ProjectionsDep, re
 async def resume_tenant(name: str, tenant_id: str, _: OpsAdmin, projections: ProjectionsDep) -> dict:
     """The projector owning the tenant's partition replays it between polls; the tenant leaves the
     held list once it has caught up, or stays there with the new reason if it stops again."""
-    if not await known(projections, name).request_resume(tenant_id):
+    projection = known(projections, name)
+    await following([projection])
+    if not await projection.request_resume(tenant_id):
         raise Refused(404, "not_held", f"tenant {tenant_id!r} is not held in the {name} read model")
     return {"projector": name, "tenant_id": tenant_id, "resume_requested": True}

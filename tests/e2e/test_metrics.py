@@ -191,6 +191,33 @@ async def test_a_rebuild_reports_its_progress_until_done(http):
     assert value(page, "runledger_projector_rebuild_remaining", projector="runs", state="done") == 0
 
 
+async def test_after_a_rebuild_the_lag_report_follows_the_generation_that_went_live(http):
+    """The API's read models were bound at start; a rebuild swaps in a new generation, which the old binding
+    would never see move again: its positions would stay where the swap left them while the log grows."""
+    async def report() -> dict[int, dict]:
+        response = await http.get("/v1/ops/projectors", headers=OPS)
+        assert response.status_code == 200, response.text
+        return {row["partition"]: row for row in response.json()["partitions"] if row["projector"] == "approvals"}
+
+    started = await http.post("/v1/ops/projectors/approvals/rebuild", headers=OPS)
+    assert started.status_code == 202, started.text
+
+    async def rebuilt():
+        status = (await http.get("/v1/ops/projectors/approvals/rebuild", headers=OPS)).json()
+        return status if status["state"] != "running" else None
+    assert (await wait_until(rebuilt, 60, "the approvals rebuild"))["state"] == "done"
+    ends = sum(row["end_offset"] for row in (await report()).values())
+    for _ in range(3):
+        await send(http, unique("m-"), {"type": "RequestRun", "agent_id": "after-rebuild"})
+
+    async def caught_up():
+        rows = await report()
+        grown = sum(row["end_offset"] for row in rows.values()) >= ends + 3
+        return rows if grown and all(row["position"] == row["end_offset"] for row in rows.values()) else None
+    rows = await wait_until(caught_up, 30, "the rebuilt approvals model to be reported caught up")
+    assert {row["lag_events"] for row in rows.values()} == {0}
+
+
 async def test_the_page_needs_an_ops_admin_token_on_the_api_and_none_on_the_loopback_port(http, metered):
     anonymous = await http.get("/metrics")
     customer = await http.get("/metrics", headers=auth(unique("m-"), "admin"))
