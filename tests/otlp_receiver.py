@@ -6,6 +6,7 @@ service name), so a test can assert on the trace structure a real collector woul
 as metric `Point`s (service, name, unit, attributes, value; a histogram's value is (count, sum)).
 """
 import gzip
+from contextlib import contextmanager
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -194,3 +195,16 @@ class GrpcReceiver(Received):
 
     def __exit__(self, *exc) -> None:
         self.server.stop(grace=None)
+
+
+@contextmanager
+def standard_variables(monkeypatch, receiver: type, protocol: str, service: str, clear: tuple[str, ...]):
+    """A receiver of the kind given, and only the standard variables naming it: its endpoint, the protocol and the
+    service name (every name in `clear` unset first, so nothing the shell exported leaks in)."""
+    for name in clear:
+        monkeypatch.delenv(name, raising=False)
+    with receiver() as otlp:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", service)
+        yield otlp

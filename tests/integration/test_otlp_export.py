@@ -3,7 +3,7 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from infra.adapters import telemetry
-from tests.otlp_receiver import GrpcReceiver, HttpReceiver
+from tests.otlp_receiver import GrpcReceiver, HttpReceiver, standard_variables
 
 OTEL = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_TRACES_SAMPLER",
@@ -12,13 +12,8 @@ OTEL = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OT
 
 @pytest.mark.parametrize("protocol, receiver", [("http/protobuf", HttpReceiver), ("grpc", GrpcReceiver)])
 def test_spans_go_where_otel_exporter_otlp_endpoint_and_protocol_say(monkeypatch, protocol, receiver):
-    for name in OTEL:
-        monkeypatch.delenv(name, raising=False)
-    with receiver() as otlp:
+    with standard_variables(monkeypatch, receiver, protocol, "runledger-export-test", OTEL) as otlp:
         # Given only the standard variables: an endpoint, a protocol and a service name
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        monkeypatch.setenv("OTEL_SERVICE_NAME", "runledger-export-test")
         assert telemetry.exporter_names() == ["otlp"]
         provider = telemetry.tracer_provider("runledger", [telemetry.otlp_exporter()])
         tracer = provider.get_tracer("test")

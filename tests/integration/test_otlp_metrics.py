@@ -7,7 +7,7 @@ from infra.adapters import telemetry
 from infra.adapters.meters import ProcessorMeters
 from infra.adapters.prometheus import Exposition
 from tests.metrics_page import samples, value
-from tests.otlp_receiver import GrpcReceiver, HttpReceiver
+from tests.otlp_receiver import GrpcReceiver, HttpReceiver, standard_variables
 
 OTEL = ("OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
         "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_SERVICE_NAME",
@@ -16,13 +16,8 @@ OTEL = ("OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_O
 
 @pytest.mark.parametrize("protocol, receiver", [("http/protobuf", HttpReceiver), ("grpc", GrpcReceiver)])
 def test_metrics_go_where_otel_exporter_otlp_endpoint_and_protocol_say(monkeypatch, protocol, receiver):
-    for name in OTEL:
-        monkeypatch.delenv(name, raising=False)
-    with receiver() as otlp:
+    with standard_variables(monkeypatch, receiver, protocol, "runledger-metrics-test", OTEL) as otlp:
         # Given only the standard variables, and the Prometheus page beside them
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        monkeypatch.setenv("OTEL_SERVICE_NAME", "runledger-metrics-test")
         assert telemetry.metric_exporter_names() == ["otlp"]
         exposition = Exposition()
         provider = MeterProvider(metric_readers=[exposition.reader, *telemetry.metric_readers()],

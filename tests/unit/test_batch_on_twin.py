@@ -1,5 +1,4 @@
 """POST /v1/commands/batch in process: the real route, bus and processor on the in-memory event log."""
-import asyncio
 import json
 import uuid
 from contextlib import asynccontextmanager
@@ -10,12 +9,12 @@ import httpx
 
 from commands.api import routes_commands
 from commands.bus import CommandBus
-from commands.processor import CommandProcessor
 from infra.adapters.eventlog import TopicPartition
 from infra.adapters.eventlog.memory import MemoryLog
 from infra.adapters.http.app import create_app
 from infra.adapters.settings import Settings
-from tests.support import make_settings, token, unique, wait_until
+from tests.support import make_settings, token, unique
+from tests.unit.test_processor_on_twin import running
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -43,17 +42,8 @@ class Api:
         return [(e["chain_seq"], e["type"]) for e in self.topic("events") if e["tenant_id"] == tenant]
 
 
-@asynccontextmanager
-async def processing(settings: Settings, log: MemoryLog, clock=lambda: NOW):
-    processor = CommandProcessor(settings, clock, log_=log)
-    stop = asyncio.Event()
-    task = asyncio.create_task(processor.run(stop))
-    await wait_until(lambda: len(processor.owners) == settings.partitions or task.done(), 10, "the processor to own")
-    try:
-        yield processor
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+def processing(settings: Settings, log: MemoryLog, clock=lambda: NOW):
+    return running(settings, log, clock, owning=settings.partitions)
 
 
 @asynccontextmanager

@@ -6,29 +6,17 @@ from contextlib import asynccontextmanager
 import pytest
 
 from commands.bus import CommandBus, OutcomePending
-from commands.processor import CommandProcessor
+from commands.processor import utcnow
 from infra.adapters.eventlog import Record, TopicPartition
 from infra.adapters.eventlog.memory import MemoryLog
 from tests.support import command, make_settings, unique, wait_until
+from tests.unit.test_processor_on_twin import running, twin
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-def twin(settings) -> MemoryLog:
-    return MemoryLog([settings.commands_topic, settings.events_topic, settings.replies_topic], settings.partitions)
-
-
-@asynccontextmanager
-async def processing(settings, log: MemoryLog):
-    processor = CommandProcessor(settings, log_=log)
-    stop = asyncio.Event()
-    task = asyncio.create_task(processor.run(stop))
-    await wait_until(lambda: len(processor.owners) == settings.partitions or task.done(), 10, "the processor to own")
-    try:
-        yield processor
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+def processing(settings, log: MemoryLog):
+    return running(settings, log, utcnow, owning=settings.partitions)
 
 
 @asynccontextmanager
