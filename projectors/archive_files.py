@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.retention import MEMBER_TYPES
-from schemas.tiles import is_tombstone
+from schemas.tiles import WIDTH, is_tombstone, tombstone
 
 STATE_DIR = ".runledger"
 CACHED_TENANTS = 1024     # working sets kept between polls (a few KB each); others are read back from the files
@@ -192,3 +192,14 @@ def run_of(env: dict[str, Any], owner: dict[str, str]) -> str | None:
     if env["type"] == "budget.cost_recorded":
         return payload.get("run_id")
     return None
+
+
+def tombstoned(lines: list[bytes], n: int, runs: set[str], owner: dict[str, str], swept_by: int) -> bool:
+    """Replace, in bundle n's lines, each event of the swept runs by its tombstone; whether any changed."""
+    changed = False
+    for i, line in enumerate(lines):
+        value = json.loads(line)
+        if not is_tombstone(value) and run_of(value, owner) in runs:
+            lines[i] = tombstone(n * WIDTH + i + 1, value["hash"], swept_by)
+            changed = True
+    return changed

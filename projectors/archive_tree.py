@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Iterator
 
-from projectors.archive_files import (ArchiveConflict, ArchiveCorrupt, Files, line_hash, published_size, run_of,
-                                      write_sidecar)
+from projectors.archive_files import (ArchiveConflict, ArchiveCorrupt, Files, line_hash, published_size,
+                                      tombstoned, write_sidecar)
 from projectors.base import Envelope
 from projectors.evidence import CHECKPOINT_SIGNED, checkpoint_row
 from projectors.removals import governs, sweep_of
 from schemas.bundle import jcs
 from schemas.merkle import HASH_SIZE, leaf_hash
 from schemas.tiles import (CHECKPOINT, STORE, TILE_BYTES, WIDTH, encode_bundle, entries_path, events_path, full_tiles,
-                           is_tombstone, level_count, subtree_hash, tile_path, tombstone, tree_root, width_at)
+                           is_tombstone, level_count, subtree_hash, tile_path, tree_root, width_at)
 
 if TYPE_CHECKING:
     from projectors.archive import ArchiveProjection
@@ -233,26 +233,16 @@ class Tree:
             if data is None:
                 raise ArchiveCorrupt(f"{self.tenant}/{rel}: missing, but the archived size {self.size} needs it")
             lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
-            if self.pruned(lines, n, runs, owner, sweep.chain_seq):
+            if tombstoned(lines, n, runs, owner, sweep.chain_seq):
                 lines = write_sidecar(self.files, self.base / rel, lines, f"{self.tenant}/{rel}")
                 for width in self.files.listdir(self.base / f"{rel}.p"):
                     write_sidecar(self.files, self.base / events_path(n, int(width)), lines[:int(width)],
                                   f"{self.tenant}/{events_path(n, int(width))}")
                 self.write_span(n, lines)
         lines = self.open_lines()
-        if self.pruned(lines, n_open, runs, owner, sweep.chain_seq):
+        if tombstoned(lines, n_open, runs, owner, sweep.chain_seq):
             self.set_open_lines(lines)
             self.open_pruned = True
-
-    @staticmethod
-    def pruned(lines: list[bytes], n: int, runs: set[str], owner: dict[str, str], swept_by: int) -> bool:
-        changed = False
-        for i, line in enumerate(lines):
-            value = json.loads(line)
-            if not is_tombstone(value) and run_of(value, owner) in runs:
-                lines[i] = tombstone(n * WIDTH + i + 1, value["hash"], swept_by)
-                changed = True
-        return changed
 
     def candidates(self, n_open: int, start: Any, end: Any) -> Iterator[int]:
         """The full bundles a sweep's runs can have events in: those whose recorded_at span meets its own."""
