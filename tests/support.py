@@ -49,6 +49,16 @@ def token(tenant: str, subject: str = "agent", roles: tuple[str, ...] = ("operat
     return mint(SECRET, tenant, subject, list(roles))
 
 
+def auth(tenant: str, *roles: str, subject: str = "agent") -> dict:
+    """The Authorization header of a token for tenant (roles: operator unless given)."""
+    return {"Authorization": f"Bearer {token(tenant, subject, roles or ('operator',))}"}
+
+
+async def send(http, tenant: str, body: dict, *roles: str, subject: str = "agent"):
+    """POST one command as tenant and return the response, whatever its status."""
+    return await http.post("/v1/commands", json=body, headers=auth(tenant, *roles, subject=subject))
+
+
 def command(tenant: str, body: dict, subject: str = "agent", roles: tuple[str, ...] = ("operator",),
             key: str | None = None) -> dict:
     """A command envelope exactly as the API would put it on ledger.commands."""

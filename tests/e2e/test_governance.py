@@ -14,7 +14,7 @@ import pytest
 
 from domain.policy import REQUEST_SCHEMA
 from tests.sse_client import messages
-from tests.support import REPO, Service, make_settings, token, unique
+from tests.support import REPO, Service, auth, make_settings, send, unique
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,6 @@ async def api():
         yield svc
     finally:
         svc.stop()
-
-
-def auth(tenant: str, *roles: str, subject: str = "agent") -> dict:
-    return {"Authorization": f"Bearer {token(tenant, subject, roles or ('operator',))}"}
-
-
-async def send(http, tenant: str, body: dict, *roles: str, subject: str = "agent") -> httpx.Response:
-    return await http.post("/v1/commands", json=body, headers=auth(tenant, *roles, subject=subject))
 
 
 async def ok(http, tenant: str, body: dict, *roles: str, subject: str = "agent") -> dict:

@@ -1,18 +1,9 @@
 """Policy over HTTP: envelopes refused at publish naming the line, decisions in the reply, history, simulation."""
-import httpx
 import pytest
 
 from domain.policy import REQUEST_SCHEMA
-from tests.support import token, unique
+from tests.support import auth, send, unique
 from tests.unit.test_policy import POLICIES
-
-
-def auth(tenant: str, *roles: str, subject: str = "agent") -> dict:
-    return {"Authorization": f"Bearer {token(tenant, subject, roles or ('operator',))}"}
-
-
-async def send(http, tenant: str, body: dict, *roles: str, subject: str = "agent") -> httpx.Response:
-    return await http.post("/v1/commands", json=body, headers=auth(tenant, *roles, subject=subject))
 
 
 def envelope(policies: str = POLICIES, version: str = "1.0.0") -> dict:

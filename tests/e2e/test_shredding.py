@@ -7,15 +7,7 @@ import sys
 import httpx
 
 from tests.sse_client import messages
-from tests.support import REPO, token, unique
-
-
-def auth(tenant: str, *roles: str, subject: str = "agent") -> dict:
-    return {"Authorization": f"Bearer {token(tenant, subject, roles or ('operator',))}"}
-
-
-async def send(http, tenant: str, body: dict, *roles: str, subject: str = "agent") -> httpx.Response:
-    return await http.post("/v1/commands", json=body, headers=auth(tenant, *roles, subject=subject))
+from tests.support import REPO, auth, send, unique
 
 
 async def ok(http, tenant: str, body: dict, *roles: str, subject: str = "agent") -> int:
