@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bench.lib.measure import Dist, Window
 from bench.lib.meters import CpuMeter
+from bench.lib.openloop import open_loop
 from bench.lib.procs import Child, free_port, python_argv
 from bench.lib.tenants import spread_tenants
 from bench.lib.topics import bench_settings
@@ -172,16 +173,7 @@ class Interleave:
 
 async def drive(mix: Interleave, rate: float, duration: float) -> list[Sample]:
     """Send int(rate × duration) commands at start + k/rate, whatever is still outstanding."""
-    tasks = []
-    start = time.perf_counter() + 0.05
-    for k in range(int(rate * duration)):
-        scheduled = start + k / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        target, n = mix.next()
-        tasks.append(asyncio.create_task(one(target, n, scheduled)))
-    return list(await asyncio.gather(*tasks))
+    return await open_loop(rate, duration, lambda scheduled: one(*mix.next(), scheduled))
 
 
 @dataclass

@@ -9,14 +9,17 @@ from bench.lib import cli
 SIZES: cli.Sizes = {
     "full": {"commands": 50_000, "http_duration": 20.0, "http_warmup": 3.0, "http_projectors": "both",
              "http_layout": "both", "peer_db_functions": True,
-             "batch_size": 1000, "batch_lanes": 6, "batch_rounds": 10, "batch_warmup": 2, "batch_layout": "both"},
+             "batch_size": 1000, "batch_lanes": 6, "batch_rounds": 10, "batch_warmup": 2, "batch_layout": "both",
+             "telemetry_rounds": 2},
     "quick": {"commands": 3_000, "http_duration": 5.0, "http_warmup": 1.0, "http_projectors": "both",
               "http_layout": "both", "peer_db_functions": True,
-              "batch_size": 1000, "batch_lanes": 6, "batch_rounds": 4, "batch_warmup": 1, "batch_layout": "both"},
+              "batch_size": 1000, "batch_lanes": 6, "batch_rounds": 4, "batch_warmup": 1, "batch_layout": "both",
+              "telemetry_rounds": 1},
     # every phase once, one serve layout: under a minute on 2 cores with the stack already up
     "smoke": {"commands": 2_000, "http_duration": 3.0, "http_warmup": 1.0, "http_projectors": "off",
               "http_layout": "one", "peer_db_functions": False,
-              "batch_size": 500, "batch_lanes": 1, "batch_rounds": 1, "batch_warmup": 0, "batch_layout": "one"},
+              "batch_size": 500, "batch_lanes": 1, "batch_rounds": 1, "batch_warmup": 0, "batch_layout": "one",
+              "telemetry_rounds": 1},
 }
 
 
@@ -47,7 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-rounds", type=int, help="measured batches per client (" + cli.size_help(SIZES, "batch_rounds") + ")")
     p.add_argument("--batch-warmup", type=int, help="unmeasured batches per client first")
     p.add_argument("--batch-layout", choices=["one", "split", "both"], help="phase 6 serve shapes, as --http-layout")
-    p.add_argument("--only", action="append", choices=["processor", "raw", "peer", "http", "batch"],
+    p.add_argument("--telemetry", action="store_true",
+                   help="add phase 7: processor events/s and HTTP p50/p99 with telemetry off vs exported over "
+                        "OTLP (and vs the Prometheus page scraped every second), in this run")
+    p.add_argument("--telemetry-rounds", type=int, help="phase 7 runs of each variant, in alternating order ("
+                   + cli.size_help(SIZES, "telemetry_rounds") + ")")
+    p.add_argument("--only", action="append", choices=["processor", "raw", "peer", "http", "batch", "telemetry"],
                    help="run only these phases (repeatable; raw needs processor's records)")
     p.add_argument("--profile", type=Path, default=None,
                    help="run the phase-1 processor under cProfile, save the stats here, print the top functions")
@@ -58,5 +66,5 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stall-s", type=float, default=60.0, help="error if no reply for this long")
     args = cli.sized(p.parse_args(argv), SIZES)
     args.peer_commands = args.peer_commands or args.commands
-    args.phases = set(args.only or ["processor", "raw", "peer", "http", "batch"])
+    args.phases = set(args.only or ["processor", "raw", "peer", "http", "batch"]) | ({"telemetry"} if args.telemetry else set())
     return args

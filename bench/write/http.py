@@ -5,7 +5,7 @@ import asyncio
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.lib.measure import Dist, Window
@@ -24,17 +24,22 @@ class Layout:
     projectors: bool
     split: bool
     floor: bool = False
+    variant: str = ""  # a telemetry variant (bench/write/telemetry.py): its own log files and label
 
     @property
     def mode(self) -> str:
-        return "floor" if self.floor else f"{'split' if self.split else 'one'}-{'with' if self.projectors else 'no'}-projectors"
+        if self.floor:
+            return "floor"
+        mode = f"{'split' if self.split else 'one'}-{'with' if self.projectors else 'no'}-projectors"
+        return f"{mode}-{self.variant}" if self.variant else mode
 
     @property
     def label(self) -> str:
         if self.floor:
             return "floor: echo endpoint, no Kafka"
         more = "+projectors" if self.projectors else ""
-        return f"split: API{more} and processor in 2 processes" if self.split else f"API+processor{more}"
+        shape = f"split: API{more} and processor in 2 processes" if self.split else f"API+processor{more}"
+        return f"{shape}, {self.variant}" if self.variant else shape
 
 
 def layouts(args) -> list[Layout]:
@@ -45,14 +50,16 @@ def layouts(args) -> list[Layout]:
     return (out if args.database_url else []) + ([Layout(False, False, True)] if args.http_floor else [])
 
 
-def start_servers(args, layout: Layout, settings, workdir: Path, port: int, report) -> list[Child]:
+def start_servers(args, layout: Layout, settings, workdir: Path, port: int, report,
+                  extra_env: dict[str, str | None] | None = None) -> list[Child]:
     if layout.floor:
         return [Child("echo-floor", python_argv("bench.write.echo", str(port)), dict(os.environ), workdir)]
     profile = None
     if args.profile_http:
         profile = args.profile_http.with_name(f"{args.profile_http.stem}-{layout.mode}{args.profile_http.suffix}")
         report.data.setdefault("http_profiles", []).append(str(profile))
-    env = serve_env(settings, workdir, {"RUNLEDGER_API_PORT": str(port), "RUNLEDGER_DATABASE_URL": args.database_url})
+    env = serve_env(settings, workdir, {"RUNLEDGER_API_PORT": str(port), "RUNLEDGER_DATABASE_URL": args.database_url,
+                                        **(extra_env or {})})
     options = ([] if layout.projectors else ["--no-projectors"]) + (["--no-processor"] if layout.split else [])
     children = [Child(f"serve-{layout.mode}", python_argv(args.serve_entry, "serve", *options, profile=profile),
                       env, workdir)]
@@ -115,33 +122,38 @@ class HttpResult:
     mix: dict[str, int]
     cpu: dict[str, float]
     rss_mb: dict[str, float | None]
+    latencies_ms: list[float] = field(default_factory=list, repr=False)  # the accepted ones, to pool runs
 
 
 def result_of(samples: list[Sample], cpu: dict, rss: dict) -> HttpResult:
     span = max(s.sent_at for s in samples) - min(s.sent_at for s in samples)
     errors = [s for s in samples if not s.ok]
-    return HttpResult(Dist.of(s.latency_ms for s in samples if s.ok), Window(len(samples), span, "commands"),
+    latencies = [s.latency_ms for s in samples if s.ok]
+    return HttpResult(Dist.of(latencies), Window(len(samples), span, "commands"),
                       len(errors), dict(Counter(s.error for s in errors)), max(s.lag_ms for s in samples),
-                      dict(Counter(s.kind for s in samples)), cpu, rss)
+                      dict(Counter(s.kind for s in samples)), cpu, rss, latencies)
 
 
-async def measure(args, clients, tenants: list[str], children: list[Child]) -> HttpResult:
+async def measure(args, clients, tenants: list[str], children: list[Child],
+                  watch: dict[str, int] | None = None) -> HttpResult:
     mix = HttpMix(tenants)
     await drive_open_loop(clients, mix, args.http_rate, args.http_warmup)
-    meter = CpuMeter.with_stack({**{c.name.split("-")[0]: c.pid for c in children}, "bench client": os.getpid()},
-                                args.stack_home)
+    meter = CpuMeter.with_stack({**{c.name.split("-")[0]: c.pid for c in children}, "bench client": os.getpid(),
+                                 **(watch or {})}, args.stack_home)
     samples = await drive_open_loop(clients, mix, args.http_rate, args.http_duration)
     return result_of(samples, meter.stop(), {c.name.split("-")[0]: memory_mb(c.pid, "VmHWM") for c in children})
 
 
-async def phase_http(args, prefix: str, secret: str, workdir: Path, layout: Layout, report, log) -> HttpResult:
+async def phase_http(args, prefix: str, secret: str, workdir: Path, layout: Layout, report, log,
+                     extra_env: dict[str, str | None] | None = None, watch: dict[str, int] | None = None) -> HttpResult:
+    """Start the layout's servers (`extra_env` added to their environment), load them, measure (CPU of `watch` too)."""
     from infra.entry.client import LedgerClient
 
     port = args.http_port or free_port()
     settings = bench_settings(args.bootstrap, prefix, args.partitions, secret)
     if not layout.floor:
         await kafka.ensure_topics(settings)
-    children = start_servers(args, layout, settings, workdir, port, report)
+    children = start_servers(args, layout, settings, workdir, port, report, extra_env)
     tenants = spread_tenants(args.tenants, args.partitions, "bench-t")
     https = {t: http_client(args.http_client, port) for t in tenants}
     try:
@@ -151,7 +163,7 @@ async def phase_http(args, prefix: str, secret: str, workdir: Path, layout: Layo
         await every_partition_owned(clients, children, tenants, args.partitions, 90)
         log(f"phase 5: {layout.mode} up on port {port}; warm-up {args.http_warmup}s then "
             f"{args.http_duration}s at {args.http_rate:g}/s")
-        return await measure(args, clients, tenants, children)
+        return await measure(args, clients, tenants, children, watch)
     finally:
         await asyncio.gather(*(h.aclose() for h in https.values()), return_exceptions=True)
         for child in children:

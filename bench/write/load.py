@@ -7,13 +7,13 @@ requests queue in its pool, its own CPU use explodes and it never catches up; do
 """
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from bench.lib.openloop import open_loop
 from bench.write.workload import run_steps
 
 
@@ -64,15 +64,7 @@ async def one(clients, mix: HttpMix, scheduled: float, command: tuple) -> Sample
 
 async def drive_open_loop(clients, mix: HttpMix, rate: float, duration: float) -> list[Sample]:
     """Send int(rate × duration) commands at fixed instants; return every outcome."""
-    tasks = []
-    start = time.perf_counter() + 0.05
-    for k in range(int(rate * duration)):
-        scheduled = start + k / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(clients, mix, scheduled, mix.next())))
-    return list(await asyncio.gather(*tasks))
+    return await open_loop(rate, duration, lambda scheduled: one(clients, mix, scheduled, mix.next()))
 
 
 def http_client(kind: str, port: int):

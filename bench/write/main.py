@@ -24,6 +24,7 @@ from bench.write.http import layouts, phase_http
 from bench.write.peer import phase_peer
 from bench.write.processor import phase_processor
 from bench.write.raw import phase_raw
+from bench.write.telemetry import phase_telemetry
 from bench.write.workload import envelopes, workload
 
 log = cli.logger("bench write")
@@ -102,6 +103,14 @@ async def batch_phase(run: Run, report: Report) -> None:
             rows.batch_rows(report, layout, batch, run.args.batch_size, run.args.batch_lanes)
 
 
+async def telemetry_phase(run: Run, report: Report) -> None:
+    commands = envelopes(run.settings(), run.tenants, run.args.commands)
+    telemetry = await guarded(report, "phase 7 (telemetry)", phase_telemetry(run, commands, report, log))
+    if telemetry:
+        rows.telemetry_rows(report, telemetry, run.args.http_rate)
+        report.data["telemetry_received"] = telemetry.received  # the sink's counts, spans by name among them
+
+
 async def cleanup(run: Run, report: Report) -> None:
     try:
         await delete_topics(run.args.bootstrap, run.prefixes)
@@ -133,6 +142,8 @@ async def main_async(args) -> Report:
             await http_phase(run, report)
         if "batch" in args.phases:
             await batch_phase(run, report)
+        if "telemetry" in args.phases:
+            await telemetry_phase(run, report)
     finally:
         if not args.keep:
             await cleanup(run, report)
@@ -154,7 +165,8 @@ def describe(args) -> str:
     return (f"broker {args.bootstrap}; size {args.size}: {args.commands:,} commands, HTTP {args.http_duration:g} s "
             f"at {args.http_rate:g}/s after {args.http_warmup:g} s. steady = from the first reply batch to the last; "
             "HTTP latency from each command's scheduled send time (open loop); batch ingest "
-            f"{args.batch_lanes} clients × {args.batch_rounds} batches of {args.batch_size:,}, closed loop")
+            f"{args.batch_lanes} clients × {args.batch_rounds} batches of {args.batch_size:,}, closed loop"
+            + (f"; telemetry: {args.telemetry_rounds} run(s) of each variant" if "telemetry" in args.phases else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

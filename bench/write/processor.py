@@ -85,25 +85,29 @@ async def collect(reader, child: Child, expected: int, args) -> list[Arrival]:
     return arrivals
 
 
-async def run_processor(args, settings: Settings, workdir: Path, expected: int,
-                        report: Report) -> tuple[list[Arrival], float, dict, float | None]:
-    """Spawn the processor and collect its replies: (arrivals, spawn time, CPU, peak RSS)."""
+async def run_processor(args, settings: Settings, workdir: Path, expected: int, report: Report,
+                        name: str = "processor", env: dict[str, str | None] | None = None,
+                        watch: dict[str, int] | None = None,
+                        profile: Path | None = None) -> tuple[list[Arrival], float, dict, float | None]:
+    """Spawn the processor (`env` added to its environment) and collect its replies: (arrivals, spawn time,
+    CPU of it and of the `watch` processes, peak RSS)."""
     reader = kafka.reader(settings)
     await reader.start()
     child = None
     try:
         reader.assign(tps(settings, settings.replies_topic))
         await reader.seek_to_beginning()
-        argv = python_argv(args.serve_entry, "serve", "--no-api", "--no-projectors", profile=args.profile)
+        argv = python_argv(args.serve_entry, "serve", "--no-api", "--no-projectors", profile=profile)
         spawned = time.perf_counter()
-        child = Child("processor", argv, serve_env(settings, workdir), workdir)
-        meter = CpuMeter.with_stack({"processor": child.pid, "bench client": os.getpid()}, args.stack_home)
+        child = Child(name, argv, serve_env(settings, workdir, env), workdir)
+        meter = CpuMeter.with_stack({"processor": child.pid, "bench client": os.getpid(), **(watch or {})},
+                                    args.stack_home)
         arrivals = await collect(reader, child, expected, args)
         return arrivals, spawned, meter.stop(), memory_mb(child.pid, "VmHWM")
     finally:
         await reader.stop()
         if child is not None and not child.stopped_cleanly():
-            report.errors.append(f"processor exited with status {child.proc.returncode}; log: {child.log_path}")
+            report.errors.append(f"{name} exited with status {child.proc.returncode}; log: {child.log_path}")
 
 
 def result_of(arrivals: list[Arrival], spawned: float, cpu: dict, rss: float | None) -> ProcessorResult:
@@ -124,7 +128,7 @@ async def phase_processor(args, settings: Settings, workdir: Path, envelopes: li
     mean = statistics.mean(len(kafka.dumps(e)) for e in envelopes)
     log(f"phase 1: {len(envelopes):,} command envelopes (mean {mean:.0f} B); producing to {settings.commands_topic}")
     await produce(settings, envelopes, args.progress)
-    result = result_of(*await run_processor(args, settings, workdir, len(envelopes), report))
+    result = result_of(*await run_processor(args, settings, workdir, len(envelopes), report, profile=args.profile))
     if result.statuses.get("rejected"):
         report.errors.append(f"phase 1: {result.statuses['rejected']} of {result.commands} commands were "
                              "rejected; the workload should be all-valid")

@@ -1,13 +1,16 @@
 """The write benchmark's rows: every number next to its target, each rate with its window and count."""
 from __future__ import annotations
 
-from bench.lib.measure import Window
+import math
+
+from bench.lib.measure import TOO_SHORT, Dist, Window, fmt_num
 from bench.lib.meters import cpu_text
-from bench.lib.report import Report
+from bench.lib.report import Report, Row
 from bench.write.batch import BatchResult
 from bench.write.http import HttpResult, Layout
 from bench.write.processor import ProcessorResult
 from bench.write.raw import RawResult
+from bench.write.telemetry import VARIANT_LABELS, TelemetryResult
 
 TARGETS = {"processor_events_s": 25_000, "ratio_raw_produce": 0.40, "ratio_peer": 3.0, "http_p99_ms": 25.0,
            "batch_events_s": 10_000}
@@ -96,3 +99,88 @@ def batch_rows(report: Report, layout: Layout, batch: BatchResult, size: int, la
                 ", ".join(f"{k} {v:,.0f} MB" for k, v in batch.rss_mb.items() if v is not None) or "n/a")
     if batch.refused:
         report.errors.append(f"phase 6 ({label}): commands that should be valid were not accepted: {batch.refused}")
+
+
+def measured_row(report: Report, phase: str, metric: str, measured: str, *windows: Window) -> None:
+    """An info row, or TOO_SHORT when a window it comes from cannot tell (never a verdict from noise)."""
+    report.rows.append(Row(phase, metric, measured, "—", "info" if weakest(*windows).measurable else TOO_SHORT))
+
+
+def pooled(results: list) -> Window:
+    """Phase 7's processor rounds of one variant as one window: every steady event over every steady second."""
+    return Window(sum(r.steady.count for r in results), sum(r.steady.seconds for r in results))
+
+
+def cpu_per(results: list, group: str, window_of, unit: int) -> float:
+    """µs of `group`'s CPU per counted thing, over every round (cores × seconds / count)."""
+    used = sum(r.cpu.get(group, 0.0) * window_of(r).seconds for r in results)
+    return used / max(1, sum(window_of(r).count for r in results)) * unit
+
+
+def change(on: float, off: float) -> str:
+    return f"{on / off - 1:+.0%}" if off and math.isfinite(off) and math.isfinite(on) else "n/a"
+
+
+def received_text(counts: dict[str, dict], commands: int | None = None) -> str:
+    spans = sum(c.get("spans", 0) for c in counts.values())
+    decide = sum(c.get("names", {}).get("runledger.decide", 0) for c in counts.values())
+    points = sum(c.get("points", 0) for c in counts.values())
+    requests = sum(c.get("trace_requests", 0) + c.get("metric_requests", 0) for c in counts.values())
+    megabytes = sum(c.get("bytes", 0) for c in counts.values()) / 1e6
+    of = f" for {commands:,} commands" if commands else ""
+    return (f"{spans:,} spans ({decide:,} runledger.decide{of}), {points:,} metric points, "
+            f"{requests:,} requests, {megabytes:.1f} MB")
+
+
+def telemetry_rows(report: Report, t: TelemetryResult, rate: float) -> None:
+    phase = "7 telemetry"
+    runs = f"{t.rounds} runs each, in turn forwards and backwards" if t.rounds > 1 else "1 run each"
+    if {"off", "export"} <= set(t.processor):
+        off, on = pooled(t.processor["off"]), pooled(t.processor["export"])
+        for name, window in (("off", off), ("export", on)):
+            measured_row(report, phase, f"processor events/s (steady), {VARIANT_LABELS[name]}",
+                         f"{window.rate_text()}; {runs}", window)
+        measured_row(report, phase, "processor events/s: export / off",
+                     f"{on.rate / off.rate:.2f}× ({change(on.rate, off.rate)}): {fmt_num(on.rate)} vs "
+                     f"{fmt_num(off.rate)}/s", off, on)
+        steady = lambda r: r.steady  # noqa: E731
+        cpu = {n: cpu_per(t.processor[n], "processor", steady, 1_000_000) for n in ("off", "export")}
+        each = {n: ", ".join(f"{cpu_per([r], 'processor', steady, 1_000_000):.0f}" for r in t.processor[n])
+                for n in ("off", "export")}
+        measured_row(report, phase, "processor CPU per event: export vs off",
+                     f"{cpu['export']:.0f} vs {cpu['off']:.0f} µs ({change(cpu['export'], cpu['off'])}); "
+                     f"each run {each['export']} vs {each['off']} µs", off, on)
+        for name in ("off", "export"):
+            report.info(phase, f"processor CPU used (cores), {name}",
+                        "; ".join(cpu_text(r.cpu) for r in t.processor[name]))
+        report.info(phase, "OTLP sink received from the processor (export)",
+                    received_text(t.received.get("processor", {}), t.commands * len(t.processor["export"])))
+    if "off" not in t.http:
+        return
+    dist = {n: Dist.of(v for r in rs for v in r.latencies_ms) for n, rs in t.http.items()}
+    samples = {n: Window(dist[n].n, sum(r.window.seconds for r in rs), "samples") for n, rs in t.http.items()}
+    for name, d in dist.items():
+        measured_row(report, phase, f"http p50 / p99 at {rate:g} cmd/s, {VARIANT_LABELS[name]}",
+                     f"{d.p50:.1f} / {d.p99:.1f} ms ({samples[name].text()}); {runs}", samples[name])
+    sent = lambda r: r.window  # noqa: E731
+    for name in (n for n in dist if n != "off"):
+        on, off = dist[name], dist["off"]
+        measured_row(report, phase, f"http {name} vs off: p50 / p99",
+                     f"p50 {on.p50:.1f} vs {off.p50:.1f} ms ({change(on.p50, off.p50)}), "
+                     f"p99 {on.p99:.1f} vs {off.p99:.1f} ms ({change(on.p99, off.p99)})", samples["off"], samples[name])
+        cpu_on, cpu_off = (cpu_per(t.http[n], "serve", sent, 1_000) for n in (name, "off"))
+        each_on, each_off = (", ".join(f"{cpu_per([r], 'serve', sent, 1_000):.2f}" for r in t.http[n])
+                             for n in (name, "off"))
+        measured_row(report, phase, f"http serve CPU per command: {name} vs off",
+                     f"{cpu_on:.2f} vs {cpu_off:.2f} ms ({change(cpu_on, cpu_off)}); each run {each_on} vs "
+                     f"{each_off} ms", samples["off"], samples[name])
+    for name, rs in t.http.items():
+        report.info(phase, f"http CPU used (cores), {name}", "; ".join(cpu_text(r.cpu) for r in rs))
+    if "export" in t.http:
+        report.info(phase, "OTLP sink received from serve (export)", received_text(t.received.get("http", {})))
+    if t.scrapes:
+        count = sum(s.latency.n for s in t.scrapes)
+        report.info(phase, "Prometheus scrapes (scrape)", "none succeeded" if not count else
+                    f"{count:,} at 1 per s, {sum(s.failed for s in t.scrapes)} failed; each p50 "
+                    f"{t.scrapes[0].latency.p50:.1f} / max {max(s.latency.max for s in t.scrapes):.1f} ms, "
+                    f"{t.scrapes[0].mean_bytes / 1e3:.0f} kB")

@@ -65,9 +65,10 @@ def envelopes(settings: Settings, tenants: list[str], commands: int) -> list[dic
             for t, body, key in workload(tenants, commands)]
 
 
-def serve_env(settings: Settings, workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def serve_env(settings: Settings, workdir: Path, extra: dict[str, str | None] | None = None) -> dict[str, str]:
     """The environment of a `serve` this benchmark starts: none of the caller's RUNLEDGER_* settings
-    leak in, and its chdb data directory lives in the bench's own work directory."""
+    leak in, and its chdb data directory lives in the bench's own work directory. An `extra` value
+    of None removes that variable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLEDGER_")}
     env.update({
         "RUNLEDGER_CHDB_PATH": str(workdir / "chdb"),
@@ -80,4 +81,4 @@ def serve_env(settings: Settings, workdir: Path, extra: dict[str, str] | None = 
         "RUNLEDGER_BATCH_MAX": str(settings.batch_max),
         "PYTHONUNBUFFERED": "1",
     })
-    return env | (extra or {})
+    return {k: v for k, v in (env | (extra or {})).items() if v is not None}

@@ -68,7 +68,7 @@ def test_a_window_too_short_gets_no_verdict():
 
 
 def test_write_smoke(bench_env):
-    table = smoke(bench_env, "write")
+    table = smoke(bench_env, "write", "--telemetry")
     assert verdict(table, "1 processor: append throughput, events/s (steady)") == TOO_SHORT
     assert verdict(table, "2 produce: processor / raw produce") == TOO_SHORT
     for row in ("decide+seal+encode only", "raw aiokafka produce ceiling", "raw aiokafka consume",
@@ -78,6 +78,16 @@ def test_write_smoke(bench_env):
     assert verdict(table, "6 batch: API+processor: batch ingest through HTTP, events/s (500 per request") == TOO_SHORT
     accepted = table[next(k for k in table if k.startswith("6 batch: API+processor: commands accepted/s"))][0]
     assert "(500 commands in " in accepted, accepted  # every command of the batch accepted
+    # phase 7: telemetry off vs exported to the bench's OTLP sink, every window too short for a verdict
+    for row in ("processor events/s: export / off", "processor CPU per event: export vs off",
+                "http export vs off: p50 / p99", "http scrape vs off: p50 / p99"):
+        assert verdict(table, f"7 telemetry: {row}") == TOO_SHORT
+    received = table["7 telemetry: OTLP sink received from the processor (export)"][0]
+    assert "(2,000 runledger.decide for 2,000 commands)" in received, received  # every sampled command's span
+    served = table["7 telemetry: OTLP sink received from serve (export)"][0]
+    assert int(served.split("(")[1].split(" runledger.decide")[0].replace(",", "")) >= 800, served  # 1 s + 3 s at 200/s
+    scrapes = table["7 telemetry: Prometheus scrapes (scrape)"][0]
+    assert int(scrapes.split(" at 1 per s, ")[0]) >= 1 and " 0 failed;" in scrapes, scrapes
 
 
 def test_read_smoke(bench_env):
