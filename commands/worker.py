@@ -18,11 +18,10 @@ from opentelemetry.trace import Tracer
 from commands import tracing
 from commands.ownership import Ownership, PartitionOwner
 from domain.ledger import ChainBroken, TenantLedger, Undecidable
-from infra.adapters import kafka
 from infra.adapters.eventlog import Fenced, LogError, NotAssigned, Record, TopicPartition
 from infra.adapters.meters import ProcessorMeters, Tally, processor_meters
 from infra.adapters.settings import Settings
-from schemas.envelope import cloudevents_headers, encode
+from schemas.envelope import cloudevents_headers, encode, encode_json
 
 log = logging.getLogger("runledger.processor")
 
@@ -143,7 +142,7 @@ class Worker:
                 sends.append(await writer.send(s.events_topic, encode(env), key, owner.partition,
                                                cloudevents_headers(env)))
             if reply:
-                sends.append(await writer.send(s.replies_topic, kafka.dumps(outcome), key, owner.partition))
+                sends.append(await writer.send(s.replies_topic, encode_json(outcome), key, owner.partition))
             self.stats["events"] += len(envelopes)
         await asyncio.gather(*sends)
         return appended

@@ -1,9 +1,10 @@
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.content import Content
 from domain.errors import DomainError, Forbidden, InvalidState
+from domain.events import event
 
 
 class Approval(Aggregate):

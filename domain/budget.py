@@ -1,12 +1,15 @@
+from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import BudgetExceeded
+from domain.events import event
 
 PERIODS = ("day", "month", "total")
 
 
+@lru_cache(maxsize=4096)  # a pure function of its names, looked up several times per command
 def budget_id(tenant_id: str, project: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"runledger:budget:{tenant_id}:{project}")
 

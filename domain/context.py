@@ -5,10 +5,10 @@ from typing import Any, Mapping, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from uuid_utils.compat import uuid7
+from uuid_utils import uuid7
 
 from domain.calls import CallWindows
-from domain.content import KeyRing, labels_text, record
+from domain.content import WITHHELD, KeyRing, labels_text, record
 from domain.errors import InvalidState, NotFound, VersionConflict
 from domain.governance import stores_content
 from domain.retention import Families, Rules
@@ -55,7 +55,9 @@ class Context:
         return record(text, self.store_content, self.actor.subject, self.sealer)
 
     def labels(self, labels: dict[str, str]):
-        return {} if not labels else self.content(labels_text(labels))
+        if not labels:
+            return {}
+        return self.content(labels_text(labels)) if self.store_content else dict(WITHHELD)
 
     def new_id(self, given: UUID | None) -> str:
         """Return the given id unless an aggregate or a step of the tenant has it; none given, a new one."""

@@ -12,15 +12,17 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from uuid_utils.compat import uuid7
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain import commands as c
 from domain.context import Context
 from domain.content import Content
 from domain.errors import InvalidCommand, InvalidState
+from domain.events import event
 from schemas.notes import Checkpoint, Signer, tenant_origin
 
 
+@lru_cache(maxsize=4096)
 def checkpoints_id(tenant_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"runledger:checkpoints:{tenant_id}")
 

@@ -4,12 +4,14 @@ Precedence is hold > retention: a sweep removes only families no active hold cov
 decided in the processor, in chain order, so a hold accepted before a sweep is always honoured
 by it and a sweep never races a hold (DESIGN invariant 7).
 """
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import Forbidden, InvalidState
+from domain.events import event
 from domain.retention import DEFAULT_DAYS, STORES, Family, scope_covers
 
 
@@ -59,6 +61,7 @@ class LegalHold(Aggregate):
         return f"{self.id} ({self.matter})"
 
 
+@lru_cache(maxsize=4096)
 def retention_id(tenant_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"runledger:retention:{tenant_id}")
 

@@ -5,12 +5,13 @@ that takes over a partition rebuilds it by replay and nothing lives only in memo
 """
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from pydantic import TypeAdapter, ValidationError
-from uuid_utils.compat import uuid7
+from uuid_utils import uuid7
 
 from domain.commands import AnyCommand, ExpireApproval
 from domain.calls import CallWindows
@@ -27,7 +28,8 @@ from domain.registry import (AGGREGATE_TYPES, EVENT_TYPES, payload_of, schema_ve
 from schemas.chain import ChainVerifier
 from schemas.merkle import leaf_hash
 from schemas.merkle_trees import CompactTree
-from schemas.envelope import Actor, iso, seal
+from schemas.envelope import Actor, instant, iso
+from schemas.sealing import Stamp, seal_event
 
 COMMAND = TypeAdapter(AnyCommand)
 SYSTEM_ACTOR = Actor(subject="runledger:timer", roles=["system"])
@@ -166,14 +168,13 @@ class TenantLedger:
         if command.get("occurred_at") is not None:
             self.clock.check(command["occurred_at"], now)
         cmd = parse_command(command["body"])
-        actor = Actor(**command["actor"])
+        actor = actor_of(command["actor"])
         handler, roles = HANDLERS[type(cmd)]
         if roles and not roles.intersection(actor.roles):
             raise Forbidden(f"{cmd.type} needs one of the roles {sorted(roles)}", "missing_role")
         ctx = Context(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"),
                       step_runs=self.step_runs, families=self.families, rules=self.rules, sealer=ring,
-                      tree=self.tree, signer=self.signer, unsigned=self.unsigned)
-        ctx.calls = self.calls
+                      tree=self.tree, signer=self.signer, unsigned=self.unsigned, calls=self.calls)
         try:
             aggregate_id = handler(cmd, ctx)
         except DomainError:
@@ -181,34 +182,17 @@ class TenantLedger:
                 raise Inconsistent(f"{cmd.type} changed state before it was rejected")
             raise
         events = ctx.collect_events()
-        stamp = {"recorded_at": iso(now), "actor": actor.model_dump(), "command_id": command["command_id"],
-                 "causation_id": command.get("causation_id") or command["command_id"],
-                 "correlation_id": command.get("correlation_id") or command["command_id"],
-                 "traceparent": command.get("traceparent")}
-        if command.get("idempotency_key"):  # on the chain only when given, so older events' hashes hold
-            stamp["idempotency_key"] = command["idempotency_key"]
-        if command.get("occurred_at") is not None:  # the client's time, as the intake wrote it, on every event
-            stamp["occurred_at"] = command["occurred_at"]
+        stamp = Stamp(self.tenant_id, stamp_of(command, actor, iso(now))) if events else None
         envelopes = [self.append(e, stamp) for e in events]
         subject = self.aggregates.get(aggregate_id)
         return aggregate_id, subject.version if subject else 0, envelopes
 
-    def append(self, event: Any, stamp: dict[str, Any]) -> dict[str, Any]:
+    def append(self, event: Any, stamp: Stamp) -> dict[str, Any]:
         """Seal one new event onto the chain; stamp holds the fields shared by a command's events."""
-        env = seal({
-            "event_id": str(uuid7()),
-            "tenant_id": self.tenant_id,
-            "chain_seq": self.chain.head_seq + 1,
-            "prev_hash": self.chain.head_hash,
-            "type": EVENT_TYPES[type(event)],
-            "schema_version": schema_version_of(type(event)),
-            "aggregate_type": AGGREGATE_TYPES[type(self.aggregates[event.originator_id])],
-            "aggregate_id": str(event.originator_id),
-            "aggregate_version": event.originator_version,
-            "occurred_at": iso(event.timestamp),
-            **stamp,
-            "payload": payload_of(event),
-        })
+        env = seal_event(stamp, str(uuid7()), self.chain.head_seq + 1, self.chain.head_hash, EVENT_TYPES[type(event)],
+                         schema_version_of(type(event)), AGGREGATE_TYPES[type(self.aggregates[event.originator_id])],
+                         str(event.originator_id), event.originator_version, instant(event.timestamp),
+                         payload_of(event))
         self.chain.accept(env)
         self.track(env)
         return env
@@ -226,6 +210,35 @@ class TenantLedger:
             return {**self.reply(command, "rejected", code=error.code, reason=error.reason), "replayed": True}
         return {**prior, "command_id": command["command_id"], "replayed": True,
                 "original_command_id": prior["command_id"]}
+
+
+def stamp_of(command: dict[str, Any], actor: Actor, recorded_at: str) -> dict[str, Any]:
+    """The fields every event of the command carries."""
+    stamp = {"recorded_at": recorded_at, "actor": {"subject": actor.subject, "roles": list(actor.roles)},
+             "command_id": command["command_id"],
+             "causation_id": command.get("causation_id") or command["command_id"],
+             "correlation_id": command.get("correlation_id") or command["command_id"],
+             "traceparent": command.get("traceparent")}
+    if command.get("idempotency_key"):  # on the chain only when given, so older events' hashes hold
+        stamp["idempotency_key"] = command["idempotency_key"]
+    if command.get("occurred_at") is not None:  # the client's time, as the intake wrote it, on every event
+        stamp["occurred_at"] = command["occurred_at"]
+    return stamp
+
+
+def actor_of(given: dict[str, Any]) -> Actor:
+    """The command's actor, validated once per distinct subject and roles (a tenant has a few)."""
+    try:
+        if len(given) == 2 and type(given["roles"]) is list:
+            return _actor(given["subject"], tuple(given["roles"]))
+    except (KeyError, TypeError):  # not a mapping, a key missing, or unhashable: not an actor
+        pass
+    return Actor(**given)  # refuses what is not an actor (extras, other types), as it always did
+
+
+@lru_cache(maxsize=1024)
+def _actor(subject: Any, roles: tuple[Any, ...]) -> Actor:
+    return Actor(subject=subject, roles=list(roles))
 
 
 def parse_command(body: dict[str, Any]):

@@ -4,17 +4,20 @@ Nothing is edited in place: a new version is a new `policy.published`, a switch 
 a new `policy.activated`. The most specific active scope decides a call: (project, environment),
 then (project, any), then (any, environment), then the tenant.
 """
+from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidState, NotFound
+from domain.events import event
 from domain.policy import PolicyEnvelope, compiled_of
 from domain.policy_source import PolicyRejected, semver_key
 
 Scope = tuple[str | None, str | None]  # (project, environment); None is any
 
 
+@lru_cache(maxsize=4096)
 def policies_id(tenant_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"runledger:policies:{tenant_id}")
 

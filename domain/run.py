@@ -1,10 +1,12 @@
 from datetime import datetime
+from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.content import Content
 from domain.errors import InvalidState, NotFound
+from domain.events import event
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -20,6 +22,7 @@ def overdue_s(state: str, deadline_at: datetime | None, now: datetime) -> float 
     return (now - deadline_at).total_seconds()
 
 
+@lru_cache(maxsize=4096)
 def run_defaults_id(tenant_id: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"runledger:run-defaults:{tenant_id}")
 

@@ -1,10 +1,11 @@
 from datetime import timedelta
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from domain.content import Content
 from domain.errors import Forbidden, InvalidCommand, InvalidState
+from domain.events import event
 from domain.policy import Decision
 from domain.policy_source import DEFAULT_APPROVER_ROLE, DEFAULT_EXTERNAL_TTL_S
 from schemas.envelope import parse_iso

@@ -9,13 +9,12 @@ import time
 from datetime import datetime, timezone
 
 from bench.lib.measure import Window
-from infra.adapters import kafka
 
 
 def phase_decide(envelopes: list[dict]) -> tuple[Window, int]:
     """Return (events over the seconds it took, commands)."""
     from domain.ledger import TenantLedger
-    from schemas.envelope import cloudevents_headers, encode
+    from schemas.envelope import cloudevents_headers, encode, encode_json
 
     ledgers: dict[str, TenantLedger] = {}
     events = 0
@@ -28,6 +27,6 @@ def phase_decide(envelopes: list[dict]) -> tuple[Window, int]:
         for env in sealed:
             encode(env)
             cloudevents_headers(env)
-        kafka.dumps(reply)
+        encode_json(reply)
         events += len(sealed)
     return Window(events, time.perf_counter() - started), len(envelopes)
