@@ -7,14 +7,14 @@ Timings are printed (`-s`) and asserted nowhere: time to first render, and from 
 queue and the timeline showing it.
 """
 import re
-import shutil
+import uuid
 
 import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
+from bench.console.browser import launch, sign_in
 from domain.policy import REQUEST_SCHEMA
-from tests.e2e.test_browser import CHROMIUM_FLAGS
 from tests.support import Service, make_settings, token, unique, wait_until
 from tests.unit.test_policy import POLICIES
 
@@ -36,10 +36,8 @@ async def svc():
 
 @pytest.fixture(scope="module")
 async def browser():
-    chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium package is required (infra/local/test.sh installs it)"
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+    async with async_playwright() as playwright:  # Debian's chromium, off the network (shared with bench/console)
+        launched = await launch(playwright)
         yield launched
         await launched.close()
 
@@ -109,10 +107,7 @@ async def open_console(browser, svc, bearer: str, hash_: str = "", viewport: dic
     context = await browser.new_context(viewport=viewport)
     page = await context.new_page()
     await page.add_init_script(COUNT_STREAMS)
-    await page.goto(f"{svc.url}/console")
-    await page.get_by_label("Bearer token").fill(bearer)
-    await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    await sign_in(page, svc.url, bearer)
     if hash_:
         await page.goto(f"{svc.url}/console{hash_}")
     return page
@@ -192,6 +187,34 @@ async def test_approving_in_the_queue_shows_in_the_queue_and_the_run_timeline_li
         first: performance.getEntriesByName("console:first-render")[0]?.startTime,
         loaded: performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd})""")
     print(f"console time to first render: {marks['first']:.0f} ms (DOMContentLoaded {marks['loaded']:.0f} ms)")
+    await page.context.close()
+
+
+async def test_an_approval_opened_by_link_before_its_read_model_has_it_shows_with_its_run_live(svc, browser, http):
+    # Given an approver who opens an approval's link before the approvals read model has it (here: before it is
+    # even requested; under load, a link opened while the model is behind): its first read is a 404
+    tenant = unique("early-")
+    await send(http, tenant, {"type": "SetContentPolicy", "store_content": True}, "admin")
+    run = (await send(http, tenant, {"type": "RequestRun", "agent_id": "support-bot"}))["aggregate_id"]
+    await send(http, tenant, {"type": "StartRun", "run_id": run})
+    approval = str(uuid.uuid4())
+    page = await open_console(browser, svc, token(tenant, "ann", ("approver", "auditor")), f"#/approvals/{approval}")
+    await expect(page.locator("aside.detail")).to_contain_text("No such approval in this tenant.")
+    await expect(page.locator(".stream-state")).to_have_text("live")
+    # When it is requested
+    await send(http, tenant, {"type": "RequestApproval", "approval_id": approval, "run_id": run,
+                              "action": "rotate the signing key", "risk_tier": "low"})
+    # Then the queue and the detail show it, with its run's timeline, where her grant then shows live
+    card = page.locator(f"li.card[data-approval-id='{approval}']")
+    await expect(card).to_contain_text("rotate the signing key")
+    timeline = page.locator("aside.detail table.timeline")
+    await expect(timeline.locator("tr[data-type='approval.requested']")).to_contain_text("1 × approver")
+    await card.get_by_role("button", name="Approve “rotate the signing key”").click()
+    await card.get_by_role("button", name="Confirm approval").click()
+    await expect(timeline.locator("tr[data-type='approval.granted']")).to_contain_text("granted by ann")
+    await expect(card).to_have_count(0)
+    streams = await page.evaluate("window.__streams")
+    assert (streams["most"], streams["open"]) == (1, 1), streams  # the queue's stream, then the queue's and the run's
     await page.context.close()
 
 

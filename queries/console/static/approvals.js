@@ -253,10 +253,10 @@ export class ApprovalsView {
       if (id !== this.selected) return;
       replace(this.detailBody, h("p", {}, error.status === 404
         ? "No such approval in this tenant." : `Could not read the approval: ${error.message}`));
-      if (this.pendingTimeline) {
-        this.pendingTimeline = null;
-        this.ctx.stream.follow({approvals: "keep"});
-      }
+      // Follow the queue meanwhile, and keep the run's place: a 404 may only mean that the approvals model has
+      // not applied the approval yet (a link opened right after it was requested, a busy server). Each queue
+      // refresh reads the detail again, and the first read that finds it opens the run's timeline.
+      if (this.pendingTimeline) this.ctx.stream.follow({approvals: "keep"});
       return;
     }
     if (id !== this.selected) return;

@@ -1,0 +1,5 @@
+import sys
+
+from bench.console.main import main
+
+sys.exit(main())
