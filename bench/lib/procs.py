@@ -1,6 +1,7 @@
 """Child processes a benchmark starts: logged to a file, stopped by their own pid only."""
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -62,6 +63,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def stack_ports() -> tuple[int, int]:
+    """Ports for a stack.sh of one's own: a broker port whose successor (the KRaft controller) is free too, and a
+    PostgreSQL port. The scan starts at a random place, so two stacks starting at once seldom meet."""
+    pg = free_port()
+    start = 41092 + 17 * random.randrange(1000)
+    for kafka in [*range(start, 60000, 17), *range(41092, start, 17)]:
+        if kafka != pg and pg != kafka + 1 and bindable(kafka) and bindable(kafka + 1):
+            return kafka, pg
+    raise RuntimeError("no free port pair for a broker of one's own")
 
 
 def python_argv(entry: str, *args: str, profile: Path | None = None) -> list[str]:

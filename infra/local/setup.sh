@@ -26,6 +26,6 @@ PYTHON="$(find_python)" || { echo "setup: ERROR: Python 3.11 is required (set RU
 echo "setup: installing runledger and its pinned dependencies into $VENV (first run takes a few minutes) ..."
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e "${REPO_ROOT}[dev]"
+"$VENV/bin/python" -m pip install -q -e "${REPO_ROOT}[dev,bench]"
 echo "$want" > "$STAMP"
 echo "setup: done"

@@ -1,0 +1,5 @@
+import sys
+
+from bench.kafka.main import main
+
+sys.exit(main())
