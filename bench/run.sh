@@ -4,7 +4,12 @@
 # bench/evidence/README.md). Each prints one table of measured vs target, next to baselines
 # measured in the same run.
 #
-# Usage: bench/run.sh [write|read|streams|evidence|policy] [that benchmark's options...]
+# Also: kafka (aiokafka against confluent-kafka on the transactional path, and the broker's CPU:
+# docs/bench-kafka.md), console (the console's first render and live update under the SSE load:
+# docs/console.md), failover (a processor SIGKILLed under load until its successor accepts, and
+# rebuild time against log size: docs/bench-failover.md).
+#
+# Usage: bench/run.sh [write|read|streams|evidence|policy|kafka|console|failover] [that benchmark's options...]
 #        e.g. bench/run.sh --quick, bench/run.sh read --quick, bench/run.sh streams --help
 #        (no benchmark named = write). The same as `python -m bench.<name> ...` from the repo root.
 #        evidence and policy (Cedar evaluation per tool call, bench/policy/README.md) need no broker
@@ -27,7 +32,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 case "${1:-}" in
-  write | read | streams | evidence | policy) NAME="$1"; shift ;;
+  write | read | streams | evidence | policy | kafka | console | failover) NAME="$1"; shift ;;
   *) NAME=write ;;
 esac
 cd "$ROOT"

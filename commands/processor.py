@@ -21,6 +21,8 @@ from opentelemetry.trace import Tracer
 
 from commands.content import ContentKeys
 from commands.ownership import Ownership, PartitionOwner
+from commands.snapshots import SnapshotStore
+from commands.snapshots_pg import PgSnapshots
 from commands.timers import Timers
 from commands.worker import Worker
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError
@@ -43,17 +45,20 @@ class CommandProcessor:
 
     def __init__(self, settings: Settings, clock: Callable[[], datetime] = utcnow, log_: EventLog | None = None,
                  keys: KeyStore | None = None, open_keys: Callable[[], AsyncContextManager[KeyStore]] | None = None,
-                 tracer: Tracer | None = None, meter: Meter | None = None):
+                 tracer: Tracer | None = None, meter: Meter | None = None, snapshots: SnapshotStore | None = None):
         """`keys`: the data-key store; or `open_keys`, opened inside `run` (on the processor's own loop).
         `tracer`: where its spans go (default: the process's provider; commands/tracing.py); `meter`: its
-        metrics (default: the process's; infra/adapters/meters.py)."""
+        metrics (default: the process's; infra/adapters/meters.py). `snapshots`: where fold snapshots are kept
+        (default: PostgreSQL beside a Kafka log, none beside the in-memory twin; docs/adr/0012)."""
         self.open_keys = open_keys
         self.settings = settings
         self.log = log_ or KafkaLog(settings)
         self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0,
-                      "undecidable": 0, "healed": 0}
+                      "undecidable": 0, "healed": 0, "stumbled": 0}
+        if snapshots is None and isinstance(self.log, KafkaLog) and settings.snapshot_every:
+            snapshots = PgSnapshots(settings.database_url)
         meters = processor_meters(settings.commands_topic, settings.processor_group, meter)
-        self.ownership = Ownership(settings, self.log, self.stats, ContentKeys(keys), meters)
+        self.ownership = Ownership(settings, self.log, self.stats, ContentKeys(keys), meters, snapshots)
         self.worker = Worker(settings, self.ownership, clock, self.stats, tracer, meters)
         meters.observe_partitions(lambda: len(self.owners), lambda: len(self.broken))
         self.timers = Timers(settings.timer_interval_s, self.ownership, self.worker, clock,
@@ -93,21 +98,41 @@ class CommandProcessor:
             self.ownership.content.store = store
             await self.serve(stop)
 
+    async def session_timeout_ms(self) -> int:
+        """The configured session timeout, or the broker's floor if higher (the broker refuses a shorter one)."""
+        wanted, floor = self.settings.session_timeout_ms, await self.log.session_floor_ms()
+        if floor is None or floor <= wanted:
+            return wanted
+        log.warning("the broker's group.min.session.timeout.ms is %s ms, above RUNLEDGER_SESSION_TIMEOUT_MS (%s ms): "
+                    "joining with %s ms, so a killed processor's partitions move only after that long; set the "
+                    "broker's to at most %s (docs/bench-failover.md)", floor, wanted, floor, wanted)
+        return floor
+
     async def serve(self, stop: asyncio.Event) -> None:
         await self.log.ensure_topics()
+        session_ms = await self.session_timeout_ms()
         self.consumer = self.ownership.consumer = self.log.group_consumer(
             [self.settings.commands_topic], self.settings.processor_group, self.ownership.on_assigned,
             self.ownership.on_revoked, max_poll_records=self.settings.batch_max,
-            session_timeout_ms=self.settings.session_timeout_ms,
-            heartbeat_interval_ms=min(1000, self.settings.session_timeout_ms // 3),
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=min(self.settings.heartbeat_interval_ms, session_ms // 3),
             rebalance_timeout_ms=60000, max_poll_interval_ms=300000)
         await self.consumer.start()
         try:
             while not stop.is_set():
-                await self.step()
+                await self.steady()
         finally:
             await self.ownership.release_all()
             await self.consumer.stop()
+
+    async def steady(self) -> None:
+        """One turn, whatever goes wrong in it: the role stays up, and each partition's own guard heals it."""
+        try:
+            await self.step()
+        except Exception:  # noqa: BLE001 - a partition moving mid-turn, a broker error: never a reason to exit
+            self.stats["stumbled"] += 1
+            log.exception("a turn of the processor failed; going on")
+            await asyncio.sleep(0.5)
 
     async def step(self) -> None:
         """One turn of the loop; a partition that moves away mid-turn is the next turn's business."""
@@ -121,7 +146,14 @@ class CommandProcessor:
             return
         for tp, records in batches.items():
             self.worker.enqueue(tp, records)
+        self.restart_stalled()
         self.timers.fire()
+
+    def restart_stalled(self) -> None:
+        """Drain again an owned partition whose records wait with no worker (a turn that failed mid-enqueue)."""
+        for partition, owner in list(self.owners.items()):
+            if owner.pending and (owner.worker is None or owner.worker.done()):
+                self.worker.enqueue(self.ownership.tp(partition), [])
 
     def poll_ms(self) -> int:
         return int(self.settings.timer_interval_s * 1000)

@@ -4,7 +4,8 @@ Each timer interval, what is due becomes an ExpireApproval; each sweep interval,
 runs gets a SweepRetention per record class (decided like any command: holds first, and nothing
 appended when nothing is due). Timers are not stored anywhere: each tenant ledger knows its
 pending expiries and its run families from the log, so a processor that takes a partition over
-fires them too.
+fires them too. Each second, a partition with RUNLEDGER_SNAPSHOT_EVERY events more than its last
+fold snapshot gets a new one (commands/ownership.py), so a successor replays only what follows.
 """
 import asyncio
 import time
@@ -28,6 +29,16 @@ class Timers:
         self.next_sweep_at = time.monotonic() + sweep_interval_s
         self.checkpoint_interval_s, self.checkpoint_every = checkpoint_interval_s, checkpoint_every
         self.next_checkpoint_at = time.monotonic() + checkpoint_interval_s
+        self.next_snapshot_check = 0.0
+
+    def snapshots(self) -> None:
+        """Start a fold snapshot of each owned partition that is due one (checked once a second)."""
+        if time.monotonic() < self.next_snapshot_check:
+            return
+        self.next_snapshot_check = time.monotonic() + 1.0
+        for owner in list(self.ownership.owners.values()):
+            if self.ownership.snapshot_due(owner):
+                self.ownership.start_snapshot(owner)
 
     def checkpointing(self) -> bool:
         """Whether this turn signs every tenant with unsigned events (every checkpoint interval)."""
@@ -52,6 +63,7 @@ class Timers:
 
     def fire(self) -> None:
         """Every interval, start one expiry transaction per partition that has due approvals and none running."""
+        self.snapshots()
         if time.monotonic() < self.next_at:
             return
         self.next_at = time.monotonic() + self.interval_s

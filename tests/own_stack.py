@@ -7,33 +7,30 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
+from contextlib import contextmanager
 
+from bench.lib.procs import stack_ports
 from tests.support import REPO
 
 STACK = ["bash", str(REPO / "infra" / "local" / "stack.sh")]
 
 
-def bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def free_ports() -> tuple[int, int]:
     """A broker port whose successor (the KRaft controller) is free too, and a PostgreSQL port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        pg = s.getsockname()[1]
-    for kafka in range(41092, 60000, 17):
-        if kafka != pg and pg != kafka + 1 and bindable(kafka) and bindable(kafka + 1):
-            return kafka, pg
-    raise RuntimeError("no free port pair for a stack of the test's own")
+    return stack_ports()
+
+
+@contextmanager
+def running_stack(prefix: str):
+    """An OwnStack up for the block, down (and removed) after it."""
+    own = OwnStack(prefix)
+    try:
+        own.up()
+        yield own
+    finally:
+        own.down()
 
 
 class OwnStack:

@@ -30,7 +30,7 @@ REJECTED_ITEM = {"allOf": [{"$ref": REF.format(model="Rejection")},
                            {"type": "object", "required": ["index"],
                             "properties": {**INDEXED, "original_command_id": {"type": "string"}}}]}
 PENDING_ITEM = {"type": "object", "required": ["index", "status", "code", "reason", "command_id"],
-                "properties": {**INDEXED, "status": {"const": "pending"}, "code": {"const": "outcome_pending"},
+                "properties": {**INDEXED, "status": {"const": "pending"}, "code": {"enum": ["outcome_pending", "log_unavailable"]},
                                "reason": {"type": "string", "minLength": 1}, "command_id": {"type": "string"}}}
 COUNT = {"type": "integer", "minimum": 0}
 OUTCOME = {"title": "BatchOutcome", "type": "object", "required": ["accepted", "rejected", "pending", "items"],
@@ -45,6 +45,6 @@ BATCH_REQUEST = {
                              "example": EXAMPLE},
         NDJSON: {"schema": {"type": "string", "description": "one command (as in the array) per line"}}}},
     "responses": {"200": {"description": "each command's outcome, in request order: accepted, rejected, or "
-                                         "pending (no outcome in time: send the batch again)",
+                                         "pending (no outcome in time, or not confirmed by the log: send the batch again)",
                           "content": {"application/json": {"schema": OUTCOME}}}},
 }

@@ -6,7 +6,7 @@ from fastapi.responses import JSONResponse
 from commands import batch
 from commands.api.batch_docs import BATCH_REQUEST
 from commands.api.services import BusDep
-from commands.bus import OutcomePending
+from commands.bus import LogUnavailable, OutcomePending
 from commands.intake import command_envelope
 from domain.errors import DomainError
 from infra.adapters import telemetry
@@ -60,12 +60,31 @@ async def send_command(request: Request, principal: Caller, bus: BusDep,
 async def submit(bus, command: dict, settings) -> JSONResponse:
     try:
         reply = await bus.submit(command)
+    except LogUnavailable as error:
+        raise unavailable(error, settings, keyed=command.get("idempotency_key") is not None) from None
     except OutcomePending:
         raise Refused(504, "outcome_pending",
                       f"command {command['command_id']} was queued but no outcome arrived within "
                       f"{settings.command_timeout_s}s; retry with the same Idempotency-Key to get "
                       f"its outcome") from None
     return outcome_response(reply)
+
+
+def unavailable(error: LogUnavailable, settings, keyed: bool = True, batch: bool = False) -> Refused:
+    """503 log_unavailable: what became of the command(s), and the retry that is exact."""
+    key = "the same idempotency_key for each command" if batch else "the same Idempotency-Key"
+    return Refused(503, "log_unavailable", unavailable_reason(error, settings, key, keyed),
+                   details={"sent": error.sent}, headers={"Retry-After": str(settings.unavailable_retry_after_s)})
+
+
+def unavailable_reason(error: LogUnavailable, settings, key: str, keyed: bool = True) -> str:
+    retry = f"retry after {settings.unavailable_retry_after_s}s with {key}"
+    if not error.sent:
+        return f"the event log cannot take commands now ({error.why}); nothing was recorded: {retry}"
+    unkeyed = "" if keyed else "; this request had no Idempotency-Key, so a retry may record it twice"
+    return (f"the event log did not take it ({error.why}): not accepted, but it may still be recorded once the "
+            f"broker is back, so {retry}: the processor records one outcome per key, so the retry returns that "
+            f"outcome and never records it twice{unkeyed}")
 
 
 def outcome_response(reply: dict) -> JSONResponse:
@@ -87,14 +106,18 @@ async def send_batch(request: Request, principal: Caller, bus: BusDep, settings:
                      x_correlation_id: Annotated[str | None, Header()] = None) -> JSONResponse:
     """A JSON array of commands, or NDJSON (`Content-Type: application/x-ndjson`, one per line), each
     with its own `idempotency_key`; answered in request order, one outcome per command, each
-    with its `index`. A command refused alone does not stop the others."""
+    with its `index`. A command refused alone does not stop the others. 503 log_unavailable when the log
+    took none of them; an item it did not confirm is `pending` with code `log_unavailable`."""
     ndjson = batch_format(request.headers)
     raw = await read_limited(request, settings.max_batch_bytes)
     with telemetry.continued(request.headers):
         items = batch.intake_items(principal, raw, ndjson, most=settings.batch_max, item_bytes=settings.max_body_bytes,
                                    traceparent=telemetry.current_traceparent(), correlation_id=x_correlation_id,
                                    ops_tenant=settings.ops_tenant)
-        replies = iter(await bus.submit_many([item.envelope for item in items if item.envelope is not None]))
+        try:
+            replies = iter(await bus.submit_many([item.envelope for item in items if item.envelope is not None]))
+        except LogUnavailable as error:
+            raise unavailable(error, settings, batch=True) from None
     outcomes = [item_outcome(item, next(replies) if item.envelope is not None else None, settings)
                 for item in items]
     counts = {status: sum(o["status"] == status for o in outcomes) for status in ("accepted", "rejected", "pending")}
@@ -118,6 +141,9 @@ def item_outcome(item: batch.Item, reply: dict | None, settings) -> dict:
     known = {"index": item.index, **({"idempotency_key": item.key} if item.key else {})}
     if item.refusal is not None:
         return {**known, **rejection(item.refusal)}
+    if isinstance(reply, LogUnavailable):
+        return {**known, "status": "pending", "code": "log_unavailable", "command_id": item.envelope["command_id"],
+                "reason": unavailable_reason(reply, settings, "the same idempotency_key")}
     if reply is None:
         return {**known, "status": "pending", "code": "outcome_pending", "command_id": item.envelope["command_id"],
                 "reason": f"queued, but no outcome arrived within {settings.command_timeout_s}s; send it again "

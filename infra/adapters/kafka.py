@@ -4,7 +4,8 @@ from typing import Any, AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from infra.adapters.settings import Settings
@@ -22,8 +23,8 @@ def dumps(value: dict[str, Any]) -> bytes:
 async def ensure_topics(settings: Settings) -> None:
     """Create the ledger topics if they do not exist (same partition count, unlimited retention)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
     try:
+        await admin.start()  # inside: a broker that is down leaves no connection open behind (roles retry)
         existing = set(await admin.list_topics())
         config = {"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"}
         wanted = [NewTopic(t, settings.partitions, 1, topic_configs=config)
@@ -34,6 +35,21 @@ async def ensure_topics(settings: Settings) -> None:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass
+    finally:
+        await admin.close()
+
+
+async def broker_config_max(settings: Settings, name: str) -> int | None:
+    """The highest value of an integer broker setting across the cluster; None if it cannot be read now."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        await admin.start()
+        brokers = [ConfigResource(ConfigResourceType.BROKER, str(b["node_id"]), {name: None})
+                   for b in (await admin.describe_cluster())["brokers"]]
+        return max(int(entry[1]) for response in await admin.describe_configs(brokers)
+                   for resource in response.resources for entry in resource[4] if entry[0] == name)
+    except (KafkaError, ValueError, KeyError, IndexError):
+        return None
     finally:
         await admin.close()
 
@@ -65,8 +81,8 @@ def reader(settings: Settings, **kwargs: Any) -> AIOKafkaConsumer:
 async def partitions_of(settings: Settings, topic: str) -> set[int]:
     """Return the topic's partitions, or an empty set if it does not exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()

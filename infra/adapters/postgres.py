@@ -1,9 +1,19 @@
-"""PostgreSQL adapter: one async connection pool per process (psycopg 3)."""
+"""PostgreSQL adapter: one async connection pool per process (psycopg 3).
+
+A role opens its pool with patience (infra/adapters/backoff.py): a PostgreSQL that is down at start
+is waited for, one bounded attempt after another, while the role's health says so. A one-shot command
+opens it without: DatabaseUnavailable after `timeout_s`, with what to check.
+"""
+import logging
 import re
 
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from infra.adapters.backoff import Backoff, patiently
 from infra.adapters.settings import Settings
+
+log = logging.getLogger("runledger.postgres")
+PATIENT_ATTEMPT_S = 2.0  # each attempt's bound when waiting with patience: the backoff paces the attempts
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -14,10 +24,20 @@ def redacted(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-async def open_pool(settings: Settings, max_size: int = 10, timeout_s: float = 30) -> AsyncConnectionPool:
-    """Open a pool and wait until it can hand out a connection."""
+async def open_pool(settings: Settings, max_size: int = 10, timeout_s: float = 30,
+                    patience: Backoff | None = None) -> AsyncConnectionPool:
+    """Open a pool and wait until it can hand out a connection: within timeout_s, or with patience until it can."""
+    if patience is None:
+        return await opened(settings, max_size, timeout_s)
+    return await patiently("PostgreSQL",
+                           lambda: opened(settings, max_size, min(timeout_s, PATIENT_ATTEMPT_S)),
+                           (DatabaseUnavailable,), patience, log)
+
+
+async def opened(settings: Settings, max_size: int, timeout_s: float) -> AsyncConnectionPool:
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=max_size, open=False,
-                               kwargs={"autocommit": False})
+                               kwargs={"autocommit": False},
+                               check=AsyncConnectionPool.check_connection)  # a restarted server: no failed read
     try:
         await pool.open(wait=True, timeout=timeout_s)
     except PoolTimeout:

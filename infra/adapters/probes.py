@@ -157,3 +157,11 @@ async def loop_answers(loop: asyncio.AbstractEventLoop, timeout_s: float) -> boo
     except TimeoutError:
         return False
     return True
+
+
+def down_reason(probe: Probe) -> Callable[[], Awaitable[str | None]]:
+    """Why the probe's dependency is down (its bounded, cached answer), or None while it is up."""
+    async def reason() -> str | None:
+        observed = await probe.observe()
+        return None if observed.status == "ok" else observed.reason or "down"
+    return reason

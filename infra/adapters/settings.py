@@ -38,7 +38,13 @@ class Settings(BaseSettings):
     jwt_audience: str = "runledger"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
-    command_timeout_s: float = Field(10.0, gt=0)
+    command_timeout_s: float = Field(10.0, gt=0, description="RUNLEDGER_COMMAND_TIMEOUT_S: the most a command "
+                                     "request waits, from producing it to its outcome (else 504 outcome_pending)")
+    delivery_timeout_s: float = Field(3.0, gt=0, description="RUNLEDGER_DELIVERY_TIMEOUT_S: the most the API waits, "
+                                      "within the command timeout, for the log to confirm a command it produced "
+                                      "(else 503 log_unavailable)")
+    unavailable_retry_after_s: int = Field(2, ge=1, le=600, description="RUNLEDGER_UNAVAILABLE_RETRY_AFTER_S: the "
+                                           "Retry-After of a 503 log_unavailable")
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     batch_max: int = Field(1000, ge=1, description="commands per processor transaction, and the most one "
                            "POST /v1/commands/batch may carry")
@@ -70,7 +76,10 @@ class Settings(BaseSettings):
                                   "answer is reused, however many health requests arrive")
     health_port: int | None = Field(None, ge=1, le=65535, description="RUNLEDGER_HEALTH_PORT: a process without "
                                     "the API role serves /livez, /readyz and /healthz here (on RUNLEDGER_API_HOST)")
-    session_timeout_ms: int = Field(10000, ge=6000, description="broker minimum is 6000 by default")
+    session_timeout_ms: int = Field(3000, ge=1000, description="RUNLEDGER_SESSION_TIMEOUT_MS: how long the group "
+                                    "waits for a killed processor before its partitions move; the broker's "
+                                    "group.min.session.timeout.ms must be at most this (Kafka's default is 6000; "
+                                    "docs/bench-failover.md)")
     retention_min_days_audit: int = Field(3 * 365, ge=0, description="no tenant may keep audit records "
                                           "(audit/discovery, cost) for fewer days")
     retention_min_days_operational: int = Field(1, ge=0, description="no tenant may keep runs, approvals "
@@ -92,6 +101,14 @@ class Settings(BaseSettings):
     previous_keks: dict[str, SecretStr] = Field(
         default_factory=dict, description='RUNLEDGER_PREVIOUS_KEKS: JSON {"<kek id>": "<base64>"} of older KEKs '
         "that rows may still be wrapped under while a rotation runs")
+    # failover
+    heartbeat_interval_ms: int = Field(500, ge=100, description="RUNLEDGER_HEARTBEAT_INTERVAL_MS: how often a "
+                                       "processor heartbeats its group (at most a third of the session timeout), so "
+                                       "how soon a survivor hears of a rebalance")
+    snapshot_every: int = Field(10_000, ge=0, description="RUNLEDGER_SNAPSHOT_EVERY: a processor writes a derived "
+                                "snapshot of a partition's fold once this many events were appended or replayed "
+                                "since its last one, so a successor replays only what follows (0: never; "
+                                "docs/adr/0012-fold-snapshots.md)")
 
     @field_validator("jwt_secret")
     @classmethod

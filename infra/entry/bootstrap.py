@@ -2,13 +2,10 @@
 import asyncio
 import logging
 import signal
-import threading
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Awaitable, Callable
 
 import uvicorn
-import uvloop
 
 from commands.api import routes_commands
 from commands.bus import CommandBus
@@ -16,6 +13,7 @@ from commands.processor import CommandProcessor
 from infra.adapters.clickhouse import open_clickhouse
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.http.app import create_app
+from infra.adapters.http.deferred import Deferred
 from infra.adapters.keys import Content, data_keys_table, keks_from_settings
 from infra.adapters.keys.postgres import PostgresKeyStore
 from infra.adapters.postgres import open_pool
@@ -23,10 +21,13 @@ from infra.adapters.settings import Settings
 from infra.adapters import logs
 from infra.adapters.meters import projector_meters
 from infra.adapters.prometheus import process_exposition
+from infra.adapters.probes import down_reason
 from infra.adapters.telemetry import setup_metrics, setup_tracing
 from infra.health.report import Health, Roles
 from infra.health.legacy import health
-from infra.health.wiring import build_health, health_app, store_of
+from infra.health.wiring import build_health, health_app
+from infra.entry.loops import on_own_loop
+from infra.entry.patience import PATIENCE, quiet_connect_errors, stoppable, until_stopped
 from infra.entry.gauges import read_model_metrics, stuck_run_metrics
 from projectors.approvals import ApprovalsProjection
 from projectors.archive import ArchiveProjection
@@ -57,6 +58,8 @@ from streams.services import Sources
 POSTGRES_PROJECTIONS = (RunsProjection, ApprovalsProjection, ChannelsProjection, GovernanceProjection,
                         EvidenceProjection)
 CLICKHOUSE_PROJECTIONS = (AuditProjection, CostProjection)
+PROJECTOR_STORES = {**{cls.name: "postgres" for cls in POSTGRES_PROJECTIONS},  # what health says each needs
+                    **{cls.name: "clickhouse" for cls in CLICKHOUSE_PROJECTIONS}, ArchiveProjection.name: None}
 ROUTERS = (routes_commands.router, routes_runs.router, routes_approvals.router, routes_discovery.router,
            routes_governance.router, routes_evidence.router, routes_ops.router, streams_viewer.router, streams_routes.router,
            routes_policy.router, console_routes.router, routes_metrics.router)
@@ -70,6 +73,7 @@ def configure_logging(settings: Settings | None = None, level: str = "INFO") -> 
     """Every role logs through one handler: JSON lines, or text at a terminal (RUNLEDGER_LOG_FORMAT); secrets scrubbed."""
     logs.configure(settings.log_format if settings else "auto", level, secrets_of(settings) if settings else ())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    quiet_connect_errors()  # a broker waited for: one connect error per address and 30 s, not one per attempt
 
 
 def secrets_of(settings: Settings) -> list[str]:
@@ -99,7 +103,9 @@ async def build_projections(settings: Settings, pool, ch) -> list:
 
 async def serve(settings: Settings, api: bool = True, processor: bool = True,
                 projectors: bool = True) -> None:
-    """Run the chosen roles in this process until SIGINT/SIGTERM."""
+    """Run the chosen roles in this process until SIGINT/SIGTERM.
+
+    A broker or PostgreSQL down at start is waited for (infra/entry/patience.py), health served meanwhile."""
     if processor and settings.signing_key is None:
         raise MissingSetting("RUNLEDGER_SIGNING_KEY is required by the processor role: it signs each tenant's "
                              "checkpoints (base64 of 32 random bytes: `python -c 'import base64,os;"
@@ -111,43 +117,31 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
         exposition.listen(settings.metrics_host, settings.metrics_port)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    pool = await open_pool(settings) if (api or projectors) else None
     ch = open_clickhouse(settings.clickhouse_url, settings.chdb_path) if (api or projectors) else None
-    projections = await build_projections(settings, pool, ch) if pool else []
     tasks, runners = [], []
-    command_processor = (CommandProcessor(settings, log_=KafkaLog(settings), open_keys=key_store_opener(settings))
-                         if processor else None)
+    command_processor = (CommandProcessor(settings, log_=KafkaLog(settings, PATIENCE),
+                                          open_keys=key_store_opener(settings)) if processor else None)
     # Each role's event loop, for /livez; the main loop's first role answers on it.
     loops = {("api" if api else "processor" if processor else "projectors"): asyncio.get_running_loop()}
     if command_processor and (api or projectors):
-        tasks.append(asyncio.create_task(on_own_loop("processor", command_processor.run, stop, loops),
+        tasks.append(asyncio.create_task(on_own_loop("processor", stoppable(command_processor.run), stop, loops),
                                          name="processor"))
     elif command_processor:
-        tasks.append(asyncio.create_task(command_processor.run(stop), name="processor"))
-    if projectors:
-        tasks.append(asyncio.create_task(on_own_loop(
-            "projectors", lambda local_stop: run_projectors(settings, ch, runners, local_stop), stop, loops),
-            name="projectors"))
-        tasks += read_model_metrics(settings, pool, projections, meter, stop)
-        tasks.append(stuck_run_metrics(settings, pool, meter, stop))
+        tasks.append(asyncio.create_task(stoppable(command_processor.run)(stop), name="processor"))
     # The processor needs PostgreSQL only for the data keys of tenants that store content: judged by the broker.
-    roles = Roles(api=api, processor=command_processor, runners=runners,
-                  projectors={p.name: store_of(p) for p in projections} if projectors else {})
-    legacy = partial(health, command_processor, runners)
-    if api:
-        hub = roles.hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
-        tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
-        keks = keks_from_settings(settings)
-        content = Content(await PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open()) if keks else None
-        app = build_app(settings, pool, projections, hub, build_health(settings, roles, loops, ch, legacy), content)
-        app.state.exposition = exposition
-        RebuildProgress(app.state.rebuilds).register(meter)
-        tasks += serve_api(app, settings, stop)
-    elif settings.health_port is not None:
-        health_only = health_app(settings, build_health(settings, roles, loops, ch, legacy))
-        tasks += serve_api(health_only, settings, stop, settings.health_port)
+    roles = Roles(api=api, processor=command_processor, runners=runners, api_building=api,
+                  projectors=PROJECTOR_STORES if projectors else {})
+    health_ = build_health(settings, roles, loops, ch, partial(health, command_processor, runners))
+    deferred = Deferred(health_app(settings, health_), settings.unavailable_retry_after_s) if api else None
+    if api or settings.health_port is not None:  # health from the start, while PostgreSQL is waited for
+        tasks += serve_api(deferred or health_app(settings, health_), settings, stop,
+                           None if api else settings.health_port)
+    pool = await until_stopped(stop, open_pool(settings, patience=PATIENCE)) if (api or projectors) else None
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if pool is not None or not (api or projectors):
+            tasks += await start_roles(settings, pool, ch, meter, stop, health_, deferred, runners, loops,
+                                       exposition, projectors)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION) if tasks else (set(), set())
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
@@ -161,6 +155,31 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
             ch.close()
 
 
+async def start_roles(settings: Settings, pool, ch, meter, stop: asyncio.Event, health_: Health,
+                      deferred: Deferred | None, runners: list, loops: dict, exposition,
+                      projectors: bool) -> list[asyncio.Task]:
+    """The roles that need PostgreSQL, once it answers: the projectors, their gauges, and the API."""
+    tasks = []
+    projections = await build_projections(settings, pool, ch) if pool else []
+    if projectors:
+        tasks.append(asyncio.create_task(on_own_loop(
+            "projectors", stoppable(lambda local_stop: run_projectors(settings, ch, runners, local_stop)), stop,
+            loops), name="projectors"))
+        tasks += read_model_metrics(settings, pool, projections, meter, stop)
+        tasks.append(stuck_run_metrics(settings, pool, meter, stop))
+    if deferred is not None:
+        hub = health_.roles.hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
+        tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
+        keks = keks_from_settings(settings)
+        content = Content(await PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open()) if keks else None
+        app = build_app(settings, pool, projections, hub, health_, content)
+        app.state.exposition = exposition
+        RebuildProgress(app.state.rebuilds).register(meter)
+        await deferred.ready(app)
+        health_.roles.api_building = False
+    return tasks
+
+
 def key_store_opener(settings: Settings):
     """The processor's data-key store (its own small pool, opened on its own loop); None without a KEK."""
     keks = keks_from_settings(settings)
@@ -169,7 +188,7 @@ def key_store_opener(settings: Settings):
 
     @asynccontextmanager
     async def opened():
-        pool = await open_pool(settings, max_size=4)
+        pool = await open_pool(settings, max_size=4, patience=PATIENCE)
         try:
             yield await PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open()
         finally:
@@ -181,7 +200,7 @@ def build_app(settings: Settings, pool, projections: list, hub: ChannelHub, heal
               content: Content | None = None):
     """The API: every side's routers, and the services their dependencies hand to routes."""
     by_name = {p.name: p for p in projections}
-    bus = CommandBus(settings, KafkaLog(settings))
+    bus = CommandBus(settings, KafkaLog(settings, PATIENCE), broker_down=down_reason(health_.probes["broker"]))
     read_models = ReadModels(pool, settings.topic_prefix, content)
     discovery = Discovery(by_name["audit"], by_name["cost"], content)
     services = {"bus": bus, "read_models": read_models, "projections": projections, "discovery": discovery,
@@ -203,70 +222,20 @@ def verification_services(settings: Settings, pool, projections: list, discovery
             "verifications": Verifications(discovery)}
 
 
-async def on_own_loop(name: str, role: Callable[[asyncio.Event], Awaitable[None]], stop: asyncio.Event,
-                      loops: dict[str, asyncio.AbstractEventLoop] | None = None) -> None:
-    """Run role(local_stop) on its own thread and event loop until stop (of this loop) is set.
-
-    `loops` gets the new loop under `name`, for /livez to ask whether it still answers.
-
-    The processor and the projectors each get a loop of their own in a process that also serves
-    HTTP and SSE: a busy loop (thousands of SSE subscribers, a big batch to apply) would otherwise
-    delay their Kafka heartbeats past the session timeout and cost a rebalance. On threads they
-    only compete for the GIL, which Python hands over every few milliseconds.
-    """
-    main_loop = asyncio.get_running_loop()
-    done = main_loop.create_future()
-
-    async def main() -> None:
-        if loops is not None:
-            loops[name] = asyncio.get_running_loop()
-        local_stop = asyncio.Event()
-        watcher = asyncio.create_task(relay(stop, local_stop, main_loop))
-        try:
-            await role(local_stop)
-        finally:
-            watcher.cancel()
-
-    def thread() -> None:
-        try:
-            uvloop.run(main())
-        except BaseException as error:  # noqa: BLE001 - handed to the awaiting loop
-            main_loop.call_soon_threadsafe(settle, done, error)
-        else:
-            main_loop.call_soon_threadsafe(settle, done, None)
-    threading.Thread(target=thread, name=name, daemon=True).start()
-    await done
-
-
-def settle(future: asyncio.Future, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
-
-
 async def run_projectors(settings: Settings, ch, runners: list[ProjectorRunner], stop: asyncio.Event) -> None:
     """Build and run the projectors on their own loop, with its own pool; `runners` is filled for health().
 
     Each runner is built once, here: a projection holds a pool bound to the loop that opened it.
     """
-    pool = await open_pool(settings)
+    pool = await open_pool(settings, patience=PATIENCE)
     try:
-        log_ = KafkaLog(settings)
+        log_ = KafkaLog(settings, PATIENCE)
         runners.extend(ProjectorRunner(settings, p, log_=log_) for p in await build_projections(settings, pool, ch))
         for runner in runners:
             runner.on_applied.append(projector_meters().applied)  # runledger.projector.events, .store.duration
         await asyncio.gather(*(r.run(stop) for r in runners))
     finally:
         await pool.close()
-
-
-async def relay(stop: asyncio.Event, local_stop: asyncio.Event, main_loop: asyncio.AbstractEventLoop) -> None:
-    """Set local_stop once stop (an event of another loop) is set."""
-    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stop.wait(), main_loop))
-    local_stop.set()
 
 
 def serve_api(app, settings: Settings, stop: asyncio.Event, port: int | None = None) -> list[asyncio.Task]:

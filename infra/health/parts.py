@@ -46,8 +46,10 @@ def dependency(observed: Observation) -> Part:
 
 
 def needing(part: Part, dependencies: dict[str, Part], *names: str) -> Part:
-    """The part, or down for the first of the dependencies it needs that is down (unless it is already stuck)."""
-    if part.status in ("failed", "retrying", "starting"):
+    """The part, or down for the first of the dependencies it needs that is down (unless it is already stuck).
+
+    A part still starting is down for such a dependency too: it is waiting for it (infra/adapters/backoff.py)."""
+    if part.status in ("failed", "retrying"):
         return part
     for name in names:
         needed = dependencies.get(name)

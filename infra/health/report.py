@@ -29,6 +29,7 @@ class Roles:
     """What runs in this process: `projectors` names each projection and the store it needs."""
     api: bool = False
     hub: Any = None  # streams.hub.ChannelHub, with the API
+    api_building: bool = False  # the API waits for PostgreSQL to be built (infra/adapters/http/deferred.py)
     processor: Any = None  # commands.processor.CommandProcessor
     processor_needs: tuple[str, ...] = ("broker",)
     projectors: dict[str, str | None] = field(default_factory=dict)  # name → "postgres", "clickhouse" or None
@@ -104,7 +105,7 @@ class Health:
 
     def parts(self, role: str, dependencies: dict[str, Part]) -> dict[str, Part]:
         if role == "api":
-            found = {name: capability(store, dependencies) for name, store in
+            found = {name: self.api_part(store, dependencies) for name, store in
                      (("commands", "broker"), ("postgres_reads", "postgres"), ("clickhouse_reads", "clickhouse"))
                      if store in dependencies}
             if self.roles.hub is not None:
@@ -116,6 +117,12 @@ class Health:
         runners = {r.projection.name: r for r in list(self.roles.runners)}
         return {name: needing(projector_part(runners.get(name)), dependencies, "broker", *([store] if store else []))
                 for name, store in self.roles.projectors.items()}
+
+    def api_part(self, store: str, dependencies: dict[str, Part]) -> Part:
+        if self.roles.api_building:
+            return needing(Part("starting", reason="the API is being built: it needs PostgreSQL"), dependencies,
+                           "postgres", store)
+        return capability(store, dependencies)
 
     def view(self, key: str, part: Part, detail: bool) -> dict:
         shown: dict[str, Any] = {"status": part.status, "since": self.since.of(key, part.status, part.since).isoformat(),

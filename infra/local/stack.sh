@@ -293,6 +293,9 @@ share.coordinator.state.topic.min.isr=1
 
 # No 3 s wait before the first rebalance of an empty group.
 group.initial.rebalance.delay.ms=0
+# A killed processor's partitions move once its group session times out (RUNLEDGER_SESSION_TIMEOUT_MS,
+# 3 s by default): allow sessions that short; Kafka's default floor is 6 s (docs/bench-failover.md).
+group.min.session.timeout.ms=1000
 
 # Modest footprint for a 2-core laptop/CI machine.
 num.network.threads=2

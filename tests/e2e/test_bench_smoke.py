@@ -156,3 +156,26 @@ def test_policy_smoke_with_http(bench_env):
         assert measured.startswith(decided) and rejected == "0", measured
         assert count.split(" of ")[0] == count.split(" of ")[1] != "0", measured
     assert " / " in table[next(k for k in table if "evaluate() inside the processor, per call" in k)][0]
+
+
+def test_console_smoke(bench_env):
+    """The console in headless Chromium, idle and under a small streams load (50 subscribers, 10 cmd/s): every
+    sample shows in the page, and so few samples get no verdict."""
+    table = smoke(bench_env, "console")
+    for phase in ("idle", "load 50 subs @ 10 cmd/s"):
+        assert table[f"{phase}: samples shown within 60 s"] == (
+            "first render 2 of 2, click 2 of 2, command 20 of 20", "all", "pass")
+        rows = {k: v for k, v in table.items() if k.startswith(f"{phase}: ") and " p50 / max" in k}
+        assert len(rows) == 4 and {v[2] for v in rows.values()} == {TOO_SHORT}, rows
+    assert table["load: SSE subscribers of one tenant's stream"][0].startswith("50 of 50 connected")
+
+
+def test_failover_smoke(bench_env):
+    """One kill and a 1,000-event rebuild: the takeover is timed and split, but one takeover gives no pass; the
+    rebuild from a snapshot folds what a replay from offset 0 folds."""
+    table = smoke(bench_env, "failover")
+    assert table["kills: kill → successor accepts"][1:] in (("max ≤ 5 s", TOO_SHORT), ("max ≤ 5 s", "MISS"))
+    assert {table[f"kills: {split}"][2] for split in ("detection", "fencing", "queued", "rebuild", "first accept")} \
+        == {"info"}
+    assert table["kills: session timeout (broker floor)"][0] == "3,000 ms (1000 ms)"
+    assert table["rebuild: 1,000 + 1,000 events: from its snapshot"][1:] == ("same fold as from offset 0", "pass")

@@ -16,7 +16,7 @@ import pytest
 
 from infra.entry.client import LedgerClient
 from tests.e2e.test_poison_tenant import poison
-from tests.own_stack import OwnStack
+from tests.own_stack import running_stack
 from tests.support import Service, make_settings, token, unique, wait_until
 
 PROBE_TIMEOUT_S = 1.0
@@ -36,12 +36,8 @@ class HealthService(Service):
 
 @pytest.fixture(scope="module")
 def stack():
-    own = OwnStack("rlhealth-")
-    try:
-        own.up()
+    with running_stack("rlhealth-") as own:
         yield own
-    finally:
-        own.down()
 
 
 @pytest.fixture(scope="module")

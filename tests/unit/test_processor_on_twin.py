@@ -32,8 +32,9 @@ def twin(settings) -> MemoryLog:
 
 
 @asynccontextmanager
-async def running(settings, log: MemoryLog, clock=None, owning: int | None = None):
-    processor = CommandProcessor(settings, clock or Clock(), log_=log)
+async def running(settings, log: MemoryLog, clock=None, owning: int | None = None, **given):
+    """`given`: more of CommandProcessor's arguments (snapshots=, keys=, ...)."""
+    processor = CommandProcessor(settings, clock or Clock(), log_=log, **given)
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop))
     if owning is not None:

@@ -2,115 +2,27 @@
 
 aiokafka's own errors are mapped to the port's: ProducerFenced to Fenced, IllegalStateError (a
 partition that is not assigned) to NotAssigned, every other KafkaError to LogError, so callers
-never import aiokafka. The consumer's generation counts the rebalance callbacks this adapter sees.
+never import aiokafka (kafka_group.py: the mapping, and the group consumer, whose generation counts the rebalance
+callbacks this adapter sees).
+
+A log given `patience` (the roles' logs, infra/entry/bootstrap.py) waits out a broker that is down
+when a role starts: creating the topics and starting a group consumer, the plain producer or a tail
+try again with its backoff (infra/adapters/backoff.py) instead of raising. A log without patience
+(one-shot commands, the unit tests) raises LogError at once, as before.
 """
 import asyncio
-from contextlib import asynccontextmanager, contextmanager
-from typing import AsyncIterator, Awaitable, Iterator
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable
 
 import aiokafka
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer
 
 from infra.adapters import kafka
-from infra.adapters.eventlog.port import (Delivered, EventLog, Fenced, GroupConsumer, LogError, Moved, NotAssigned,
-                                         PartitionReader, Producer, Record, Tail, TopicPartition,
-                                         TransactionalWriter)
+from infra.adapters.backoff import Backoff
+from infra.adapters.eventlog.kafka_group import KafkaGroupConsumer, ours, ported, record_of, starting, theirs
+from infra.adapters.eventlog.port import (Delivered, EventLog, GroupConsumer, LogError, Moved, PartitionReader,
+                                         Producer, Record, Tail, TopicPartition, TransactionalWriter)
 from infra.adapters.settings import Settings
-
-
-@contextmanager
-def ported(doing: str | None = None) -> Iterator[None]:
-    """Raise aiokafka's errors as the port's: Fenced, NotAssigned, or LogError (saying what failed)."""
-    try:
-        yield
-    except ProducerFenced as error:
-        raise Fenced(repr(error)) from error
-    except IllegalStateError as error:
-        raise NotAssigned(str(error)) from error
-    except KafkaError as error:
-        raise LogError(f"{doing}: {error!r}" if doing else repr(error)) from error
-
-
-def ours(tp) -> TopicPartition:
-    return TopicPartition(tp.topic, tp.partition)
-
-
-def theirs(tp: TopicPartition) -> aiokafka.TopicPartition:
-    return aiokafka.TopicPartition(tp.topic, tp.partition)
-
-
-def record_of(r) -> Record:
-    return Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()))
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, consumer: "KafkaGroupConsumer", on_assigned: Moved, on_revoked: Moved):
-        self.consumer, self.on_assigned, self.on_revoked = consumer, on_assigned, on_revoked
-
-    async def on_partitions_revoked(self, revoked):
-        self.consumer.moves += 1
-        await self.on_revoked({ours(tp) for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned):
-        self.consumer.moves += 1
-        await self.on_assigned({ours(tp) for tp in assigned})
-
-
-class KafkaGroupConsumer(GroupConsumer):
-    def __init__(self, consumer: AIOKafkaConsumer, topics: list[str], on_assigned: Moved, on_revoked: Moved):
-        self.consumer = consumer
-        self.moves = 0
-        consumer.subscribe(topics, listener=_Listener(self, on_assigned, on_revoked))
-
-    async def start(self) -> None:
-        with ported("cannot join the consumer group"):
-            await self.consumer.start()
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
-
-    def assignment(self) -> set[TopicPartition]:
-        return {ours(tp) for tp in self.consumer.assignment()}
-
-    @property
-    def generation(self) -> int:
-        return self.moves
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.assigned_only(self.consumer.pause, tps)
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self.assigned_only(self.consumer.resume, tps)
-
-    def paused(self) -> set[TopicPartition]:
-        return {ours(tp) for tp in self.consumer.paused()}
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.assigned_only(lambda t: self.consumer.seek(t, offset), (tp,))
-
-    def assigned_only(self, action, tps) -> None:
-        with ported():
-            for tp in tps:
-                action(theirs(tp))
-
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
-        with ported():
-            fetched = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return {ours(tp): [record_of(r) for r in records] for tp, records in fetched.items() if records}
-
-    async def committed(self, tp: TopicPartition) -> int | None:
-        with ported():
-            return await self.consumer.committed(theirs(tp))
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        with ported():
-            await self.consumer.commit({theirs(tp): OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-
-    async def position(self, tp: TopicPartition) -> int:
-        with ported():
-            return await self.consumer.position(theirs(tp))
 
 
 class KafkaWriter(TransactionalWriter):
@@ -167,10 +79,14 @@ class KafkaReader(PartitionReader):
 
 
 class KafkaProducer(Producer):
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, patience: Backoff | None = None):
         self.producer = kafka.command_producer(settings)  # idempotent, acks=all, no transactional id
+        self.patience = patience
 
     async def start(self) -> None:
+        await starting(self.patience, self.connect)
+
+    async def connect(self) -> None:
         with ported("cannot connect a producer"):
             await self.producer.start()
 
@@ -191,13 +107,20 @@ class KafkaProducer(Producer):
 
 
 class KafkaTail(Tail):
-    def __init__(self, settings: Settings, topic: str):
-        self.settings, self.topic = settings, topic
+    def __init__(self, settings: Settings, topic: str, patience: Backoff | None = None):
+        self.settings, self.topic, self.patience = settings, topic, patience
         self.consumer = kafka.reader(settings)
 
     async def start(self) -> None:
+        await starting(self.patience, self.connect)
+        await starting(self.patience, self.position)
+
+    async def connect(self) -> None:
         with ported(f"cannot tail {self.topic}"):
             await self.consumer.start()
+
+    async def position(self) -> None:
+        with ported(f"cannot tail {self.topic}"):
             partitions = sorted(await kafka.partitions_of(self.settings, self.topic))
             if not partitions:
                 raise LogError(f"cannot tail {self.topic}: no such topic")
@@ -219,16 +142,18 @@ class KafkaTail(Tail):
 
 
 class KafkaLog(EventLog):
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, patience: Backoff | None = None):
+        """`patience`: wait out a broker that is down at start (roles); None: raise LogError at once."""
+        self.settings, self.patience = settings, patience
 
     def group_consumer(self, topics: list[str], group: str, on_assigned: Moved, on_revoked: Moved,
                        max_poll_records: int = 500, **tuning: int) -> GroupConsumer:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False,
-            isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=max_poll_records,
-            **tuning)
-        return KafkaGroupConsumer(consumer, topics, on_assigned, on_revoked)
+        def make() -> AIOKafkaConsumer:
+            return AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False,
+                isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=max_poll_records,
+                **tuning)
+        return KafkaGroupConsumer(make, topics, on_assigned, on_revoked, self.patience)
 
     def transactional_writer(self, transactional_id: str) -> TransactionalWriter:
         return KafkaWriter(self.settings, transactional_id)
@@ -237,15 +162,22 @@ class KafkaLog(EventLog):
         return KafkaReader(self.settings)
 
     def producer(self) -> Producer:
-        return KafkaProducer(self.settings)
+        return KafkaProducer(self.settings, self.patience)
 
     def tail(self, topic: str) -> Tail:
-        return KafkaTail(self.settings, topic)
+        return KafkaTail(self.settings, topic, self.patience)
 
     async def partitions(self, topic: str) -> list[int]:
         with ported(f"cannot describe {topic}"):
             return sorted(await kafka.partitions_of(self.settings, topic))
 
     async def ensure_topics(self) -> None:
+        await starting(self.patience, self.create_topics)
+
+    async def create_topics(self) -> None:
         with ported("cannot create the ledger topics"):
             await kafka.ensure_topics(self.settings)
+
+    async def session_floor_ms(self) -> int | None:
+        """The brokers' group.min.session.timeout.ms (the highest, if they differ); None if it cannot be read now."""
+        return await kafka.broker_config_max(self.settings, "group.min.session.timeout.ms")

@@ -230,3 +230,7 @@ class EventLog(ABC):
     @abstractmethod
     async def partitions(self, topic: str) -> list[int]:
         """Return the topic's partitions in order (empty if it does not exist)."""
+
+    async def session_floor_ms(self) -> int | None:
+        """Return the shortest group session the cluster accepts (group.min.session.timeout.ms), None if it has none."""
+        return None

@@ -44,6 +44,8 @@ STATUSES: dict[str, int] = {
     "missing_idempotency_key": 422, "item_too_large": 422,
     # content cannot be sealed right now: try again once the key store or the KEK is back
     "content_storage_unavailable": 503,
+    # the event log cannot take the command now (commands/bus.py LogUnavailable): retry with the same key
+    "log_unavailable": 503,
     # the processor could not decide the command (a defect of runledger)
     "undecidable": 500,
 }

@@ -37,6 +37,10 @@ UNAVAILABLE = ("not_caught_up: the read model has not applied the tenant's chain
                "`wait_ms`; `details` says how far it has got; retry after `Retry-After` seconds. "
                "read_model_held: an event of this tenant could not be applied there, and it is held before it")
 
+LOG_UNAVAILABLE = ("log_unavailable: the event log cannot take commands now (the broker is down, or did not "
+                   "confirm the command within RUNLEDGER_DELIVERY_TIMEOUT_S); `details.sent` says whether it was "
+                   "produced (then it may still be recorded); retry after `Retry-After` seconds with the same "
+                   "Idempotency-Key, which makes the retry exact")
 COMMAND_STATUSES = {
     "400": ("malformed_json, duplicate_key, too_deeply_nested, invalid_content_length: the body is not "
             "JSON, repeats a member name or nests too deep, or Content-Length is not a number; "
@@ -54,8 +58,9 @@ COMMAND_STATUSES = {
             "occurred_at_in_future, occurred_at_too_old: `occurred_at` is no RFC 3339 instant with an "
             "offset, or is further ahead of runledger's clock than RUNLEDGER_CLOCK_SKEW_S or further back "
             "than RUNLEDGER_CLIENT_TIME_HORIZON_S"),
-    "504": ("outcome_pending: the command was queued but no outcome arrived in time; retry with the "
-            "same Idempotency-Key to get it"),
+    "503": LOG_UNAVAILABLE,
+    "504": ("outcome_pending: the log holds the command but no outcome arrived within "
+            "RUNLEDGER_COMMAND_TIMEOUT_S; retry with the same Idempotency-Key to get it"),
 }
 BATCH_STATUSES = {  # the request's own refusals; each command's are in its outcome, in the 200
     "400": ("malformed_batch: the body cannot be split into commands (not UTF-8, not a JSON array, a string or "
@@ -66,6 +71,7 @@ BATCH_STATUSES = {  # the request's own refusals; each command's are in its outc
     "415": "unsupported_media_type: Content-Type is neither application/json nor application/x-ndjson",
     "422": ("empty_batch: the batch has no commands; idempotency_key_per_item: an Idempotency-Key header "
             "(each command gives its own `idempotency_key`)"),
+    "503": LOG_UNAVAILABLE.replace("Idempotency-Key", "idempotency_key for each command"),
 }
 QUERY_STATUSES = {
     "400": "invalid_cursor: a cursor this API did not issue; " + INVALID_PARAMETER,
@@ -144,14 +150,14 @@ def statuses_of(method: str, path: str) -> dict[str, str]:
 
 
 def rejection(status: str, description: str) -> dict[str, Any]:
-    schema = "Unavailable" if status == "503" else "Rejection"
+    schema = "Unavailable" if status == "503" and not description.startswith("log_unavailable") else "Rejection"
     response: dict[str, Any] = {"description": description,
                                 "content": {"application/json": {"schema": {"$ref": REF.format(model=schema)}}}}
     if status == "401":
         response["headers"] = {"WWW-Authenticate": header("Bearer", {"const": "Bearer"})}
     if status == "503":
-        response["headers"] = {"Retry-After": header("with not_caught_up: seconds to wait before retrying",
-                                                     {"pattern": "^[0-9]+$"}, required=False)}
+        response["headers"] = {"Retry-After": header("with not_caught_up and log_unavailable: seconds to wait "
+                                                     "before retrying", {"pattern": "^[0-9]+$"}, required=False)}
     return response
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from bench.failover.main import main
+
+sys.exit(main())
