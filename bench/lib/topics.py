@@ -1,10 +1,11 @@
 """Kafka and PostgreSQL plumbing for benchmarks: settings on the bench's own prefix, topics, reads, cleanup."""
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tqdm import tqdm
 
@@ -37,6 +38,24 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
         await admin.create_topics([NewTopic(name, partitions, 1)])
     finally:
         await admin.close()
+
+
+async def produce_all(bootstrap: str, records: Iterable[dict[str, Any]]) -> None:
+    """Produce records (each send()'s keyword arguments: topic, value, key, ...) in bulk on an idempotent producer,
+    awaiting the deliveries every 5,000."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        futures = []
+        for record in records:
+            futures.append(await producer.send(**record))
+            if len(futures) >= 5000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
 
 
 async def delete_topics(bootstrap: str, prefixes: list[str]) -> None:

@@ -6,7 +6,6 @@ checked against a read_committed read of the events topic, which is also kept fo
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import statistics
@@ -15,14 +14,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
 from bench.lib.measure import Window
 from bench.lib.meters import CpuMeter, memory_mb
 from bench.lib.procs import Child, python_argv
 from bench.lib.report import Report
-from bench.lib.topics import timed_read, tps
+from bench.lib.topics import produce_all, timed_read, tps
 from bench.write.workload import serve_env
 from infra.adapters import kafka
 from infra.adapters.settings import Settings
@@ -47,21 +45,10 @@ class ProcessorResult:
 
 async def produce(settings: Settings, envelopes: list[dict], progress: bool) -> None:
     """Produce the command envelopes, keyed by tenant, in bulk."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True, acks="all",
-                                linger_ms=5, max_batch_size=1024 * 1024)
-    await producer.start()
-    try:
-        futures = []
-        for env in tqdm(envelopes, desc="produce commands", unit="cmd", disable=not progress, leave=False):
-            futures.append(await producer.send(settings.commands_topic, kafka.dumps(env),
-                                               key=env["tenant_id"].encode(),
-                                               headers=[("traceparent", env["traceparent"].encode())]))
-            if len(futures) >= 5000:
-                await asyncio.gather(*futures)
-                futures.clear()
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+    await produce_all(settings.kafka_bootstrap, (
+        {"topic": settings.commands_topic, "value": kafka.dumps(env), "key": env["tenant_id"].encode(),
+         "headers": [("traceparent", env["traceparent"].encode())]}
+        for env in tqdm(envelopes, desc="produce commands", unit="cmd", disable=not progress, leave=False)))
 
 
 async def collect(reader, child: Child, expected: int, args) -> list[Arrival]:
