@@ -60,17 +60,20 @@ async def test_one_connection_resumed_at_random_points_gives_each_channel_once_i
     more = asyncio.Event()
 
     async def produce():
-        for i in range(60):
-            if i % 3 == 0:
-                body = await send(http, tenant, {"type": "RequestApproval", "run_id": waiting, "action": f"a{i}",
-                                                 "risk_tier": "low"})
-                produced["approvals"] += 1
-                body = await send(http, tenant, {"type": "GrantApproval", "approval_id": body["aggregate_id"]},
-                                  "approver", subject="ann")
-                produced["approvals"] += sum(e["type"].startswith("approval.") for e in body["events"])
-            else:
-                await send(http, tenant, {"type": "StartStep", "run_id": stepping, "kind": "tool", "name": f"s{i}"})
-                produced[f"runs/{stepping}"] += 1
+        try:
+            for i in range(60):
+                if i % 3 == 0:
+                    body = await send(http, tenant, {"type": "RequestApproval", "run_id": waiting, "action": f"a{i}",
+                                                     "risk_tier": "low"})
+                    produced["approvals"] += 1
+                    body = await send(http, tenant, {"type": "GrantApproval", "approval_id": body["aggregate_id"]},
+                                      "approver", subject="ann")
+                    produced["approvals"] += sum(e["type"].startswith("approval.") for e in body["events"])
+                else:
+                    await send(http, tenant, {"type": "StartStep", "run_id": stepping, "kind": "tool", "name": f"s{i}"})
+                    produced[f"runs/{stepping}"] += 1
+                more.set()
+        finally:  # wakes the reader when it ends, a failure included
             more.set()
     producer = asyncio.create_task(produce())
     # When it reads both on one connection, cut after a random number of events, and resumes with the last id seen
@@ -79,13 +82,14 @@ async def test_one_connection_resumed_at_random_points_gives_each_channel_once_i
         available = sum(produced.values()) - len(received)
         if not available:
             if producer.done():
+                await producer  # a command it sent that was not accepted is this test's failure, not a hang
                 break
             more.clear()
             await more.wait()
             continue
         cut = min(rng.randint(1, 9), available)
-        got = await read(api, channels, {**bearer(tenant), "Last-Event-ID": last},
-                         lambda ms: sum(m.event in channels for m in ms) >= cut)
+        got = await asyncio.wait_for(read(api, channels, {**bearer(tenant), "Last-Event-ID": last},  # pings keep
+                                          lambda ms: sum(m.event in channels for m in ms) >= cut), 60)  # it open
         assert got[0].event == "subscribed" and got[0].id == last
         events = [m for m in got if m.event in channels]
         received += [(m.event, m.id, m.json["chain_seq"], m.json["type"]) for m in events]
