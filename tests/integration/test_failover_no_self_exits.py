@@ -117,7 +117,9 @@ async def test_a_fenced_writer_whose_close_fails_too_is_dropped_and_the_partitio
         await produce_commands(settings, sent)
         assert await once_each_and_chained(settings, sent, [tenant]) == [2]
         await rival.stop()
-        assert (task.done(), processor.stats["fenced"] >= 1, faults.armed["writer.stop"]) == (False, True, [])
+        # Dropped and taken again: aiokafka surfaces the fence as ProducerFenced or, when it lands between two
+        # transactions, as IllegalOperation on the next send; either way the writer is closed and the partition rebuilt
+        assert (task.done(), processor.stats["rebuilds"] >= 2, faults.armed["writer.stop"]) == (False, True, [])
 
 
 async def test_partitions_revoked_while_batches_commit_never_end_either_processor():
