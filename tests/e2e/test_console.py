@@ -218,6 +218,37 @@ async def test_an_approval_opened_by_link_before_its_read_model_has_it_shows_wit
     await page.context.close()
 
 
+async def test_a_run_opened_by_link_before_the_stream_knows_it_follows_it_once_it_lands(svc, browser, http):
+    # Given an operator who opens a run's link before the run exists (under load: while the channels model is behind)
+    tenant = unique("early-run-")
+    run = str(uuid.uuid4())
+    page = await open_console(browser, svc, token(tenant, "oz", ("operator", "auditor")), f"#/runs/{run}")
+    status = page.locator("p.status")
+    await expect(status).to_contain_text("not in the stream yet")  # the stream's first answer was a 404
+    # When the run is requested and started
+    await send(http, tenant, {"type": "RequestRun", "run_id": run, "agent_id": "late-bot"})
+    await send(http, tenant, {"type": "StartRun", "run_id": run})
+    # Then the tab asks again by itself, replays the run from its start and follows it live
+    timeline = page.locator("table.timeline")
+    await expect(timeline.locator("tr[data-type='run.requested']")).to_contain_text("agent late-bot")
+    await expect(status).to_have_text("Following this run live.")
+    await send(http, tenant, {"type": "StartStep", "run_id": run, "kind": "llm", "name": "plan"})
+    await expect(timeline.locator("tr[data-type='run.step_started']")).to_contain_text("llm step “plan”")
+    await expect(page.locator("dl.summary-grid")).to_contain_text("late-bot")
+    streams = await page.evaluate("window.__streams")
+    assert (streams["most"], streams["open"]) == (1, 1), streams
+    await page.context.close()
+
+
+async def test_a_run_that_never_comes_is_said_not_to_exist(svc, browser, http):
+    page = await open_console(browser, svc, token(unique("no-run-"), "oz", ("operator",)), f"#/runs/{uuid.uuid4()}")
+    await expect(page.locator("p.status")).to_contain_text("not in the stream yet")
+    # after its bounded retries (about 30 s) the tab gives up on it and holds no stream
+    await expect(page.locator("p.status")).to_have_text("No such run in this tenant.", timeout=60_000)
+    assert (await page.evaluate("window.__streams"))["open"] == 0
+    await page.context.close()
+
+
 async def checkpointed(http, tenant: str, seq: int) -> bool:
     response = await http.get("/v1/evidence/checkpoint", headers=auth(tenant, "auditor", "auditor"))
     return response.status_code == 200 and response.json()["size"] >= seq

@@ -63,7 +63,7 @@ function show() {
 
 function signOut(message = "") {
   sessionStorage.removeItem(TOKEN);
-  ctx?.stream.stop();
+  ctx?.stream.close();
   current?.unmount();
   ctx = null;
   current = null;

@@ -7,6 +7,9 @@
 import {EventStreamParser} from "./sse.js";
 
 const RETRY_MS = 2000;
+// A channel the server does not know is tried again on this schedule (about 30 s in all) before the view is told
+// it does not exist: a run opened by its link right after it was requested may not be in the channels model yet.
+const ABSENT_RETRY_MS = [1000, 2000, 4000, 8000, 15000];
 
 export class Multiplex {
   constructor(api, onState = () => {}) {
@@ -18,6 +21,8 @@ export class Multiplex {
     this.retryMs = RETRY_MS;
     this.generation = 0;
     this.controller = null;
+    this.absent = new Map(); // channel → how many times in a row the server answered 404 for it
+    this.retries = new Map(); // channel → the timer that will ask for it again
   }
 
   on(channel, handler) {
@@ -39,8 +44,16 @@ export class Multiplex {
     const same = next.size === this.positions.size &&
       [...next.keys()].every((channel) => this.positions.has(channel) && wanted[channel] === "keep");
     if (same && this.controller) return;
+    for (const channel of next.keys()) this.cancelRetry(channel); // asked for now, not later
     this.positions = next;
     this.restart();
+  }
+
+  // Sign-out: nothing is followed any more, and nothing is asked for again later.
+  close() {
+    for (const channel of [...this.retries.keys()]) this.cancelRetry(channel);
+    this.positions = new Map();
+    this.stop();
   }
 
   stop() {
@@ -109,9 +122,29 @@ export class Multiplex {
       this.api.onUnauthorized(body);
       this.stop();
     } else if ((response.status === 404 || response.status === 403) && channel && this.positions.has(channel)) {
+      const position = this.positions.get(channel);
       this.positions.delete(channel); // follow the others; the view of that channel says why
-      this.emit(channel, {kind: "refused", status: response.status, code: body.code, reason: body.reason});
+      const tries = this.absent.get(channel) ?? 0;
+      const retrying = response.status === 404 && tries < ABSENT_RETRY_MS.length;
+      this.emit(channel, {kind: "refused", status: response.status, code: body.code, reason: body.reason, retrying});
+      if (retrying) {
+        this.absent.set(channel, tries + 1);
+        this.retries.set(channel, setTimeout(() => this.askAgain(channel, position), ABSENT_RETRY_MS[tries]));
+      }
     }
+  }
+
+  // Follow a refused channel again where it was, if a view still listens to it and nothing asked for it since.
+  askAgain(channel, position) {
+    this.retries.delete(channel);
+    if (!this.handlers.get(channel)?.size || this.positions.has(channel)) return;
+    this.positions.set(channel, position);
+    this.restart();
+  }
+
+  cancelRetry(channel) {
+    clearTimeout(this.retries.get(channel));
+    this.retries.delete(channel);
   }
 
   async read(body, channels, generation) {
@@ -130,7 +163,10 @@ export class Multiplex {
     const data = JSON.parse(message.data);
     if (message.event === "subscribed") {
       this.seen(data.chain_seq);
-      for (const channel of channels) this.emit(channel, {kind: "subscribed", chainSeq: data.chain_seq});
+      for (const channel of channels) {
+        this.absent.delete(channel);
+        this.emit(channel, {kind: "subscribed", chainSeq: data.chain_seq});
+      }
     } else if (message.event === "replay_incomplete") {
       this.emit(data.channel, {kind: "notice", ...data});
     } else if (message.event === "overflow") {

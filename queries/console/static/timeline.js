@@ -49,12 +49,16 @@ export class Timeline {
       this.refreshSoon();
       mark("console:live-update");
     } else if (message.kind === "subscribed") {
+      this.waiting = false;
       this.status.textContent = "Following this run live.";
     } else if (message.kind === "notice") {
       this.status.textContent = `Replay incomplete (${message.reason}): events up to position ${message.resumes_after} ` +
         "are no longer kept for streams; the audit search has them.";
     } else if (message.kind === "refused") {
-      this.status.textContent = message.status === 404 ? "No such run in this tenant." : message.reason;
+      this.waiting = message.retrying;
+      this.status.textContent = message.status !== 404 ? message.reason : message.retrying
+        ? "This run is not in the stream yet (a run just requested can take a moment); trying again…"
+        : "No such run in this tenant.";
     }
   }
 
@@ -71,6 +75,7 @@ export class Timeline {
       }
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
+      if (error.status === 404 && this.waiting) return; // the stream is asking again; it says so
       this.status.textContent = error.status === 404 ? "No such run in this tenant." : `Could not read the run: ${error.message}`;
     }
   }
