@@ -47,7 +47,7 @@ from schemathesis.engine import StopReason, events, from_schema
 from tests.support import token, unique
 
 MAX_EXAMPLES = 30
-STREAM_EXAMPLES = 12
+STREAM_EXAMPLES = 6
 SSE_READ_S = 1.5
 BUDGET_S = 150
 WAIT_CAP_MS = 200
