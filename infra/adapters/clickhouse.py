@@ -18,10 +18,15 @@ to nothing and does not load chdb.
 
 chdb's data directory belongs to one process at a time (the engine holds a lock on its `status`
 file), and a process hosts one chdb engine, so one data directory, at a time.
+
+One ClickHouse major for both: CLICKHOUSE_MAJOR is the one chdb (pinned in pyproject.toml) embeds
+and docker-compose.yml's server runs; a server of another major is used, with a warning naming both
+versions (tests/integration/test_clickhouse_contract.py holds the three to it).
 """
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import threading
@@ -31,6 +36,23 @@ from typing import Any, Callable, Mapping, Sequence
 
 Params = Mapping[str, Any]
 Row = Sequence[Any]
+CLICKHOUSE_MAJOR = 26  # chdb 4.4.0 embeds 26.9; docker-compose.yml runs the 26.8 LTS server
+log = logging.getLogger(__name__)
+
+
+def major_of(version: str) -> int:
+    """The major release of a ClickHouse version string (`26.9.2.1` → 26)."""
+    return int(version.split(".", 1)[0])
+
+
+def parity_warning(server_version: str) -> str | None:
+    """What to tell an operator whose server is not of the major this code is tested against, or None."""
+    if major_of(server_version) == CLICKHOUSE_MAJOR:
+        return None
+    return (f"the ClickHouse server runs {server_version}, but runledger is tested against ClickHouse "
+            f"{CLICKHOUSE_MAJOR}.x (the chdb it pins); SQL that differs between majors may fail: run a "
+            f"{CLICKHOUSE_MAJOR}.x server, or run the contract suite against this one "
+            "(RUNLEDGER_CLICKHOUSE_URL=... pytest tests/integration/test_clickhouse_contract.py)")
 
 _PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
 
@@ -158,6 +180,9 @@ class ServerClickHouse(_ConnectClickHouse):
         # this client across threads. clickhouse-connect's HTTP pool is thread-safe without one.
         client = clickhouse_connect.get_client(dsn=url, tz_mode="aware",
                                                autogenerate_session_id=False)
+        self.server_version = client.server_version
+        if warning := parity_warning(self.server_version):
+            log.warning(warning)
         super().__init__(client, lock=None)
 
 
