@@ -44,6 +44,9 @@ class LogUnavailable(Exception):
         self.why, self.sent = why, sent
 
 
+UNAVAILABLE = "log_unavailable"  # the command.duration outcome of a command the log did not take (503)
+
+
 def dumps(value: dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -143,12 +146,15 @@ class CommandBus:
 
         The command's `traceparent` becomes that of its `send` span (infra/adapters/tracing.py)."""
         started, deadline = time.perf_counter(), time.monotonic() + self.settings.command_timeout_s
-        await self.admit(deadline)
         future = asyncio.get_running_loop().create_future()
         self.pending[command["command_id"]] = future  # before producing: the reply may come before the wait
         try:
+            await self.admit(deadline)
             await self.produce(command, deadline)
             reply = await asyncio.wait_for(future, left(deadline))
+        except LogUnavailable:
+            self.meters.answered(command, None, started, UNAVAILABLE)
+            raise
         except asyncio.TimeoutError:
             self.meters.answered(command, None, started)
             log.warning("command %s (%s) had no outcome within %ss; it may still be decided", command["command_id"],
@@ -165,20 +171,26 @@ class CommandBus:
         together: None for each the log holds that had no outcome in time (per command, the OutcomePending),
         LogUnavailable for each the log did not confirm. LogUnavailable is raised when it confirmed none."""
         started, deadline = time.perf_counter(), time.monotonic() + self.settings.command_timeout_s
-        if commands:
-            await self.admit(deadline)
         loop = asyncio.get_running_loop()
         futures = {command["command_id"]: loop.create_future() for command in commands}
         self.pending.update(futures)  # before producing, as in submit
         try:
-            confirmed = await self.produce_many(commands, deadline)
+            try:
+                if commands:
+                    await self.admit(deadline)
+                confirmed = await self.produce_many(commands, deadline)
+            except LogUnavailable:
+                for command in commands:
+                    self.meters.answered(command, None, started, UNAVAILABLE)
+                raise
             awaited = [future for future, ok in zip(futures.values(), confirmed) if ok]
             if awaited:
                 await asyncio.wait(awaited, timeout=left(deadline))
             replies = [(future.result() if future.done() else None) if ok else LogUnavailable(self.unconfirmed(), True)
                        for future, ok in zip(futures.values(), confirmed)]
             for command, reply in zip(commands, replies):
-                self.meters.answered(command, reply if isinstance(reply, dict) else None, started)
+                self.meters.answered(command, reply if isinstance(reply, dict) else None, started,
+                                     UNAVAILABLE if isinstance(reply, LogUnavailable) else None)
             if None in replies:
                 log.warning("%s of %s commands had no outcome within %ss; they may still be decided",
                             replies.count(None), len(replies), self.settings.command_timeout_s)

@@ -65,11 +65,12 @@ class CommandMeters:
         self.duration = meter.create_histogram(
             "runledger.command.duration", unit="s", explicit_bucket_boundaries_advisory=SECONDS,
             description="from producing a command to its reply, as the API waits for it; outcome pending: no "
-                        "reply in RUNLEDGER_COMMAND_TIMEOUT_S")
+                        "reply in RUNLEDGER_COMMAND_TIMEOUT_S; log_unavailable: the log did not take it (a 503)")
         self.attributes = Attributes("command_type", "outcome")
 
-    def answered(self, command: dict[str, Any], reply: dict[str, Any] | None, started: float) -> None:
-        outcome = "pending" if reply is None else outcome_of(reply)
+    def answered(self, command: dict[str, Any], reply: dict[str, Any] | None, started: float,
+                 outcome: str | None = None) -> None:
+        outcome = outcome or ("pending" if reply is None else outcome_of(reply))
         self.duration.record(perf_counter() - started, self.attributes(command_type(command), outcome))
 
 

@@ -16,7 +16,9 @@ from infra.adapters.eventlog import TopicPartition
 from infra.adapters.eventlog.memory import MemoryLog, MemoryProducer
 from infra.adapters.http.app import create_app
 from infra.adapters.http.errors import status_of_code
+from infra.adapters.meters import CommandMeters
 from tests.support import command, make_settings, token, unique
+from tests.unit.test_metrics_sources import Points, labels
 from tests.unit.test_processor_on_twin import running
 
 
@@ -154,6 +156,29 @@ async def test_a_batch_answers_per_command_what_the_log_confirmed_and_raises_whe
             await bus.stop()
     assert (replies[0]["status"], type(replies[1]), replies[1].sent, none.value.sent) == (
         "accepted", LogUnavailable, True, True)
+
+
+async def test_every_command_the_log_did_not_take_is_timed_as_log_unavailable():
+    settings, log = outage_twin()
+    points, probe = Points(), Probe()
+    reachable, unreachable = unique("a"), unique("b")
+    log.unreachable.add(unreachable.encode())
+    async with running(settings, log, utcnow, owning=2):
+        bus = await started(CommandBus(settings, log, meters=CommandMeters(points.meter), broker_down=probe))
+        try:
+            with pytest.raises(LogUnavailable):  # produced, unconfirmed
+                await bus.submit(run_requested(unreachable, "k1"))
+            await bus.submit_many([run_requested(reachable, "a1"), run_requested(unreachable, "b1")])
+            probe.down = "Connection refused"
+            with pytest.raises(LogUnavailable):  # refused before producing
+                await bus.submit(run_requested(reachable, "k2"))
+            with pytest.raises(LogUnavailable):
+                await bus.submit_many([run_requested(reachable, "a2"), run_requested(reachable, "a3")])
+        finally:
+            await bus.stop()
+    counts = {attributes: count for attributes, (count, _) in points.named("runledger.command.duration").items()}
+    assert counts == {labels(command_type="RequestRun", outcome="log_unavailable"): 5,
+                      labels(command_type="RequestRun", outcome="accepted"): 1}
 
 
 class Refusing:
