@@ -272,6 +272,9 @@ async def test_an_approver_of_one_tenant_sees_nothing_of_another(svc, browser, h
         await expect(tab.locator("table.timeline tbody tr")).to_have_count(0)
         assert (await tab.evaluate("window.__streams"))["open"] == 0
     await nowhere.context.close()
+    await page.goto(f"{svc.url}/console#/approvals")  # left and opened again: asked for anew, with every retry
+    await page.goto(f"{svc.url}/console#/runs/{their_ids['run']}")
+    await expect(page.locator("p.status")).to_contain_text("not in the stream yet")
     seen.append(await page.locator("body").inner_text())
     await shot(page, tmp_path, "isolation-their-run")
     # Then nothing of the other tenant is shown, not even that its ids exist

@@ -44,7 +44,11 @@ export class Multiplex {
     const same = next.size === this.positions.size &&
       [...next.keys()].every((channel) => this.positions.has(channel) && wanted[channel] === "keep");
     if (same && this.controller) return;
-    for (const channel of next.keys()) this.cancelRetry(channel); // asked for now, not later
+    for (const channel of next.keys()) {
+      // a view asking anew for a channel given up on gets the whole retry schedule again
+      if (!this.positions.has(channel) && !this.retries.has(channel)) this.absent.delete(channel);
+      this.cancelRetry(channel); // asked for now, not later
+    }
     this.positions = next;
     this.restart();
   }
