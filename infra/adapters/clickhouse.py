@@ -21,7 +21,7 @@ file), and a process hosts one chdb engine, so one data directory, at a time.
 
 One ClickHouse major for both: CLICKHOUSE_MAJOR is the one chdb (pinned in pyproject.toml) embeds
 and docker-compose.yml's server runs; a server of another major is used, with a warning naming both
-versions (tests/integration/test_clickhouse_contract.py holds the three to it).
+versions (tests/integration/test_clickhouse_version.py holds the three to it).
 """
 from __future__ import annotations
 
