@@ -27,7 +27,7 @@ from infra.health.report import Health, Roles
 from infra.health.legacy import health
 from infra.health.wiring import build_health, health_app
 from infra.entry.loops import on_own_loop
-from infra.entry.patience import PATIENCE, quiet_connect_errors, stoppable, until_stopped
+from infra.entry.patience import PATIENCE, quiet_connect_errors, stoppable, until_stopped, with_postgres
 from infra.entry.gauges import read_model_metrics, stuck_run_metrics
 from projectors.approvals import ApprovalsProjection
 from projectors.archive import ArchiveProjection
@@ -91,6 +91,11 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+async def set_up_projections(settings: Settings, pool, ch) -> list:
+    """The read models, opened (tables created): waited for if PostgreSQL goes away after the pool opened."""
+    return await with_postgres(lambda: build_projections(settings, pool, ch))
+
+
 async def build_projections(settings: Settings, pool, ch) -> list:
     projections = ([await cls(pool, settings.topic_prefix).open() for cls in POSTGRES_PROJECTIONS]
                    + [await cls(ch, settings.topic_prefix).open() for cls in CLICKHOUSE_PROJECTIONS])
@@ -139,8 +144,8 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     pool = await until_stopped(stop, open_pool(settings, patience=PATIENCE)) if (api or projectors) else None
     try:
         if pool is not None or not (api or projectors):
-            tasks += await start_roles(settings, pool, ch, meter, stop, health_, deferred, runners, loops,
-                                       exposition, projectors)
+            tasks += await until_stopped(stop, start_roles(settings, pool, ch, meter, stop, health_, deferred, runners,
+                                                           loops, exposition, projectors)) or []
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION) if tasks else (set(), set())
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -160,7 +165,10 @@ async def start_roles(settings: Settings, pool, ch, meter, stop: asyncio.Event, 
                       projectors: bool) -> list[asyncio.Task]:
     """The roles that need PostgreSQL, once it answers: the projectors, their gauges, and the API."""
     tasks = []
-    projections = await build_projections(settings, pool, ch) if pool else []
+    projections = await set_up_projections(settings, pool, ch) if pool else []
+    keks = keks_from_settings(settings) if deferred is not None else None
+    keys = PostgresKeyStore(pool, *keks, table=data_keys_table(settings)) if keks else None
+    content = Content(await with_postgres(keys.open)) if keys else None  # both before any task: safe to cancel
     if projectors:
         tasks.append(asyncio.create_task(on_own_loop(
             "projectors", stoppable(lambda local_stop: run_projectors(settings, ch, runners, local_stop)), stop,
@@ -170,8 +178,6 @@ async def start_roles(settings: Settings, pool, ch, meter, stop: asyncio.Event, 
     if deferred is not None:
         hub = health_.roles.hub = ChannelHub(settings.database_url, pool, settings.topic_prefix, settings.sse_buffer)
         tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
-        keks = keks_from_settings(settings)
-        content = Content(await PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open()) if keks else None
         app = build_app(settings, pool, projections, hub, health_, content)
         app.state.exposition = exposition
         RebuildProgress(app.state.rebuilds).register(meter)
@@ -190,7 +196,7 @@ def key_store_opener(settings: Settings):
     async def opened():
         pool = await open_pool(settings, max_size=4, patience=PATIENCE)
         try:
-            yield await PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open()
+            yield await with_postgres(PostgresKeyStore(pool, *keks, table=data_keys_table(settings)).open)
         finally:
             await pool.close()
     return opened
@@ -230,7 +236,7 @@ async def run_projectors(settings: Settings, ch, runners: list[ProjectorRunner],
     pool = await open_pool(settings, patience=PATIENCE)
     try:
         log_ = KafkaLog(settings, PATIENCE)
-        runners.extend(ProjectorRunner(settings, p, log_=log_) for p in await build_projections(settings, pool, ch))
+        runners.extend(ProjectorRunner(settings, p, log_=log_) for p in await set_up_projections(settings, pool, ch))
         for runner in runners:
             runner.on_applied.append(projector_meters().applied)  # runledger.projector.events, .store.duration
         await asyncio.gather(*(r.run(stop) for r in runners))

@@ -12,12 +12,21 @@ import logging
 import time
 from typing import Awaitable, Callable, TypeVar
 
-from infra.adapters.backoff import Backoff, waiting_on
+import psycopg
+
+from infra.adapters.backoff import Backoff, patiently, waiting_on
 
 T = TypeVar("T")
 log = logging.getLogger("runledger.serve")
 PATIENCE = Backoff(first_s=0.2, cap_s=2.0)  # a dependency that returns is seen within about 2 s
 STOP_GRACE_S = 10.0
+POSTGRES_DOWN = (psycopg.OperationalError,)  # a refused or dropped connection, a pool that timed out (PoolTimeout)
+
+
+async def with_postgres(attempt: Callable[[], Awaitable[T]]) -> T:
+    """attempt(), again with PATIENCE while PostgreSQL is down: the pool opened, then the database went away
+    before the tables were set up. The attempt must be safe to repeat from the start (each `open()` is)."""
+    return await patiently("PostgreSQL", attempt, POSTGRES_DOWN, PATIENCE, log)
 
 
 async def until_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T | None:

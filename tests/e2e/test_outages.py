@@ -4,9 +4,11 @@ In order, on one OwnStack (never the shared stack): serve is started while the b
 up saying so, and accepts commands once it comes; the broker is then SIGKILLed under it: a command
 answers 503 log_unavailable with Retry-After (not after the command timeout), and the same
 Idempotency-Key sent again once the broker is back is recorded exactly once; last, a projector
-process started while PostgreSQL is down waits, says so, and projects once it comes. The time from
+process started while PostgreSQL is down waits, says so, and projects once it comes; and the read models'
+set-up, its pool open when PostgreSQL goes, waits for it instead of failing. The time from
 the broker's return to every tenant accepting is printed (measured, never asserted).
 """
+import asyncio
 import os
 import time
 
@@ -167,3 +169,34 @@ async def readiness_with_postgres(http, status: str) -> dict | None:
 async def ready_projectors(http) -> dict | None:
     body = await readiness(http)
     return body if body and body["status"] == "ok" else None
+
+
+async def test_postgres_gone_between_the_pool_opening_and_the_tables_set_up_is_waited_for(stack, settings, tmp_path):
+    """The race that used to exit serve: the pool opened, then PostgreSQL went away before the read models'
+    tables were created. The set-up waits (with_postgres) and completes once PostgreSQL is back."""
+    from infra.adapters.backoff import waiting_on
+    from infra.adapters.clickhouse import open_clickhouse
+    from infra.adapters.postgres import open_pool
+    from infra.entry.bootstrap import POSTGRES_PROJECTIONS, set_up_projections
+
+    stack.up()
+    fresh = settings.model_copy(update={"topic_prefix": unique("pgdrop"), "archive_dir": str(tmp_path / "archive")})
+    pool = await open_pool(fresh, max_size=2)
+    ch = open_clickhouse(None, str(tmp_path / "chdb"))
+    try:
+        stack.stop_postgres()
+        setting_up = asyncio.create_task(set_up_projections(fresh, pool, ch))
+        await wait_until(lambda: waiting_on(asyncio.get_running_loop()) or setting_up.done(), 60,
+                         "the set-up to wait for PostgreSQL")
+        assert not setting_up.done(), setting_up.exception()
+        await asyncio.to_thread(stack.up)
+        projections = await asyncio.wait_for(setting_up, 120)
+        async with pool.connection() as conn:
+            rows = await (await conn.execute("SELECT name FROM public.runledger_projections WHERE name LIKE %s",
+                                             (f"{fresh.topic_prefix}:%",))).fetchall()
+    finally:
+        ch.close()
+        await pool.close()
+    pg = sorted(cls.name for cls in POSTGRES_PROJECTIONS)
+    assert sorted(name.split(":", 1)[1] for (name,) in rows) == pg
+    assert sorted(p.name for p in projections if p.name in pg) == pg
