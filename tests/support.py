@@ -197,7 +197,25 @@ class Service:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{self.log_path} did not exit within 30 s of signal {sig}; what it was "
+                                     f"doing:\n{self.stacks()}") from None
+
+    def stacks(self) -> str:
+        """Ask the process for its threads' and tasks' stacks (infra/entry/dumps.py), SIGKILL it, return its log's end."""
+        size = self.log_path.stat().st_size
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(3)  # the dump is written meanwhile; a process that exits after all is fine
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
             self.proc.wait(30)
+        with open(self.log_path, "rb") as f:
+            f.seek(max(0, size - 4000))
+            return f.read().decode(errors="replace")[-30000:]
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)

@@ -26,6 +26,7 @@ from infra.adapters.telemetry import setup_metrics, setup_tracing
 from infra.health.report import Health, Roles
 from infra.health.legacy import health
 from infra.health.wiring import build_health, health_app
+from infra.entry.dumps import dump_on_signals, exit_if_stuck
 from infra.entry.loops import on_own_loop
 from infra.entry.patience import PATIENCE, quiet_connect_errors, stoppable, until_stopped, with_postgres
 from infra.entry.gauges import read_model_metrics, stuck_run_metrics
@@ -86,9 +87,15 @@ def build_settings(**overrides) -> Settings:
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set stop, and from the first one the process has STOP_DEADLINE_S to end (dumps.py)."""
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        if not stop.is_set():
+            exit_if_stuck()
+        stop.set()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
 
 
 async def set_up_projections(settings: Settings, pool, ch) -> list:
@@ -128,6 +135,7 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
                                           open_keys=key_store_opener(settings)) if processor else None)
     # Each role's event loop, for /livez; the main loop's first role answers on it.
     loops = {("api" if api else "processor" if processor else "projectors"): asyncio.get_running_loop()}
+    dump_on_signals(loops)  # kill -USR1 / -USR2: every thread's stack / every task's (infra/entry/dumps.py)
     if command_processor and (api or projectors):
         tasks.append(asyncio.create_task(on_own_loop("processor", stoppable(command_processor.run), stop, loops),
                                          name="processor"))

@@ -208,3 +208,23 @@ async def test_a_process_without_the_api_serves_its_own_roles_health_on_the_heal
     assert live["loops"] == {"processor": "ok", "projectors": "ok"}
     assert (healthz.status_code, "api" in healthz.json(), healthz.json()["processor"]) == (200, False, "ok")
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+
+
+async def test_usr1_and_usr2_dump_every_threads_and_every_loops_stacks_and_the_process_goes_on(http, svc):
+    """What a process that will not stop is doing (infra/entry/dumps.py): asked, it says, and carries on."""
+    start = svc.log_path.stat().st_size
+    svc.proc.send_signal(signal.SIGUSR1)
+    svc.proc.send_signal(signal.SIGUSR2)
+
+    def dumped() -> str | None:
+        with open(svc.log_path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode(errors="replace")
+        return text if all(loop in text for loop in LOOP_DUMPS) and "Thread 0x" in text else None
+    text = await wait_until(dumped, 30, "both dumps in the log")
+    assert 'File "' in text and "serve" in text  # frames, not only headers
+    assert ((await http.get("/livez")).status_code, svc.proc.poll()) == (200, None)
+
+
+LOOP_DUMPS = ("asyncio tasks on the api loop", "asyncio tasks on the processor loop",
+              "asyncio tasks on the projectors loop")
