@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 
 from bench.lib.procs import stack_ports
@@ -73,8 +74,37 @@ class OwnStack:
         """SIGKILL the broker; `up` starts it again on the same data."""
         self.signal_kafka(signal.SIGKILL)
 
+    def kill_postgres(self) -> None:
+        """SIGKILL the postmaster and every backend at once, as a crash would; `up` starts it again, and
+        PostgreSQL recovers from its WAL. The pid file stays behind, as after a crash."""
+        postmaster = self.pid("pg/postmaster.pid")
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        for pid in [postmaster, *map(int, children)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        wait_gone([postmaster, *map(int, children)])
+
     def stop_postgres(self) -> None:
         pg_ctl = [sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1], "-D", os.path.join(self.home, "pg"),
                   "-m", "fast", "-w", "stop"]
         subprocess.run(["runuser", "-u", "postgres", "--", *pg_ctl] if os.geteuid() == 0 else pg_ctl,
                        check=True, stdout=subprocess.DEVNULL, cwd="/")
+
+
+def wait_gone(pids: list[int], timeout: float = 30) -> None:
+    """Until none of the processes exists any more (a SIGKILLed process is gone once the kernel reaps it)."""
+    deadline = time.monotonic() + timeout
+    while any(os.path.exists(f"/proc/{p}") and not zombie(p) for p in pids):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"processes {pids} still exist {timeout:.0f} s after SIGKILL")
+        time.sleep(0.05)
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True

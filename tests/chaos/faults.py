@@ -1,6 +1,7 @@
-"""The faults: SIGKILL a role and start it again, SIGKILL the broker and start it again, restart PostgreSQL.
+"""The faults: SIGKILL a role and start it again, SIGKILL the broker and start it again, stop PostgreSQL and
+start it again, SIGKILL PostgreSQL (the postmaster and every backend, as a crash would) and start it again.
 
-The first five faults are one of each kind in a seeded order; then random role kills until the run's
+The first six faults are one of each kind in a seeded order; then random role kills until the run's
 seconds are spent. Each fault is measured before the next one: `accepting` is when every tenant had a
 command sent after the fault accepted, `streaming` when every tenant's SSE follower had received an
 event of such a command. Both are kept as seconds from the fault and from the restart; nothing is
@@ -19,7 +20,7 @@ from tests.e2e.test_outages import kill_broker
 from tests.own_stack import OwnStack
 
 ROLE_KINDS = ("processor", "projector", "api")
-KINDS = (*ROLE_KINDS, "broker", "postgres")
+KINDS = (*ROLE_KINDS, "broker", "postgres", "pg_kill")
 RECOVERY_GIVE_UP_S = 180  # a fault not recovered from by then is written down as such (the judge fails on it)
 
 
@@ -86,7 +87,7 @@ class Chaos:
             await asyncio.to_thread(self.stack.up)
         else:
             fault = Fault(kind, f"postgres :{self.stack.pg_port}", time.monotonic())
-            await asyncio.to_thread(self.stack.stop_postgres)
+            await asyncio.to_thread(self.stack.stop_postgres if kind == "postgres" else self.stack.kill_postgres)
             await asyncio.sleep(down_s)
             await asyncio.to_thread(self.stack.up)
         fault.restarted_at = time.monotonic()
