@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from commands import heap
 from commands.content import ContentKeys
 from commands.snapshots import SnapshotStore
 from commands.snapshots_log import Snapshotter, safely
@@ -167,17 +168,20 @@ class Ownership:
         await reader.start()
         replayed = 0
         try:
-            _, events_from, replies_from, owner.snapshot_events = await self.snapshotter.resume(
-                reader, owner.partition, owner.tenant)
-            if not events_from and not replies_from:
-                owner.tenants.clear()  # what a snapshot that did not check out left behind (or an empty one)
-            async for record in reader.read(TopicPartition(self.settings.events_topic, owner.partition), events_from):
-                env = decode(record.value)
-                owner.tenant(env["tenant_id"]).apply(env)
-                replayed += 1
-            async for record in reader.read(TopicPartition(self.settings.replies_topic, owner.partition), replies_from):
-                reply = json.loads(record.value)
-                owner.tenant(reply["tenant_id"]).remember(reply)
+            with heap.bulk():  # the fold is built in bulk: no collection meanwhile, then frozen out of it
+                _, events_from, replies_from, owner.snapshot_events = await self.snapshotter.resume(
+                    reader, owner.partition, owner.tenant)
+                if not events_from and not replies_from:
+                    owner.tenants.clear()  # what a snapshot that did not check out left behind (or an empty one)
+                events = TopicPartition(self.settings.events_topic, owner.partition)
+                async for record in reader.read(events, events_from):
+                    env = decode(record.value)
+                    owner.tenant(env["tenant_id"]).apply(env)
+                    replayed += 1
+                replies = TopicPartition(self.settings.replies_topic, owner.partition)
+                async for record in reader.read(replies, replies_from):
+                    reply = json.loads(record.value)
+                    owner.tenant(reply["tenant_id"]).remember(reply)
         finally:
             await reader.stop()
         self.meters.rebuilt(started)

@@ -57,7 +57,7 @@ class Snapshotter:
         The last number is how many events the snapshot holds."""
         if self.store is None:
             return {}, 0, 0, 0
-        snapshot = unsealed(await self.store.load(self.scope, partition), partition, self.key)
+        snapshot = await unsealed(await self.store.load(self.scope, partition), partition, self.key)
         why = "none" if snapshot is None else await self.mismatch(reader, snapshot)
         if why:
             if why != "none":

@@ -47,7 +47,7 @@ class PgSnapshots(SnapshotStore):
     async def fetch(self, scope: str, partition: int) -> Snapshot | None:
         async with await self.connect() as conn:
             row = await (await conn.execute(f"SELECT {COLUMNS} FROM {TABLE} WHERE scope = %s AND partition = %s",
-                                            (scope, partition))).fetchone()
+                                            (scope, partition), binary=True)).fetchone()  # bytea not as hex
         return Snapshot(*row[:7], bytes(row[7]), row[8]) if row else None
 
     async def save(self, scope: str, snapshot: Snapshot) -> None:

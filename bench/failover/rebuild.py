@@ -4,6 +4,8 @@ For each size, a one-partition topic set is prefilled with that many events (and
 decided in this process by the domain's own TenantLedger and produced in bulk. Then the
 processor's own Ownership rebuilds the partition: from offset 0 (no snapshot store), then after a
 snapshot was taken and TAIL more events were appended, from that snapshot. Both folds must be equal.
+While the snapshot is taken and while the partition is rebuilt from it, a ticker on the same loop records the
+longest the loop went without running it: what a group's heartbeat would have waited (session timeout 3 s).
 """
 from __future__ import annotations
 
@@ -28,6 +30,30 @@ from schemas.envelope import encode
 TAIL = 1_000
 TENANTS = 4
 SIGNING_KEY = "ZmFpbG92ZXItYmVuY2gtc2lnbmluZy1rZXktMzJieXQ="  # 32 bytes, base64: the MAC key's seed
+
+
+class Stalls:
+    """The longest gap between two turns of a ticker task on this loop while the block runs."""
+
+    def __init__(self) -> None:
+        self.longest_s = 0.0
+        self.task: asyncio.Task | None = None
+
+    async def tick(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            self.longest_s, last = max(self.longest_s, now - last), now
+
+    async def __aenter__(self) -> "Stalls":
+        self.task = asyncio.create_task(self.tick())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
 
 
 class Prefill:
@@ -94,10 +120,12 @@ async def one_size(args, report: Report, size: int, log) -> None:
         ownership.snapshotter.store = store
         ownership.owners[0] = owner
         started = time.perf_counter()
-        await ownership.snapshot(owner)
+        async with Stalls() as taking:
+            await ownership.snapshot(owner)
         taken_s = time.perf_counter() - started
         await prefill.events(TAIL)
-        snap_s, from_snapshot, _, tail = await rebuilt(settings, store)
+        async with Stalls() as restoring:
+            snap_s, from_snapshot, _, tail = await rebuilt(settings, store)
         check_s, from_zero, _, _ = await rebuilt(settings, None)
     finally:
         await prefill.producer.stop()
@@ -106,12 +134,15 @@ async def one_size(args, report: Report, size: int, log) -> None:
     report.info("rebuild", f"{size:,} events: from offset 0", f"{full_s:.2f} s ({replayed:,} events replayed)")
     report.info("rebuild", f"{size:,} events: snapshot taken", f"{taken_s:.2f} s under the lock and saved "
                 f"({owner.snapshot_events:,} events)")
+    report.info("rebuild", f"{size:,} events: longest loop stall", f"{taking.longest_s * 1000:,.0f} ms while the "
+                f"snapshot was taken, {restoring.longest_s * 1000:,.0f} ms while rebuilding from it")
     report.check("rebuild", f"{size:,} + {TAIL:,} events: from its snapshot",
                  f"{snap_s:.2f} s ({tail:,} replayed; from 0 it takes {check_s:.2f} s)",
                  "same fold as from offset 0", same)
     report.data.setdefault("rebuild", []).append({"events": size, "from_zero_s": full_s, "snapshot_taken_s": taken_s,
                                                   "from_snapshot_s": snap_s, "tail": tail, "zero_with_tail_s": check_s,
-                                                  "same_fold": same})
+                                                  "same_fold": same, "stall_taking_s": taking.longest_s,
+                                                  "stall_restoring_s": restoring.longest_s})
 
 
 async def rebuild_phase(args, report: Report, log) -> None:
