@@ -4,7 +4,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.content import Content
 from domain.errors import DomainError, Forbidden, InvalidState
-from domain.events import event
+from domain.events import create, event
 
 
 class Approval(Aggregate):
@@ -38,7 +38,7 @@ class Approval(Aggregate):
     def request(cls, approval_id: str, run_id: str, tool_call_id: str | None, action: str,
                 risk_tier: str, required_role: str, required_approvals: int, requested_by: str,
                 expires_at: str) -> "Approval":
-        return cls._create(cls.Requested, id=UUID(approval_id), run_id=run_id,
+        return create(cls, cls.Requested, id=UUID(approval_id), run_id=run_id,
                            tool_call_id=tool_call_id, action=action, risk_tier=risk_tier,
                            required_role=required_role, required_approvals=required_approvals,
                            requested_by=requested_by, expires_at=expires_at)

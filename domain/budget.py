@@ -4,7 +4,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.errors import BudgetExceeded
-from domain.events import event
+from domain.events import create, event
 
 PERIODS = ("day", "month", "total")
 
@@ -49,7 +49,7 @@ class Budget(Aggregate):
 
     @classmethod
     def open(cls, tenant_id: str, project: str) -> "Budget":
-        return cls._create(cls.Opened, id=budget_id(tenant_id, project), project=project)
+        return create(cls, cls.Opened, id=budget_id(tenant_id, project), project=project)
 
     @event(Opened)
     def __init__(self, project: str):

@@ -11,9 +11,11 @@ are matched to the event class once, and a call that passes every parameter (all
 all by position) builds, applies and appends the event as `Aggregate.trigger_event` and
 `DecoratedFuncCaller.apply` do. Any other call, or a class the plan does not fit, takes the library's path.
 """
+import dataclasses
 import inspect
 from types import MethodType
 from typing import Any, Callable
+from uuid import UUID
 
 from eventsourcing import domain as library
 from eventsourcing.domain import CanMutateAggregate, CommandMethodDecorator, DecoratedFuncCaller
@@ -40,8 +42,9 @@ class Triggering(CommandMethodDecorator):
                 plan = None
         if plan is None:
             return super().__get__(aggregate, type(aggregate))(*args, **kwargs)
-        new_event = event_class(originator_id=aggregate.id, originator_version=aggregate.version + 1,
-                                timestamp=event_class.create_timestamp(), **kwargs)
+        new_event = instantiate(event_class, {"originator_id": aggregate.id,
+                                              "originator_version": aggregate.version + 1,
+                                              "timestamp": event_class.create_timestamp(), **kwargs})
         self.decorated_func(aggregate, **{name: getattr(new_event, name) for name in names})
         aggregate.version = new_event.originator_version
         aggregate.modified_on = new_event.timestamp
@@ -69,3 +72,92 @@ def event(event_class: type) -> Callable[[Callable[..., None]], Triggering]:
     def decorate(method: Callable[..., None]) -> Triggering:
         return Triggering(event_class, method)
     return decorate
+
+
+class _Creation:
+    """How `create` builds one aggregate class from one created-event class: worked out once, or None."""
+
+    __slots__ = ("names", "name_set", "init", "topic")
+
+    def __init__(self, names: tuple[str, ...], init: Callable[..., None], topic: str):
+        self.names, self.name_set, self.init, self.topic = names, frozenset(names), init, topic
+
+
+_CREATIONS: dict[tuple[type, type], _Creation | None] = {}
+
+
+def create(cls: type, event_class: type, id: Any = None, **kwargs: Any) -> Any:  # noqa: A002 (the library's name)
+    """`cls._create(event_class, id=id, **kwargs)`, without the library's per-call signature work.
+
+    The library's `_create` filters the arguments for `create_id`, builds the created event, and its
+    `mutate` resolves the aggregate's topic and filters the event's fields against `__base_init__` and
+    `__init__` (two signature look-ups) before calling them. Where the event's own fields are exactly the
+    `__init__` parameters and every one is passed (with a UUID id, no timestamp), that filtering keeps
+    everything, so this builds the same event and the same aggregate directly; any other call, or a class
+    the plan does not fit, is the library's `_create`.
+    """
+    key = (cls, event_class)
+    plan = _CREATIONS[key] if key in _CREATIONS else _plan_creation(cls, event_class)
+    if plan is None or type(id) is not UUID or kwargs.keys() != plan.name_set:
+        return cls._create(event_class, id=id, **kwargs)
+    created = instantiate(event_class, {"originator_id": id, "originator_version": cls.INITIAL_VERSION,
+                                        "timestamp": event_class.create_timestamp(), **kwargs,
+                                        "originator_topic": plan.topic})
+    aggregate = cls.__new__(cls)
+    aggregate.__base_init__(created.originator_id, created.originator_version, created.timestamp)
+    plan.init(aggregate, **{name: getattr(created, name) for name in plan.names})
+    created.apply(aggregate)
+    aggregate.pending_events.append(created)
+    return aggregate
+
+
+def _plan_creation(cls: type, event_class: type) -> _Creation | None:
+    init = cls.__init__  # the decorated function itself: the library's decorator hands `__init__` back bare
+    plan = None
+    if (inspect.isfunction(init) and not getattr(cls, "TOPIC", None) and cls not in library._init_mentions_id
+            and isinstance(event_class, type) and issubclass(event_class, library.CanInitAggregate)
+            and event_class.mutate is library.CanInitAggregate.mutate
+            and cls.__base_init__ is library.BaseAggregate.__base_init__
+            and cls.__new__ is object.__new__):
+        topic = library.get_topic(cls)
+        parameters = list(inspect.signature(init).parameters.values())[1:]
+        names = tuple(p.name for p in parameters)
+        fields = set(inspect.signature(event_class).parameters) - BASE_FIELDS
+        if (library.resolve_topic(topic) is cls and set(names) == fields
+                and all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)):
+            plan = _Creation(names, init, topic)
+    _CREATIONS[(cls, event_class)] = plan
+    return plan
+
+
+_FIELD_COUNTS: dict[type, int] = {}  # event class → its number of fields, or 0 where `instantiate` must call it
+
+
+def instantiate(event_class: type, state: dict[str, Any]) -> Any:
+    """`event_class(**state)`, for a `state` that names every field of the event class.
+
+    An event class is a frozen dataclass: its `__init__` sets each field through `object.__setattr__` and its
+    `__post_init__` (the library's) checks that the id is a UUID. Where the class has exactly that generated
+    `__init__` and that `__post_init__`, the same object is the fields put in its `__dict__` (2 µs less per
+    event). Anything else is the class's own call, with its own errors.
+    """
+    count = _FIELD_COUNTS.get(event_class)
+    if count is None:
+        count = _FIELD_COUNTS[event_class] = _field_count(event_class)
+    if count != len(state) or type(state["originator_id"]) is not UUID:
+        return event_class(**state)
+    new_event = object.__new__(event_class)
+    new_event.__dict__.update(state)
+    return new_event
+
+
+def _field_count(event_class: type) -> int:
+    init = event_class.__init__
+    fields = dataclasses.fields(event_class) if dataclasses.is_dataclass(event_class) else ()
+    generated = (getattr(getattr(init, "__code__", None), "co_filename", None) == "<string>"
+                 and init.__qualname__ == f"{event_class.__qualname__}.__init__")
+    plain = (generated and event_class.__post_init__ is library.DomainEvent.__post_init__
+             and event_class.__new__ is object.__new__ and all(f.init for f in fields)
+             and ["self", *(f.name for f in fields)] == list(inspect.signature(init).parameters)
+             and event_class.__dictoffset__ != 0)  # its instances have a __dict__
+    return len(fields) if plain else 0

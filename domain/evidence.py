@@ -18,7 +18,7 @@ from domain import commands as c
 from domain.context import Context
 from domain.content import Content
 from domain.errors import InvalidCommand, InvalidState
-from domain.events import event
+from domain.events import create, event
 from schemas.notes import Checkpoint, Signer, tenant_origin
 
 
@@ -62,7 +62,7 @@ class TreeHeads(Aggregate):
 
     @classmethod
     def open(cls, tenant_id: str, origin: str) -> "TreeHeads":
-        return cls._create(cls.Opened, id=checkpoints_id(tenant_id), origin=origin)
+        return create(cls, cls.Opened, id=checkpoints_id(tenant_id), origin=origin)
 
     @event(Opened)
     def __init__(self, origin: str):
@@ -115,7 +115,7 @@ class Export(Aggregate):
     @classmethod
     def record(cls, export_id: str, scope: dict, events: int, checkpoint_size: int, bundle_sha256: str,
                exported_by: str) -> "Export":
-        return cls._create(cls.Recorded, id=UUID(export_id), scope=scope, events=events,
+        return create(cls, cls.Recorded, id=UUID(export_id), scope=scope, events=events,
                            checkpoint_size=checkpoint_size, bundle_sha256=bundle_sha256, exported_by=exported_by)
 
     @event(Recorded)
@@ -147,7 +147,7 @@ class ExportJob(Aggregate):
 
     @classmethod
     def request(cls, job_id: str, scope: dict, checkpoint_size: int, requested_by: str) -> "ExportJob":
-        return cls._create(cls.Requested, id=UUID(job_id), scope=scope, checkpoint_size=checkpoint_size,
+        return create(cls, cls.Requested, id=UUID(job_id), scope=scope, checkpoint_size=checkpoint_size,
                            requested_by=requested_by)
 
     @event(Requested)
@@ -215,7 +215,7 @@ class Verification(Aggregate):
     def record(cls, verification_id: str, chain_size: int, models: dict, problems: list,
                verified_by: str) -> "Verification":
         ok = all(m["ok"] for m in models.values())
-        return cls._create(cls.Recorded, id=UUID(verification_id), chain_size=chain_size, models=models,
+        return create(cls, cls.Recorded, id=UUID(verification_id), chain_size=chain_size, models=models,
                            problems=problems, ok=ok, verified_by=verified_by)
 
     @event(Recorded)

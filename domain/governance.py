@@ -11,7 +11,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.errors import Forbidden, InvalidState
-from domain.events import event
+from domain.events import create, event
 from domain.retention import DEFAULT_DAYS, STORES, Family, scope_covers
 
 
@@ -33,7 +33,7 @@ class LegalHold(Aggregate):
     def place(cls, hold_id: str, matter: str, reason: str, scope: dict[str, Any], placed_by: str,
               platform: bool) -> "LegalHold":
         """`platform`: placed by a super_admin (from the ops tenant), which only a super_admin may release."""
-        return cls._create(cls.Placed, id=UUID(hold_id), matter=matter, reason=reason, scope=scope,
+        return create(cls, cls.Placed, id=UUID(hold_id), matter=matter, reason=reason, scope=scope,
                            placed_by=placed_by, platform=platform)
 
     @event(Placed)
@@ -105,7 +105,7 @@ class Retention(Aggregate):
 
     @classmethod
     def open(cls, tenant_id: str) -> "Retention":
-        return cls._create(cls.Opened, id=retention_id(tenant_id))
+        return create(cls, cls.Opened, id=retention_id(tenant_id))
 
     @event(Opened)
     def __init__(self) -> None:

@@ -23,8 +23,8 @@ def request_run(cmd: c.RequestRun, ctx: Context) -> UUID:
     budget = ctx.find(Budget, budget_id(ctx.tenant_id, cmd.project))
     if budget is not None:
         budget.check_room_for_run(ctx.now_iso)
-    run_id = ctx.new_id(cmd.run_id)
-    return ctx.add(Run.request(run_id, cmd.agent_id, cmd.project, cmd.budget_micros,
+    run_id = ctx.new_id(cmd.run_id)  # the given id (as a UUID, not parsed again) unless the tenant has it
+    return ctx.add(Run.request(run_id if cmd.run_id is None else cmd.run_id, cmd.agent_id, cmd.project, cmd.budget_micros,
                                ctx.labels(dict(cmd.labels)), deadline_of(cmd.deadline_s, ctx)))
 
 

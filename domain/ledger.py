@@ -17,7 +17,7 @@ from domain.commands import AnyCommand, ExpireApproval
 from domain.calls import CallWindows
 from domain.client_time import ClockBounds
 from domain.content import KeyRing
-from domain.context import Context
+from domain.context import Context, id_text
 from domain.errors import DomainError, Forbidden, InvalidCommand
 from domain.governance import retention_id, stores_content
 from domain.handlers import HANDLERS
@@ -29,7 +29,7 @@ from schemas.chain import ChainVerifier
 from schemas.merkle import leaf_hash
 from schemas.merkle_trees import CompactTree
 from schemas.envelope import Actor, instant, iso
-from schemas.sealing import Stamp, seal_event
+from schemas.sealing import Stamp, accepted_reply, seal_event
 
 COMMAND = TypeAdapter(AnyCommand)
 SYSTEM_ACTOR = Actor(subject="runledger:timer", roles=["system"])
@@ -147,9 +147,9 @@ class TenantLedger:
         except Exception as error:  # Inconsistent included: after a rebuild it would happen again
             raise Undecidable(command["command_id"], error) from error
         else:
-            reply = self.reply(command, "accepted", aggregate_id=str(aggregate_id),
-                               aggregate_version=version, events=[summary(e) for e in envelopes],
-                               **policy_outcome(envelopes))
+            reply = accepted_reply(self.reply(command, "accepted", aggregate_id=id_text(aggregate_id),
+                                              aggregate_version=version, events=[summary(e) for e in envelopes],
+                                              **policy_outcome(envelopes)), envelopes)
         if key:
             self.replies[key] = reply
         return reply, envelopes
@@ -191,7 +191,7 @@ class TenantLedger:
         """Seal one new event onto the chain; stamp holds the fields shared by a command's events."""
         env = seal_event(stamp, str(uuid7()), self.chain.head_seq + 1, self.chain.head_hash, EVENT_TYPES[type(event)],
                          schema_version_of(type(event)), AGGREGATE_TYPES[type(self.aggregates[event.originator_id])],
-                         str(event.originator_id), event.originator_version, instant(event.timestamp),
+                         id_text(event.originator_id), event.originator_version, instant(event.timestamp),
                          payload_of(event))
         self.chain.accept(env)
         self.track(env)

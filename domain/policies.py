@@ -10,7 +10,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.errors import InvalidState, NotFound
-from domain.events import event
+from domain.events import create, event
 from domain.policy import PolicyEnvelope, compiled_of
 from domain.policy_source import PolicyRejected, semver_key
 
@@ -57,7 +57,7 @@ class Policies(Aggregate):
 
     @classmethod
     def open(cls, tenant_id: str) -> "Policies":
-        return cls._create(cls.Opened, id=policies_id(tenant_id))
+        return create(cls, cls.Opened, id=policies_id(tenant_id))
 
     @event(Opened)
     def __init__(self) -> None:

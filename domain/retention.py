@@ -68,6 +68,10 @@ class Families:
     runs: dict[str, Family] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)
     actors: set[str] = field(default_factory=set)  # every subject that acted in the tenant
+    nothing_swept = False  # not a field: True once known that no family was swept (the class's False: not known)
+
+    def __post_init__(self) -> None:
+        self.nothing_swept = not any(family.swept for family in self.runs.values())
 
     def run_of(self, env: dict[str, Any]) -> str | None:
         kind, aggregate_id, payload = env["aggregate_type"], env["aggregate_id"], env["payload"]
@@ -82,6 +86,7 @@ class Families:
     def track(self, env: dict[str, Any]) -> None:
         self.actors.add(env["actor"]["subject"])
         if env["type"] == "retention.swept":
+            self.nothing_swept = False
             for run_id in env["payload"]["run_ids"]:
                 self.runs[run_id].swept[env["payload"]["record_class"]] = env["chain_seq"]
             return
@@ -104,6 +109,8 @@ class Families:
 
     def swept_family_of(self, aggregate_id: str) -> Family | None:
         """The family an aggregate belongs to, if a sweep has removed it from any read model."""
+        if self.nothing_swept:
+            return None
         family = self.runs.get(self.owner.get(aggregate_id, aggregate_id))
         return family if family is not None and family.swept else None
 

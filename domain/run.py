@@ -6,7 +6,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.content import Content
 from domain.errors import InvalidState, NotFound
-from domain.events import event
+from domain.events import create, event
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -88,9 +88,10 @@ class Run(Aggregate):
         reason: Content
 
     @classmethod
-    def request(cls, run_id: str, agent_id: str, project: str, budget_micros: int | None,
+    def request(cls, run_id: str | UUID, agent_id: str, project: str, budget_micros: int | None,
                 labels: dict[str, str], deadline_at: str | None = None) -> "Run":
-        return cls._create(cls.Requested, id=UUID(run_id), agent_id=agent_id, project=project,
+        run_id = run_id if type(run_id) is UUID else UUID(run_id)
+        return create(cls, cls.Requested, id=run_id, agent_id=agent_id, project=project,
                            budget_micros=budget_micros, labels=labels, deadline_at=deadline_at)
 
     @event(Requested)
@@ -245,7 +246,7 @@ class RunDefaults(Aggregate):
 
     @classmethod
     def open(cls, tenant_id: str) -> "RunDefaults":
-        return cls._create(cls.Opened, id=run_defaults_id(tenant_id))
+        return create(cls, cls.Opened, id=run_defaults_id(tenant_id))
 
     @event(Opened)
     def __init__(self):

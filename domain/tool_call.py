@@ -5,7 +5,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.content import Content
 from domain.errors import Forbidden, InvalidCommand, InvalidState
-from domain.events import event
+from domain.events import create, event
 from domain.policy import Decision
 from domain.policy_source import DEFAULT_APPROVER_ROLE, DEFAULT_EXTERNAL_TTL_S
 from schemas.envelope import parse_iso
@@ -104,7 +104,7 @@ class ToolCall(Aggregate):
                 step_id: str | None, requested_by: str | None = None, agent_id: str | None = None,
                 access: str | None = None, operation: str | None = None,
                 environment: str | None = None) -> "ToolCall":
-        return cls._create(cls.Requested, id=UUID(tool_call_id), run_id=run_id, tool=tool, risk_tier=risk_tier,
+        return create(cls, cls.Requested, id=UUID(tool_call_id), run_id=run_id, tool=tool, risk_tier=risk_tier,
                            params_digest=params_digest, step_id=step_id, requested_by=requested_by,
                            agent_id=agent_id, access=access, operation=operation, environment=environment)
 

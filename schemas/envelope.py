@@ -55,7 +55,16 @@ SAFE_INT = 2**53 - 1
 
 
 class Sealed(dict):
-    """A sealed envelope that remembers its Kafka record value, so it is serialised only once."""
+    """A sealed envelope that remembers its Kafka record value, so it is serialised only once.
+
+    `summary`, where set (schemas/sealing.py), is the JSON of its summary in a reply (`domain.ledger.summary`).
+    """
+
+    __slots__ = ("record", "summary")
+
+
+class Reply(dict):
+    """A command's reply that remembers its record value (`encode_json`'s bytes for it); never changed once built."""
 
     __slots__ = ("record",)
 
@@ -156,6 +165,8 @@ _COMPACT = compact_json()
 
 def encode_json(value: Any) -> bytes:
     """Return the record value of a reply (any JSON value): the bytes of infra.adapters.kafka.dumps."""
+    if type(value) is Reply:
+        return value.record
     return _COMPACT(value).encode()
 
 
@@ -202,8 +213,8 @@ def cloudevents_headers(envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
     headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", envelope["event_id"].encode()),
-        ("ce_source", f"/runledger/tenants/{envelope['tenant_id']}".encode()),
-        ("ce_type", f"dev.runledger.{envelope['type']}".encode()),
+        ("ce_source", _source(envelope["tenant_id"])),  # the cached bytes of the f-string before them
+        ("ce_type", _ce_type(envelope["type"])),
         ("ce_time", envelope["recorded_at"].encode()),
         ("ce_subject", f"{envelope['aggregate_type']}/{envelope['aggregate_id']}".encode()),
         ("content-type", b"application/json"),
@@ -211,3 +222,21 @@ def cloudevents_headers(envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
     if envelope.get("traceparent"):
         headers.append(("traceparent", envelope["traceparent"].encode()))
     return headers
+
+
+@lru_cache(maxsize=4096)  # a processor appends for a few tenants
+def _cached_source(tenant_id: str) -> bytes:
+    return f"/runledger/tenants/{tenant_id}".encode()
+
+
+def _source(tenant_id: Any) -> bytes:
+    return _cached_source(tenant_id) if type(tenant_id) is str else f"/runledger/tenants/{tenant_id}".encode()
+
+
+@lru_cache(maxsize=256)  # the event types of the catalogue
+def _cached_type(event_type: str) -> bytes:
+    return f"dev.runledger.{event_type}".encode()
+
+
+def _ce_type(event_type: Any) -> bytes:
+    return _cached_type(event_type) if type(event_type) is str else f"dev.runledger.{event_type}".encode()

@@ -14,7 +14,7 @@ from functools import lru_cache
 from json.encoder import encode_basestring  # the escaping of json.dumps(ensure_ascii=False)
 from typing import Any
 
-from schemas.envelope import SAFE_INT, Sealed, compact_json, needs_full_jcs, seal
+from schemas.envelope import SAFE_INT, Reply, Sealed, compact_json, needs_full_jcs, seal
 
 _CANONICAL = compact_json(sort_keys=True)
 _BARE = re.compile(r"[0-9A-Za-z_.:-]*")  # characters every RFC 8785 writer copies as they are
@@ -67,19 +67,27 @@ class Stamp:
         if not REQUIRED <= keys <= STAMP_KEYS:
             return
         try:
-            actor, command = _actor(fields["actor"]), _text(fields["command_id"])
+            actor = _actor(fields["actor"])
+            command, causation, correlation = fields["command_id"], fields["causation_id"], fields["correlation_id"]
+            recorded, trace = fields["recorded_at"], fields["traceparent"]
+            if type(command) is type(causation) is type(correlation) is type(recorded) is type(tenant_id) is str:
+                command, causation, correlation, recorded, tenant = (
+                    encode_basestring(command), encode_basestring(causation), encode_basestring(correlation),
+                    encode_basestring(recorded), encode_basestring(tenant_id))
+            else:
+                command, causation, correlation, recorded, tenant = (
+                    _text(command), _text(causation), _text(correlation), _text(recorded), _text(tenant_id))
+            trace = encode_basestring(trace) if type(trace) is str else _text(trace)
             key = _text(fields["idempotency_key"]) if "idempotency_key" in keys else None
             self.occurred = _text(fields["occurred_at"]) if "occurred_at" in keys else None
-            self.causation = ',"causation_id":' + _text(fields["causation_id"]) + ',"chain_seq":'
-            self.command = (',"command_id":' + command + ',"correlation_id":' + _text(fields["correlation_id"])
-                            + ',"event_id":"')
-            self.tail = ('","recorded_at":' + _text(fields["recorded_at"]) + ',"schema_version":',
-                         ',"tenant_id":' + _text(tenant_id) + ',"traceparent":' + _text(fields["traceparent"])
-                         + ',"type":"')
         except _NotPlain:
             return
+        self.causation = f',"causation_id":{causation},"chain_seq":'
+        self.command = f',"command_id":{command},"correlation_id":{correlation},"event_id":"'
+        self.tail = (f'","recorded_at":{recorded},"schema_version":',
+                     f',"tenant_id":{tenant},"traceparent":{trace},"type":"')
         self.occurred_key = '",' + ('"idempotency_key":' + key + "," if key else "") + '"occurred_at":'
-        self.head = '{"actor":' + actor + ',"aggregate_id":"'
+        self.head = f'{{"actor":{actor},"aggregate_id":"'
 
 
 def seal_event(stamp: Stamp, event_id: str, chain_seq: int, prev_hash: str, event_type: str, schema_version: int,
@@ -92,8 +100,8 @@ def seal_event(stamp: Stamp, event_id: str, chain_seq: int, prev_hash: str, even
               **stamp.fields, "payload": payload}
     if (stamp.head is None or type(payload) is not dict
             or not type(chain_seq) is type(schema_version) is type(aggregate_version) is int  # no bool either
-            or not -SAFE_INT <= min(chain_seq, schema_version, aggregate_version)
-            or not max(chain_seq, schema_version, aggregate_version) <= SAFE_INT
+            or not (-SAFE_INT <= chain_seq <= SAFE_INT and -SAFE_INT <= schema_version <= SAFE_INT
+                    and -SAFE_INT <= aggregate_version <= SAFE_INT)
             or not type(event_id) is type(prev_hash) is type(event_type) is type(aggregate_type)
             is type(aggregate_id) is type(occurred_at) is str
             or not _BARE.fullmatch(f"{event_id}{prev_hash}{event_type}{aggregate_type}{aggregate_id}"
@@ -112,7 +120,38 @@ def seal_event(stamp: Stamp, event_id: str, chain_seq: int, prev_hash: str, even
     fields["hash"] = digest
     sealed = Sealed(fields)
     sealed.record = body[:-1] + b',"hash":"' + digest.encode() + b'"}'
+    sealed.summary = (f'{{"chain_seq":{chain_seq},"hash":"{digest}","type":"{event_type}","event_id":"{event_id}",'
+                      f'"aggregate_id":"{aggregate_id}","aggregate_version":{aggregate_version}}}')
     return sealed
+
+
+REPLY_KEYS = ("command_id", "tenant_id", "idempotency_key", "request_digest", "status", "replayed", "aggregate_id",
+              "aggregate_version", "events")
+
+
+def accepted_reply(reply: dict[str, Any], envelopes: list[Sealed]) -> dict[str, Any]:
+    """The reply of an accepted command as a `Reply` whose record value is written from pieces, as an envelope is.
+
+    The summaries of the events come from `seal_event` (their fields checked bare there); the command's own
+    fields are escaped as `encode_json` escapes them. A reply of another shape (a policy outcome, an event the
+    reference sealed, a field of another type) is returned as it is, for `encode_json` to encode.
+    """
+    summaries = [getattr(env, "summary", None) for env in envelopes]
+    if len(reply) != 9 or None in summaries or tuple(reply) != REPLY_KEYS:
+        return reply
+    command_id, tenant_id, key, digest, status, replayed, aggregate_id, version, _ = reply.values()
+    if (type(command_id) is not str or type(tenant_id) is not str or not (key is None or type(key) is str)
+            or type(digest) is not str or status != "accepted" or type(status) is not str or replayed is not False
+            or type(aggregate_id) is not str or type(version) is not int):
+        return reply
+    text = (f'{{"command_id":{encode_basestring(command_id)},"tenant_id":{encode_basestring(tenant_id)},'
+            f'"idempotency_key":{"null" if key is None else encode_basestring(key)},'
+            f'"request_digest":{encode_basestring(digest)},"status":"accepted","replayed":false,'
+            f'"aggregate_id":{encode_basestring(aggregate_id)},"aggregate_version":{version},'
+            f'"events":[{",".join(summaries)}]}}')
+    fast = Reply(reply)
+    fast.record = text.encode()
+    return fast
 
 
 def _plain(payload: dict[str, Any]) -> bool:
