@@ -8,8 +8,8 @@ transaction. Only after fencing does the new owner replay `ledger.events` and `l
 then does it read the committed command offset and start deciding. Each batch of commands, the
 events they produce, their replies and the command offset commit in one Kafka transaction.
 
-Every send is awaited before `send_offsets_to_transaction` (aiokafka#1098: offsets added while
-sends are still in flight can race the commit).
+The log is RUNLEDGER_PROCESSOR_KAFKA_CLIENT's: confluent-kafka (librdkafka) or aiokafka, behind the same port
+(infra/adapters/eventlog/confluent.py, docs/adr/0013-kafka-client.md).
 """
 import asyncio
 import logging
@@ -26,6 +26,7 @@ from commands.snapshots_pg import PgSnapshots
 from commands.timers import Timers
 from commands.worker import Worker
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError
+from infra.adapters.eventlog.confluent import processor_log
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.keys import KeyStore
 from infra.adapters.meters import processor_meters
@@ -52,7 +53,7 @@ class CommandProcessor:
         (default: PostgreSQL beside a Kafka log, none beside the in-memory twin; docs/adr/0012)."""
         self.open_keys = open_keys
         self.settings = settings
-        self.log = log_ or KafkaLog(settings)
+        self.log = log_ or processor_log(settings)
         self.stats = {"commands": 0, "events": 0, "transactions": 0, "fenced": 0, "rebuilds": 0,
                       "undecidable": 0, "healed": 0, "stumbled": 0}
         if snapshots is None and isinstance(self.log, KafkaLog) and settings.snapshot_every:

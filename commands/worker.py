@@ -4,8 +4,8 @@ Each owned partition commits on its own, so one slow transaction never holds bac
 whatever arrives while a transaction is open joins the next one. A transaction holds a batch's
 events, their replies and the command offsets; if anything fails inside it, the partition's state
 (which already moved on in memory) is dropped and rebuilt from the log before it decides again.
-Sends are queued in order (the chain's order) and their deliveries awaited together, before the offsets are added
-(aiokafka#1098: offsets added while sends are in flight can race the commit).
+Sends are queued in order (the chain's order); the commit fails if any of them failed (the port's promise: the
+aiokafka adapter awaits them before the offsets, aiokafka#1098; librdkafka's commit flushes them first).
 """
 import asyncio
 import json
@@ -118,7 +118,7 @@ class Worker:
                     appended = await self.decide_and_send(owner, commands, rings, reply, batch, tally)
                     sending.sent(len(appended), len(commands) if reply else 0)
                 if offsets:
-                    await writer.send_offsets(offsets, s.processor_group)
+                    await writer.send_offsets(offsets, self.ownership.consumer)
             self.stats["transactions"] += 1
             self.stats["commands"] += len(commands)
             self.meters.committed(tally)
@@ -126,9 +126,9 @@ class Worker:
 
     async def decide_and_send(self, owner: PartitionOwner, commands: list[dict[str, Any]], rings: dict, reply: bool,
                               batch: tracing.Untraced, tally: Tally) -> list[dict[str, Any]]:
-        """Decide the commands in order, queueing their events (and replies); return the events once the log holds all."""
+        """Decide the commands in order, queueing their events (and replies); return the events (the commit confirms them)."""
         writer, s = owner.writer, self.settings
-        sends, appended = [], []
+        appended = []
         now = self.clock()
         for command in commands:
             with batch.deciding(command) as deciding:
@@ -139,12 +139,10 @@ class Worker:
             appended += envelopes
             key = command["tenant_id"].encode()
             for env in envelopes:
-                sends.append(await writer.send(s.events_topic, encode(env), key, owner.partition,
-                                               cloudevents_headers(env)))
+                await writer.send(s.events_topic, encode(env), key, owner.partition, cloudevents_headers(env))
             if reply:
-                sends.append(await writer.send(s.replies_topic, encode_json(outcome), key, owner.partition))
+                await writer.send(s.replies_topic, encode_json(outcome), key, owner.partition)
             self.stats["events"] += len(envelopes)
-        await asyncio.gather(*sends)
         return appended
 
     def decide(self, ledger: TenantLedger, command: dict[str, Any], now: datetime, ring=None) -> tuple[dict, list[dict]]:

@@ -1,4 +1,4 @@
-"""One contract for both event-log adapters (Kafka through aiokafka, and the in-memory twin).
+"""One contract for every event-log adapter (Kafka through aiokafka and through confluent-kafka, the in-memory twin).
 
 Each case takes `ctx`: a started EventLog with the three ledger topics, their names, and
 `await produce(topic, key, value, partition)`, which appends a committed record outside any transaction
@@ -91,23 +91,23 @@ async def case_offsets_sent_with_a_transaction_commit_with_it_and_only_then(ctx:
     group, tp = ctx.unique("group"), TopicPartition(ctx.commands, 0)
     for value in (b"a", b"b", b"c"):
         await ctx.produce(ctx.commands, b"k", value, 0)
-    writer = ctx.log.transactional_writer(ctx.unique("tx"))
-    await writer.start()
-    with pytest.raises(RuntimeError):
-        async with writer.transaction():
-            await writer.send_offsets({tp: 1}, group)
-            raise RuntimeError("abort")
-    async with writer.transaction():
-        await writer.send_offsets({tp: 2}, group)
-    await writer.stop()
     assigned = asyncio.Event()
 
     async def on_assigned(tps):
         assigned.set()
-    consumer = ctx.log.group_consumer([ctx.commands], group, on_assigned, noop)
+    consumer = ctx.log.group_consumer([ctx.commands], group, on_assigned, noop)  # whose group the offsets are
+    writer = ctx.log.transactional_writer(ctx.unique("tx"))
+    await writer.start()
+    with pytest.raises(RuntimeError):
+        async with writer.transaction():
+            await writer.send_offsets({tp: 1}, consumer)
+            raise RuntimeError("abort")
+    async with writer.transaction():
+        await writer.send_offsets({tp: 2}, consumer)
+    await writer.stop()
     await consumer.start()
     try:
-        await wait_until(lambda: tp in consumer.assignment(), 30, "the assignment")
+        await wait_until(lambda: polled_into(consumer, tp), 30, "the assignment")  # read again from the seek below
         # Kafka materialises transactional offsets when the commit marker lands, a moment after the commit
         committed = await wait_until(lambda: committed_is(consumer, tp, 2), 30, "the committed offset")
         consumer.pause(*(consumer.assignment() - {tp}))
@@ -213,6 +213,12 @@ async def tail_until(tail, last: bytes) -> list[tuple[int, bytes]]:
         seen.append((record.partition, record.value))
         if record.value == last:
             return seen
+
+
+async def polled_into(consumer, tp: TopicPartition) -> bool:
+    """Whether tp is assigned, after a poll: librdkafka moves partitions only inside getmany, aiokafka at any await."""
+    await consumer.getmany(100, 100)
+    return tp in consumer.assignment()
 
 
 async def committed_is(consumer, tp: TopicPartition, offset: int) -> int | None:

@@ -79,6 +79,7 @@ def serve_env(settings: Settings, workdir: Path, extra: dict[str, str | None] | 
         "RUNLEDGER_TOPIC_PREFIX": settings.topic_prefix,
         "RUNLEDGER_PARTITIONS": str(settings.partitions),
         "RUNLEDGER_BATCH_MAX": str(settings.batch_max),
+        "RUNLEDGER_PROCESSOR_KAFKA_CLIENT": settings.processor_kafka_client,  # the caller's choice, if it made one
         "PYTHONUNBUFFERED": "1",
     })
     return {k: v for k, v in (env | (extra or {})).items() if v is not None}

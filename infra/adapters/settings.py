@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     previous_keks: dict[str, SecretStr] = Field(
         default_factory=dict, description='RUNLEDGER_PREVIOUS_KEKS: JSON {"<kek id>": "<base64>"} of older KEKs '
         "that rows may still be wrapped under while a rotation runs")
+    processor_kafka_client: Literal["confluent", "aiokafka"] = Field(
+        "confluent", description="RUNLEDGER_PROCESSOR_KAFKA_CLIENT: the processor role's Kafka client, its group "
+        "consumer, transactional writers and rebuild readers (docs/adr/0013-kafka-client.md); every other role "
+        "stays on aiokafka")
     # failover
     heartbeat_interval_ms: int = Field(500, ge=100, description="RUNLEDGER_HEARTBEAT_INTERVAL_MS: how often a "
                                        "processor heartbeats its group (at most a third of the session timeout), so "

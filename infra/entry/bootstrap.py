@@ -11,6 +11,7 @@ from commands.api import routes_commands
 from commands.bus import CommandBus
 from commands.processor import CommandProcessor
 from infra.adapters.clickhouse import open_clickhouse
+from infra.adapters.eventlog.confluent import processor_log
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.http.app import create_app
 from infra.adapters.http.deferred import Deferred
@@ -131,7 +132,7 @@ async def serve(settings: Settings, api: bool = True, processor: bool = True,
     stop_on_signals(stop)
     ch = open_clickhouse(settings.clickhouse_url, settings.chdb_path) if (api or projectors) else None
     tasks, runners = [], []
-    command_processor = (CommandProcessor(settings, log_=KafkaLog(settings, PATIENCE),
+    command_processor = (CommandProcessor(settings, log_=processor_log(settings, PATIENCE),
                                           open_keys=key_store_opener(settings)) if processor else None)
     # Each role's event loop, for /livez; the main loop's first role answers on it.
     loops = {("api" if api else "processor" if processor else "projectors"): asyncio.get_running_loop()}

@@ -26,8 +26,12 @@ from infra.adapters.settings import Settings
 
 
 class KafkaWriter(TransactionalWriter):
+    """Every send of a transaction is awaited before its offsets are added and before it commits (aiokafka#1098:
+    offsets added while sends are still in flight can race the commit), so callers need not await them."""
+
     def __init__(self, settings: Settings, transactional_id: str):
         self.producer = kafka.transactional_producer_for(settings, transactional_id)
+        self.inflight: list[Awaitable] = []
 
     async def start(self) -> None:
         with ported():
@@ -38,18 +42,31 @@ class KafkaWriter(TransactionalWriter):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        with ported():
-            async with self.producer.transaction():
-                yield
+        self.inflight = []
+        try:
+            with ported():
+                async with self.producer.transaction():
+                    yield
+                    await self.delivered()
+        finally:
+            self.inflight = []
+
+    async def delivered(self) -> None:
+        sends, self.inflight = self.inflight, []
+        await asyncio.gather(*sends)
 
     async def send(self, topic: str, value: bytes, key: bytes | None, partition: int,
                    headers: list[tuple[str, bytes]] | None = None) -> Awaitable[None]:
         with ported():
-            return await self.producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+            queued = await self.producer.send(topic, value=value, key=key, partition=partition, headers=headers)
+        self.inflight.append(queued)
+        return queued
 
-    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+    async def send_offsets(self, offsets: dict[TopicPartition, int], consumer: GroupConsumer) -> None:
         with ported():
-            await self.producer.send_offsets_to_transaction({theirs(tp): o for tp, o in offsets.items()}, group)
+            await self.delivered()
+            await self.producer.send_offsets_to_transaction({theirs(tp): o for tp, o in offsets.items()},
+                                                            consumer.group_metadata())
 
 
 class KafkaReader(PartitionReader):
@@ -153,7 +170,7 @@ class KafkaLog(EventLog):
                 bootstrap_servers=self.settings.kafka_bootstrap, group_id=group, enable_auto_commit=False,
                 isolation_level="read_committed", auto_offset_reset="earliest", max_poll_records=max_poll_records,
                 **tuning)
-        return KafkaGroupConsumer(make, topics, on_assigned, on_revoked, self.patience)
+        return KafkaGroupConsumer(make, topics, on_assigned, on_revoked, self.patience, group)
 
     def transactional_writer(self, transactional_id: str) -> TransactionalWriter:
         return KafkaWriter(self.settings, transactional_id)

@@ -63,9 +63,9 @@ class _Listener(ConsumerRebalanceListener):
 
 class KafkaGroupConsumer(GroupConsumer):
     def __init__(self, make: Callable[[], AIOKafkaConsumer], topics: list[str], on_assigned: Moved,
-                 on_revoked: Moved, patience: Backoff | None = None):
+                 on_revoked: Moved, patience: Backoff | None = None, group: str = ""):
         """`make`: a new, unstarted consumer; a start that fails is retried on a fresh one."""
-        self.make, self.topics, self.patience = make, topics, patience
+        self.make, self.topics, self.patience, self.group = make, topics, patience, group
         self.listener = _Listener(self, on_assigned, on_revoked)
         self.moves = 0
         self.consumer = self.subscribed()
@@ -132,3 +132,6 @@ class KafkaGroupConsumer(GroupConsumer):
     async def position(self, tp: TopicPartition) -> int:
         with ported():
             return await self.consumer.position(theirs(tp))
+
+    def group_metadata(self) -> str:
+        return self.group

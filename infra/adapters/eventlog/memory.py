@@ -184,8 +184,9 @@ class MemoryWriter(TransactionalWriter):
         delivered.set_result(None)
         return delivered
 
-    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+    async def send_offsets(self, offsets: dict[TopicPartition, int], consumer: GroupConsumer) -> None:
         self.check()
+        group = consumer.group_metadata()
         self.txn.offsets.update({(group, tp): offset for tp, offset in offsets.items()})
 
 

@@ -9,7 +9,7 @@ import asyncio
 import itertools
 from typing import TYPE_CHECKING
 
-from infra.adapters.eventlog.port import GroupConsumer, Moved, NotAssigned, Record, TopicPartition
+from infra.adapters.eventlog.port import GroupConsumer, Moved, OwnAssignment, Record, TopicPartition
 
 if TYPE_CHECKING:
     from infra.adapters.eventlog.memory import MemoryLog
@@ -58,7 +58,7 @@ class Group:
         self.log.notify()
 
 
-class MemoryConsumer(GroupConsumer):
+class MemoryConsumer(OwnAssignment, GroupConsumer):
     def __init__(self, log: MemoryLog, group: Group, on_assigned: Moved, on_revoked: Moved):
         self.log, self.group = log, group
         self.on_assigned, self.on_revoked = on_assigned, on_revoked
@@ -87,17 +87,6 @@ class MemoryConsumer(GroupConsumer):
         self.paused_tps.clear()
         self.moves += 1
         await self.on_assigned(set(share))
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
-
-    @property
-    def generation(self) -> int:
-        return self.moves
-
-    def check(self, tps) -> None:
-        if missing := [tp for tp in tps if tp not in self.assigned]:
-            raise NotAssigned(f"no current assignment for partition {missing[0]}")
 
     def pause(self, *tps: TopicPartition) -> None:
         self.check(tps)
@@ -149,3 +138,6 @@ class MemoryConsumer(GroupConsumer):
     async def position(self, tp: TopicPartition) -> int:
         self.check([tp])
         return self.positions[tp]
+
+    def group_metadata(self) -> str:
+        return self.group.name

@@ -1,8 +1,9 @@
 """The event log as its users see it: a group consumer, fenced transactional writers, readers, and the API's
 plain producer and reply tail.
 
-Two adapters pass one contract suite (tests/eventlog_contract.py): Kafka through aiokafka
-(infra/adapters/eventlog/kafka.py) and an in-memory twin (infra/adapters/eventlog/memory.py) for fast unit tests of
+Three adapters pass one contract suite (tests/eventlog_contract.py): Kafka through aiokafka
+(infra/adapters/eventlog/kafka.py), Kafka through confluent-kafka for the processor role (confluent.py,
+docs/adr/0013-kafka-client.md) and an in-memory twin (infra/adapters/eventlog/memory.py) for fast unit tests of
 ownership, pausing, fencing and rebalances. What the processor relies on, and the twin imitates:
 
 - a consumer group moves partitions between members at any await, and tells each member through
@@ -11,6 +12,8 @@ ownership, pausing, fencing and rebalances. What the processor relies on, and th
 - `seek`, `pause` and `resume` of a partition not assigned (any more) raise NotAssigned;
 - a writer's `start()` fences every earlier writer of its transactional id: their open transaction
   is aborted and their next send or commit raises Fenced;
+- a writer's sends are queued in call order; the transaction's commit fails (LogError, or Fenced) if any
+  queued record failed, so nothing needs to await a record's delivery inside a transaction;
 - readers, tails and consumers see only committed records (read_committed); an aborted
   transaction's records are never seen, and records after an open one wait until it ends;
 - a plain producer's record is committed as soon as the log holds it, on the partition Kafka's
@@ -110,6 +113,29 @@ class GroupConsumer(ABC):
     async def position(self, tp: TopicPartition) -> int:
         """Return the offset of the next record getmany would return for the partition."""
 
+    @abstractmethod
+    def group_metadata(self) -> object:
+        """Return what a writer of the same adapter needs to commit this group's offsets in a transaction (opaque:
+        the group id for aiokafka and the twin, librdkafka's group metadata, KIP-447, for confluent-kafka)."""
+
+
+class OwnAssignment:
+    """For an adapter that keeps the assignment itself (the twin, confluent-kafka's): `assigned`, `moves`."""
+    assigned: frozenset[TopicPartition] | set[TopicPartition]
+    moves: int
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    @property
+    def generation(self) -> int:
+        return self.moves
+
+    def check(self, tps) -> None:
+        """Raise NotAssigned for the first of tps not assigned (now)."""
+        if missing := [tp for tp in tps if tp not in self.assigned]:
+            raise NotAssigned(f"no current assignment for partition {missing[0]}")
+
 
 class TransactionalWriter(ABC):
     """A transactional producer with a transactional id: the broker fences its predecessors."""
@@ -129,11 +155,15 @@ class TransactionalWriter(ABC):
     @abstractmethod
     async def send(self, topic: str, value: bytes, key: bytes | None, partition: int,
                    headers: list[tuple[str, bytes]] | None = None) -> Awaitable[None]:
-        """Queue a record in the open transaction, in call order; the result resolves once the log holds it."""
+        """Queue a record in the open transaction, in call order; raise only for what is refused at once.
+
+        Awaiting the result waits until the log holds what was queued so far; nobody needs to (the processor does
+        not): the transaction's commit fails if any queued record failed."""
 
     @abstractmethod
-    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
-        """Commit a group's consumed offsets with the open transaction."""
+    async def send_offsets(self, offsets: dict[TopicPartition, int], consumer: GroupConsumer) -> None:
+        """Commit the consumer's group's consumed offsets with the open transaction (the consumer is of this
+        adapter: its `group_metadata()` is what the broker checks)."""
 
 
 class PartitionReader(ABC):

@@ -1,0 +1,258 @@
+"""The confluent-kafka (librdkafka) adapter's group consumer, and the mapping of its errors and types to the port's
+(infra/adapters/eventlog/confluent.py builds it; kafka_group.py is the aiokafka one, memory_group.py the twin).
+
+librdkafka calls the rebalance callbacks inside `poll`, on the consumer's own thread (every blocking call of
+a client runs on a single-thread executor of that client's, never the event loop's). Each callback runs the
+port's coroutine on the processor's loop and waits for it (`run_coroutine_threadsafe(...).result()`), so a
+revoke completes before the next assignment, as Ownership relies on; `generation` counts the callbacks.
+
+The binding serialises every call on a consumer handle: while `poll` waits (up to the processor's poll interval)
+even `pause` or `assignment()` from another thread waits for it, and from the loop inside a rebalance callback it
+never returns. So only the consumer's thread touches the handle. The assignment, the paused set, the positions
+and the group metadata are this adapter's own copies (`pause`, `resume`, `seek` of a partition not assigned raise
+NotAssigned from them); `pause`, `resume` and `seek` are queued in call order and applied on the consumer's
+thread before its next poll, or inside the callback that made them, before it returns (so an assignment is
+paused before any of its records is returned). A seek librdkafka refuses because the partition's fetch has not
+started yet (`_STATE`, right after an assignment) is kept, with what follows it for that partition (the resume),
+for the next round: the partition stays paused meanwhile, so nothing is read from an offset nobody chose.
+"""
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Iterator
+
+import confluent_kafka as ck
+from confluent_kafka import KafkaError, KafkaException
+
+from infra.adapters.backoff import Backoff
+from infra.adapters.eventlog.kafka_group import starting
+from infra.adapters.eventlog.port import Fenced, GroupConsumer, LogError, Moved, OwnAssignment, Record, TopicPartition
+
+log = logging.getLogger("runledger.eventlog")
+
+TIMEOUT_S = 30.0  # the longest any one blocking call waits for the broker (then LogError)
+FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+
+
+def fenced(error: KafkaError) -> bool:
+    return error.code() in FENCED
+
+
+@contextmanager
+def ported(doing: str) -> Iterator[None]:
+    """Raise librdkafka's errors as the port's: Fenced for a fencing (fatal: the writer never writes again), else
+    LogError saying what failed."""
+    try:
+        yield
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if error is not None and fenced(error):
+            raise Fenced(f"{doing}: {error.str()}") from exc
+        raise LogError(f"{doing}: {error.str() if error is not None else exc!r}") from exc
+    except (BufferError, RuntimeError) as exc:  # a full local queue, a closed client
+        raise LogError(f"{doing}: {exc!r}") from exc
+
+
+class Blocking:
+    """Run one client's blocking calls, one at a time, on a thread of its own, awaited from the loop."""
+
+    def __init__(self, name: str):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def __call__(self, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+def ours(tp) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def theirs(tp: TopicPartition, offset: int = ck.OFFSET_INVALID) -> ck.TopicPartition:
+    return ck.TopicPartition(tp.topic, tp.partition, offset)
+
+
+def record_of(m) -> Record:
+    return Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), tuple(m.headers() or ()))
+
+
+def fetch(consumer, max_records: int, timeout_s: float) -> list:
+    """Wait up to timeout_s for one message, then take what else is queued: `consume(n, t)` alone would wait
+    the whole timeout for n messages."""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first] + (consumer.consume(max_records - 1, 0) if max_records > 1 else [])
+
+
+def records_of(messages: list, doing: str) -> list[Record]:
+    records, errors = [], []
+    for m in messages:
+        (errors if m.error() else records).append(m)
+    if errors and not records:
+        raise LogError(f"{doing}: {errors[0].error().str()}")
+    for m in errors:
+        log.warning("%s: %s", doing, m.error().str())
+    return [record_of(m) for m in records]
+
+
+class ConfluentGroupConsumer(OwnAssignment, GroupConsumer):
+    def __init__(self, config: dict, topics: list[str], on_assigned: Moved, on_revoked: Moved,
+                 patience: Backoff | None = None):
+        self.topics, self.on_assigned, self.on_revoked, self.patience = topics, on_assigned, on_revoked, patience
+        self.consumer = ck.Consumer(config)
+        self.call = Blocking("rdkafka-consumer")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.assigned: frozenset[TopicPartition] = frozenset()
+        self.paused_tps: set[TopicPartition] = set()
+        self.positions: dict[TopicPartition, int] = {}
+        self.moves = 0
+        self.subscribed = False
+        self.metadata = None  # the consumer's group metadata as of its last poll or rebalance (KIP-447)
+        self.lock = threading.Lock()
+        self.ops: list[tuple[str, TopicPartition, int]] = []  # pause | resume | seek, for the consumer's thread
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await starting(self.patience, self.connect)
+
+    async def connect(self) -> None:
+        with ported("cannot join the consumer group"):
+            await self.call(self.joining)
+
+    def joining(self) -> None:
+        self.consumer.list_topics(None, TIMEOUT_S)  # the broker answers: then join
+        if not self.subscribed:
+            self.consumer.subscribe(self.topics, on_assign=self.assign_cb, on_revoke=self.revoke_cb,
+                                    on_lost=self.revoke_cb)
+            self.subscribed = True
+        self.metadata = self.consumer.consumer_group_metadata()
+
+    async def stop(self) -> None:
+        try:
+            with ported("cannot leave the consumer group"):
+                await self.call(self.consumer.close)  # its revoke callback runs here, on this loop
+        finally:
+            self.call.close()
+
+    # -- on the consumer's thread ------------------------------------------------------------------
+    def on_loop(self, coro) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        except Exception:  # noqa: BLE001 - as aiokafka: a failing listener is logged, the rebalance goes on
+            log.exception("a rebalance callback failed")
+
+    def assign_cb(self, consumer, partitions) -> None:
+        consumer.assign(partitions)  # from the committed offsets (else the earliest), which librdkafka reads now
+        self.metadata = consumer.consumer_group_metadata()
+        self.on_loop(self.assigned_now({ours(tp) for tp in partitions}))
+        self.apply(consumer)
+
+    def revoke_cb(self, consumer, partitions) -> None:
+        self.on_loop(self.revoked_now({ours(tp) for tp in partitions}))  # then the binding unassigns them
+        self.apply(consumer)
+
+    def apply(self, consumer) -> None:
+        """Apply the queued pause/resume/seek in order; keep a refused seek, and what follows it for its partition."""
+        with self.lock:
+            ops, self.ops = self.ops, []
+        held: set[TopicPartition] = set()
+        kept = []
+        for op, tp, offset in ops:
+            if tp in held:
+                kept.append((op, tp, offset))
+                continue
+            try:
+                if op == "seek":
+                    consumer.seek(theirs(tp, offset))
+                else:
+                    (consumer.pause if op == "pause" else consumer.resume)([theirs(tp)])
+            except KafkaException as exc:
+                if op == "seek" and exc.args[0].code() == KafkaError._STATE and tp in self.assigned:
+                    held.add(tp)
+                    kept.append((op, tp, offset))
+                    log.info("seeking %s waits for its fetch to start", tp)
+                elif tp in self.assigned:
+                    log.warning("%s of %s failed: %s", op, tp, exc.args[0].str())
+        if kept:
+            with self.lock:
+                self.ops[:0] = kept
+
+    def fetching(self, max_records: int, timeout_s: float) -> list:
+        self.apply(self.consumer)
+        messages = fetch(self.consumer, max_records, timeout_s)
+        self.metadata = self.consumer.consumer_group_metadata()
+        return messages
+
+    # -- on the loop -------------------------------------------------------------------------------
+    async def assigned_now(self, tps: set[TopicPartition]) -> None:
+        self.assigned, self.paused_tps, self.positions = frozenset(tps), set(), {}
+        self.moves += 1
+        await self.on_assigned(set(tps))
+
+    async def revoked_now(self, tps: set[TopicPartition]) -> None:
+        self.moves += 1
+        try:
+            await self.on_revoked(tps)  # the old assignment stays current meanwhile, as in aiokafka
+        finally:
+            self.assigned, self.paused_tps, self.positions = frozenset(), set(), {}
+
+    def queue(self, op: str, tps, offset: int = 0) -> None:
+        self.check(tps)
+        with self.lock:
+            self.ops.extend((op, tp, offset) for tp in tps)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.queue("pause", tps)
+        self.paused_tps.update(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.queue("resume", tps)
+        self.paused_tps.difference_update(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_tps)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.queue("seek", (tp,), offset)
+        self.positions[tp] = offset
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        with ported("cannot fetch"):
+            messages = await self.call(self.fetching, max_records, timeout_ms / 1000)
+        fetched: dict[TopicPartition, list[Record]] = {}
+        for r in records_of(messages, "fetching"):
+            fetched.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        for tp, records in fetched.items():
+            self.positions[tp] = records[-1].offset + 1
+        return fetched
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        self.check((tp,))
+        with ported(f"cannot read the committed offset of {tp}"):
+            (got,) = await self.call(self.consumer.committed, [theirs(tp)], timeout=TIMEOUT_S)
+        if got.error:
+            raise LogError(f"cannot read the committed offset of {tp}: {got.error.str()}")
+        return got.offset if got.offset >= 0 else None
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.check(offsets)
+        with ported("cannot commit offsets"):
+            await self.call(self.consumer.commit, offsets=[theirs(tp, o) for tp, o in offsets.items()],
+                            asynchronous=False)
+
+    async def position(self, tp: TopicPartition) -> int:
+        self.check((tp,))
+        if tp in self.positions:
+            return self.positions[tp]
+        (got,) = await self.call(self.consumer.position, [theirs(tp)])
+        return got.offset if got.offset >= 0 else (await self.committed(tp) or 0)
+
+    def group_metadata(self) -> object:
+        if self.metadata is None:  # not started: no thread polls it, the handle is free (no generation yet)
+            return self.consumer.consumer_group_metadata()
+        return self.metadata
