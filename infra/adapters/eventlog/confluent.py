@@ -28,6 +28,8 @@ from infra.adapters.settings import Settings
 
 log = logging.getLogger("runledger.eventlog")
 
+STOP_TIMEOUT_S = 3.0  # the most a writer's stop waits for the broker (serve has 20 s in all to end: dumps.py)
+
 
 def writer_config(settings: Settings, transactional_id: str) -> dict:
     return {
@@ -93,23 +95,38 @@ class ConfluentWriter(TransactionalWriter):
             await self.call(self.producer.init_transactions, TIMEOUT_S)
 
     async def stop(self) -> None:
+        """Bounded: an open transaction gets STOP_TIMEOUT_S to abort; if it does not, the producer is dropped
+        without `close()` (which would abort it again, and flush, with no bound: a serve that never exited on
+        SIGTERM was stuck there), and what it left open is aborted by a successor's `init_transactions` or by the
+        broker after transaction.timeout.ms."""
         try:
-            if self.open and not self.dead:
-                await self.abort()
-            await self.call(self.producer.close)
+            clean = await self.abort(STOP_TIMEOUT_S) if self.open and not self.dead else True
+            await self.call(self.close if clean else self.drop)
         except (KafkaException, RuntimeError) as error:
             log.warning("closing writer %s: %r", self.id, error)
         finally:
             self.call.close()
 
-    async def abort(self) -> None:
+    def close(self) -> None:  # on the writer's thread: nothing left open, so nothing to wait for
+        self.producer.purge()
+        self.producer.close()
+
+    def drop(self) -> None:  # on the writer's thread, where the handle is then destroyed
+        self.producer.purge()
+        self.producer = None
+
+    async def abort(self, timeout_s: float = TIMEOUT_S) -> bool:
+        """Abort the open transaction; whether it was (or the writer was fenced: nothing of it can commit)."""
         try:
             with self.mapped("cannot abort the transaction"):
-                await self.call(self.producer.abort_transaction, TIMEOUT_S)
+                await self.call(self.producer.abort_transaction, timeout_s)
+            return True
         except Fenced:
             self.dead = True
+            return True
         except LogError as error:
             log.warning("%s", error)
+            return False
         finally:
             self.open = False
 

@@ -141,8 +141,18 @@ class ConfluentGroupConsumer(OwnAssignment, GroupConsumer):
 
     # -- on the consumer's thread ------------------------------------------------------------------
     def on_loop(self, coro) -> None:
+        """Run the coroutine on the loop and wait for it; give up if the loop stops meanwhile (a process ending:
+        nothing would ever run it, and this thread would keep the interpreter from exiting)."""
         try:
-            asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+            done = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            while True:
+                try:
+                    return done.result(timeout=0.5)
+                except TimeoutError:
+                    if self.loop.is_closed() or not self.loop.is_running():
+                        done.cancel()
+                        log.warning("a rebalance callback was left unfinished: the event loop stopped")
+                        return
         except Exception:  # noqa: BLE001 - as aiokafka: a failing listener is logged, the rebalance goes on
             log.exception("a rebalance callback failed")
 
