@@ -104,3 +104,59 @@ async def test_a_reply_of_an_aborted_transaction_is_never_delivered():
         async with processing(settings, log):
             reply = await asyncio.wait_for(submitting, 10)
     assert (reply["command_id"], reply["status"]) == (sent["command_id"], "accepted")
+
+
+async def stop_reading_replies(bus: CommandBus) -> None:
+    await wait_until(bus.connected.is_set, 10, "the bus connected")
+    bus.task.cancel()
+    await asyncio.gather(bus.task, return_exceptions=True)
+
+
+async def test_an_api_beside_the_processor_is_answered_from_the_commit_without_reading_the_reply_back():
+    # Given the processor's committed replies handed to the bus (as serve wires them), and a bus that reads no
+    # reply back from the log (its reply tail stopped)
+    settings = make_settings(partitions=1, command_timeout_s=2.0)
+    log = twin(settings)
+    sent = run_requested(unique("t"))
+    async with processing(settings, log) as processor, bus_on(settings, log) as bus:
+        processor.worker.on_committed.append(bus.answer)
+        await stop_reading_replies(bus)
+        # When a command is submitted, then it is answered, with the reply the log holds
+        reply = await bus.submit(sent)
+    [on_log] = on_topic(log, settings.replies_topic)
+    assert reply == json.loads(on_log.value)
+    assert (reply["command_id"], reply["status"]) == (sent["command_id"], "accepted")
+
+
+async def test_without_the_hand_over_the_same_bus_would_not_be_answered():
+    # The control for the test above: with its reply tail stopped and nothing handed over, no answer comes
+    settings = make_settings(partitions=1, command_timeout_s=1.0)
+    log = twin(settings)
+    async with processing(settings, log), bus_on(settings, log) as bus:
+        await stop_reading_replies(bus)
+        with pytest.raises(OutcomePending):
+            await bus.submit(run_requested(unique("t")))
+
+
+async def test_replies_are_handed_over_only_once_their_transaction_committed():
+    # Given a commit that is fenced the first time (a rival writer takes the transactional id just before it)
+    settings = make_settings(partitions=1)
+    log = twin(settings)
+    fenced: list[str] = []
+
+    async def fence_once(transactional_id: str) -> None:
+        if not fenced:
+            fenced.append(transactional_id)
+            await log.transactional_writer(transactional_id).start()
+    log.before_commit = fence_once
+    told: list[tuple[str, bytes]] = []
+    sent = [run_requested(unique("t")) for _ in range(3)]
+    async with processing(settings, log) as processor:
+        processor.worker.on_committed.append(told.extend)
+        for c in sent:
+            log.produce(settings.commands_topic, c["tenant_id"].encode(), json.dumps(c).encode(), 0)
+        await wait_until(lambda: len(on_topic(log, settings.replies_topic)) == len(sent), 10, "every reply")
+    # Then what was handed over is exactly what the log holds: nothing of the fenced attempt, each reply once
+    committed = [(json.loads(r.value)["command_id"], r.value) for r in on_topic(log, settings.replies_topic)]
+    assert (len(fenced), sorted(told)) == (1, sorted(committed))
+    assert sorted(c for c, _ in told) == sorted(c["command_id"] for c in sent)
