@@ -7,9 +7,10 @@
 # Also: kafka (aiokafka against confluent-kafka on the transactional path, and the broker's CPU:
 # docs/bench-kafka.md), console (the console's first render and live update under the SSE load:
 # docs/console.md), failover (a processor SIGKILLed under load until its successor accepts, and
-# rebuild time against log size: docs/bench-failover.md).
+# rebuild time against log size: docs/bench-failover.md), cluster (events/s with one and two processors
+# on a three-broker cluster of its own, infra/local/cluster.sh: docs/scaling.md).
 #
-# Usage: bench/run.sh [write|read|streams|evidence|policy|kafka|console|failover] [that benchmark's options...]
+# Usage: bench/run.sh [write|read|streams|evidence|policy|kafka|console|failover|cluster] [that benchmark's options...]
 #        e.g. bench/run.sh --quick, bench/run.sh read --quick, bench/run.sh streams --help
 #        (no benchmark named = write). The same as `python -m bench.<name> ...` from the repo root.
 #        evidence and policy (Cedar evaluation per tool call, bench/policy/README.md) need no broker
@@ -32,7 +33,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 case "${1:-}" in
-  write | read | streams | evidence | policy | kafka | console | failover) NAME="$1"; shift ;;
+  write | read | streams | evidence | policy | kafka | console | failover | cluster) NAME="$1"; shift ;;
   *) NAME=write ;;
 esac
 cd "$ROOT"

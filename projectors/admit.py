@@ -91,7 +91,8 @@ class Poll:
         def kept(env: Envelope) -> bool:
             hold = culprits.get(env["tenant_id"])
             return hold is None or env["chain_seq"] < hold.chain_seq
-        return [Batch(b.partition, [e for e in b.envelopes if kept(e)], b.next_offset) for b in self.batches]
+        return [Batch(b.partition, [e for e in b.envelopes if kept(e)], b.next_offset, b.first_offset)
+                for b in self.batches]
 
 
 def releasing(tenant: str | None, poll: Poll) -> str | None:
@@ -122,7 +123,7 @@ class Admission:
         poll = Poll([])
         for partition, records, next_offset in polled:
             envelopes = [env for r in records if (env := await self.admitted(partition, r, poll))]
-            poll.batches.append(Batch(partition, envelopes, next_offset))
+            poll.batches.append(Batch(partition, envelopes, next_offset, records[0].offset if records else None))
         return await self.settle(poll)
 
     async def settle(self, poll: Poll, released: str | None = None) -> int:

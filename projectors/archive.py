@@ -72,6 +72,7 @@ class ArchiveProjection(Projection):
     tile that is not."""
 
     name = "archive"
+    local = True  # files of this process's own (a replica reads every partition: docs/scaling.md)
     linger_ms = 200   # fewer, bigger polls: each costs a few fsyncs per tenant
 
     def __init__(self, root: str | Path, topic_prefix: str = "ledger"):

@@ -24,11 +24,20 @@ class Batch:
     """One partition's share of a poll: its events in log order and the offset after them.
 
     A tenant's catch-up after a hold writes its events with next_offset None: the partition's
-    position, which has already moved past them, stays where it is.
+    position, which has already moved past them, stays where it is. `first_offset` is the offset of
+    the poll's first record of the partition (a store shared by several processes refuses a batch
+    whose records another one has stored meanwhile: PositionMoved).
     """
     partition: int
     envelopes: list[Envelope]
     next_offset: int | None
+    first_offset: int | None = None
+
+
+class PositionMoved(Exception):
+    """The stored position of a partition is past the poll's first record: another process (which the
+    group gave the partition in a rebalance) stored those records first. Nothing was written; read
+    again from the stored position."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,9 @@ class Projection(ABC):
 
     name: str
     linger_ms: int = 20  # how long the broker may hold a fetch to gather a bigger batch
+    # Whether its store lives in this process (an embedded chdb, local files): then every process keeps a
+    # whole copy of its own and, with RUNLEDGER_PROJECTOR_REPLICA, reads every partition (projectors/runner.py).
+    local: bool = False
 
     @abstractmethod
     async def open(self) -> "Projection":

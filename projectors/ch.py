@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from itertools import islice
 from typing import Any, Sequence
 
-from infra.adapters.clickhouse import ClickHouse
+from infra.adapters.clickhouse import ChdbClickHouse, ClickHouse
 from projectors.base import Batch, Envelope, Hold, Position
 from projectors.generations import ClickHouseGenerations, Generational
 from projectors.removals import Removal, Sweep, sweeps
@@ -106,6 +106,11 @@ class ClickHouseProjection(Generational):
     @property
     def db(self) -> str:
         return self.location
+
+    @property
+    def local(self) -> bool:  # type: ignore[override]
+        """The embedded engine's data is this process's own; a server's is shared by every process."""
+        return isinstance(self.ch, ChdbClickHouse)
 
     async def run(self, fn, *args) -> Any:
         return await asyncio.to_thread(fn, *args)

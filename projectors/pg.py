@@ -15,7 +15,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from projectors.base import DATA_ERRORS, Batch, Envelope, Hold, Position
+from projectors.base import DATA_ERRORS, Batch, Envelope, Hold, Position, PositionMoved
 from projectors.generations import Generational, PostgresGenerations
 from projectors.removals import Removal, Sweep
 
@@ -104,8 +104,28 @@ class PostgresProjection(Generational):
             async with conn.transaction():
                 if self.pinned_generation is None:
                     self.raise_if_swapped(await self.generations.live_on(conn, self.name, lock="FOR SHARE"))
+                await self.fence(conn, batches)
                 await self.write(conn, [env for batch in batches for env in batch.envelopes])
                 await self.execute(conn, self.bookkeeping(batches) + self.hold_statements(holds, released))
+
+    async def fence(self, conn: AsyncConnection, batches: list[Batch]) -> None:
+        """Refuse a poll whose records another process stored first (PositionMoved, nothing written).
+
+        Processes in one group split the partitions, but in a rebalance the old owner may still be storing
+        a poll when the new one has read the position: under a lock per partition, whichever stores second
+        finds the position past its first record."""
+        firsts = {b.partition: b.first_offset for b in batches
+                  if b.next_offset is not None and b.first_offset is not None}
+        for partition in sorted(firsts):
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)",
+                               (f"{self.schema}.positions", partition))
+        if firsts:
+            rows = await (await conn.execute(f"SELECT partition, next_offset FROM {self.schema}.positions "
+                                             "WHERE partition = ANY(%s)", (list(firsts),))).fetchall()
+            moved = sorted((p, o) for p, o in rows if o > firsts[p])
+            if moved:
+                raise PositionMoved(f"{self.name}: partitions stored past this poll by another process "
+                                    f"(partition, stored position): {moved}")
 
     async def probe(self, envelopes: list[Envelope]) -> None:
         async with self.pool.connection() as conn:

@@ -26,7 +26,7 @@ from infra.adapters.eventlog import EventLog, GroupConsumer, LogError, TopicPart
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.settings import Settings
 from projectors.admit import Admission, ProjectionHalted
-from projectors.base import Hold, Projection
+from projectors.base import Hold, PositionMoved, Projection
 from projectors.generations import SchemaSwapped
 
 log = logging.getLogger("runledger.projector")
@@ -34,6 +34,14 @@ log = logging.getLogger("runledger.projector")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def group_of(settings: Settings, projection: Projection) -> str:
+    """The projection's consumer group: one for every process, whose members split the partitions, except
+    for a store this process keeps to itself (chdb, files) in a named replica: that replica's own group,
+    which reads every partition (RUNLEDGER_PROJECTOR_REPLICA, docs/scaling.md)."""
+    group = f"{settings.topic_prefix}.projector.{projection.name}"
+    return f"{group}.{settings.projector_replica}" if projection.local and settings.projector_replica else group
 
 
 class ProjectorRunner:
@@ -46,7 +54,7 @@ class ProjectorRunner:
         self.tracer = tracer or tracing.tracer()  # a `process` span per poll (infra/adapters/tracing.py)
         self.admission = Admission(projection)
         self.batch_max = batch_max
-        self.group = f"{settings.topic_prefix}.projector.{projection.name}"
+        self.group = group_of(settings, projection)
         # Told after each stored poll: (projector, events stored, seconds the store took). For
         # metrics and benchmarks, which must not wrap the projection's methods to measure them.
         self.on_applied: list[Callable[[str, int, float], None]] = []
@@ -139,6 +147,9 @@ class ProjectorRunner:
             self.failed = f"projector {self.projection.name} stopped: {halt}"
             log.critical(self.failed)
             await self.projection.record_failure(self.failed)
+        except PositionMoved as moved:  # another process of the group stored these first, in a rebalance
+            log.info("projector %s: %s; reading again from the stored position", self.projection.name, moved)
+            self.reposition_all()
         except SchemaSwapped:
             log.info("projector %s: a rebuilt generation went live; continuing there", self.projection.name)
             await self.projection.open()

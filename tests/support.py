@@ -157,6 +157,8 @@ class Service:
                 "RUNLEDGER_CHECKPOINT_INTERVAL_S": str(s.checkpoint_interval_s),
                 "RUNLEDGER_CHECKPOINT_EVERY": str(s.checkpoint_every), "RUNLEDGER_DEPLOYMENT": s.deployment,
                 "RUNLEDGER_TOPIC_PREFIX": s.topic_prefix, "RUNLEDGER_PARTITIONS": str(s.partitions),
+                "RUNLEDGER_REPLICATION_FACTOR": str(s.replication_factor),
+                "RUNLEDGER_MIN_INSYNC_REPLICAS": str(s.min_insync_replicas),
                 "RUNLEDGER_COMMAND_TIMEOUT_S": str(s.command_timeout_s),
                 "RUNLEDGER_SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
                 "RUNLEDGER_SSE_BUFFER": str(s.sse_buffer), "RUNLEDGER_SSE_RETAIN": str(s.sse_retain),

@@ -21,13 +21,15 @@ def dumps(value: dict[str, Any]) -> bytes:
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create the ledger topics if they do not exist (same partition count, unlimited retention)."""
+    """Create the ledger topics if they do not exist (same partition count, unlimited retention, the
+    replication factor and min.insync.replicas of the settings; topics that exist are left as they are)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         await admin.start()  # inside: a broker that is down leaves no connection open behind (roles retry)
         existing = set(await admin.list_topics())
-        config = {"retention.ms": "-1", "retention.bytes": "-1", "min.insync.replicas": "1"}
-        wanted = [NewTopic(t, settings.partitions, 1, topic_configs=config)
+        config = {"retention.ms": "-1", "retention.bytes": "-1",
+                  "min.insync.replicas": str(settings.min_insync_replicas)}
+        wanted = [NewTopic(t, settings.partitions, settings.replication_factor, topic_configs=config)
                   for t in (settings.commands_topic, settings.events_topic, settings.replies_topic)
                   if t not in existing]
         if wanted:

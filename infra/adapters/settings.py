@@ -34,6 +34,16 @@ class Settings(BaseSettings):
                                          "(<dir>/<tenant>/), servable read-only by any web server (docs/archive.md)")
     topic_prefix: str = Field("ledger", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(6, ge=1, le=1000)
+    replication_factor: int = Field(1, description="RUNLEDGER_REPLICATION_FACTOR: replicas of each ledger topic "
+                                    "when it is created (3 on a three-broker cluster; docs/scaling.md)")
+    min_insync_replicas: int = Field(1, description="RUNLEDGER_MIN_INSYNC_REPLICAS: the topics' "
+                                     "min.insync.replicas: how many replicas must have a write before it is "
+                                     "acknowledged (acks=all), so how many brokers may be down (RF − this)")
+    projector_replica: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$", description=(
+        "RUNLEDGER_PROJECTOR_REPLICA: names this process's own copy of the read models kept in it (embedded chdb: "
+        "audit, cost; the archive files): those projectors join groups <prefix>.projector.<name>.<replica> and "
+        "read every partition; unset: one shared group. Give each process with a chdb of its own a different "
+        "name (docs/scaling.md)"))
     jwt_secret: SecretStr
     jwt_audience: str = "runledger"
     api_host: str = "127.0.0.1"
@@ -150,6 +160,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"RUNLEDGER_PREVIOUS_KEKS: KEK id {kek_id!r} does not match {KEK_ID_PATTERN}")
             kek_bytes(f"RUNLEDGER_PREVIOUS_KEKS[{kek_id!r}]", kek)
         return value
+
+    @model_validator(mode="after")
+    def check_replication(self) -> "Settings":
+        if self.replication_factor < 1:
+            raise ValueError(f"RUNLEDGER_REPLICATION_FACTOR must be at least 1, not {self.replication_factor}")
+        if not 1 <= self.min_insync_replicas <= self.replication_factor:
+            raise ValueError(f"RUNLEDGER_MIN_INSYNC_REPLICAS must be between 1 and RUNLEDGER_REPLICATION_FACTOR "
+                             f"({self.replication_factor}), not {self.min_insync_replicas}: with more in-sync "
+                             "replicas required than there are replicas, no write could ever be acknowledged")
+        return self
 
     @model_validator(mode="after")
     def check_kek_ring(self) -> "Settings":

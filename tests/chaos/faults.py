@@ -51,6 +51,15 @@ def streaming_since(load: Load, followers: list[Follower], since: float) -> floa
     return max(firsts)
 
 
+async def recovered(fault: Fault, load: Load, followers: list[Follower]) -> None:
+    """Note when every tenant was accepting and streaming again after the fault (or give up, leaving None)."""
+    deadline = time.monotonic() + RECOVERY_GIVE_UP_S
+    while time.monotonic() < deadline and (fault.accepting_at is None or fault.streaming_at is None):
+        fault.accepting_at = fault.accepting_at or load.all_accepting_since(fault.at)
+        fault.streaming_at = fault.streaming_at or streaming_since(load, followers, fault.at)
+        await asyncio.sleep(0.2)
+
+
 class Chaos:
     def __init__(self, stack: OwnStack, cluster: Cluster, load: Load, followers: list[Follower], rng: random.Random):
         self.stack, self.cluster, self.load, self.followers, self.rng = stack, cluster, load, followers, rng
@@ -95,11 +104,7 @@ class Chaos:
         return fault
 
     async def recovered(self, fault: Fault) -> None:
-        deadline = time.monotonic() + RECOVERY_GIVE_UP_S
-        while time.monotonic() < deadline and (fault.accepting_at is None or fault.streaming_at is None):
-            fault.accepting_at = fault.accepting_at or self.load.all_accepting_since(fault.at)
-            fault.streaming_at = fault.streaming_at or streaming_since(self.load, self.followers, fault.at)
-            await asyncio.sleep(0.2)
+        await recovered(fault, self.load, self.followers)
 
     def table(self) -> list[str]:
         head = (f"{'fault':<10}{'n':>3}  {'accepting from fault p50/max':>30}  {'from restart p50/max':>22}  "

@@ -1,7 +1,10 @@
 """The roles of the chaos test, each `runledger serve` in a process of its own, and a watch on them.
 
 Two API processes (API only), two command processors (processor only) and one projector process
-(every projector, its embedded chdb in a directory that survives a restart: the port is kept). A role
+(every projector, its embedded chdb in a directory that survives a restart: the port is kept), or,
+for the three-broker test (tests/e2e/test_cluster.py), several: each a replica of its own
+(RUNLEDGER_PROJECTOR_REPLICA), its chdb and archive read from every partition, while the
+PostgreSQL projectors of all of them share one group and split the partitions. A role
 the test did not kill that is found dead is a self-exit: written down with the end of its log, and
 started again so the run goes on (the judge fails on any).
 """
@@ -15,11 +18,16 @@ from tests.e2e.test_health import HealthService
 
 
 class Role(HealthService):
-    def __init__(self, name: str, kind: str, settings: Settings, api: bool, processor: bool, projectors: bool):
+    def __init__(self, name: str, kind: str, settings: Settings, api: bool, processor: bool, projectors: bool,
+                 extra_env: dict[str, str] | None = None):
         super().__init__(settings, api=api, processor=processor)
         self.args += [] if projectors else ["--no-projectors"]
         self.name, self.kind = name, kind
+        self.extra_env = extra_env or {}
         self.killed = False  # by the test, not yet started again
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), **self.extra_env}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -52,16 +60,20 @@ class SelfExit:
 
 
 class Cluster:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, projectors: int = 1):
+        """`projectors` > 1: that many projector processes, replicas "a", "b", … (one: the shared groups)."""
         self.apis = [Role(f"api-{i}", "api", settings, True, False, False) for i in "ab"]
         self.processors = [Role(f"processor-{i}", "processor", settings, False, True, False) for i in "ab"]
-        self.projector = Role("projector", "projector", settings, False, False, True)
+        replicas = [("projector", {})] if projectors == 1 else [
+            (f"projector-{i}", {"RUNLEDGER_PROJECTOR_REPLICA": i}) for i in "abcdefgh"[:projectors]]
+        self.projectors = [Role(name, "projector", settings, False, False, True, env) for name, env in replicas]
+        self.projector = self.projectors[0]
         self.self_exits: list[SelfExit] = []
         self.watching: asyncio.Task | None = None
 
     @property
     def roles(self) -> list[Role]:
-        return [*self.apis, *self.processors, self.projector]
+        return [*self.apis, *self.processors, *self.projectors]
 
     def of_kind(self, kind: str) -> list[Role]:
         return [r for r in self.roles if r.kind == kind]

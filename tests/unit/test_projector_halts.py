@@ -61,6 +61,7 @@ class FakeProjection:
     """A store that keeps what it is given and refuses any event whose payload has a 'poison' note."""
     name = "fake"
     genesis = (0, GENESIS_HASH)
+    local = False  # a shared store: the runner's group is the one every process joins
 
     def __init__(self):
         self.stored: list[tuple[int, str, int]] = []  # (partition, tenant, chain_seq)
