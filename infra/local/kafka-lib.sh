@@ -143,5 +143,12 @@ kafka_format() {  # kafka_format CONFIG DATA_DIR LOG CLUSTER_ID WHO: format the 
 kafka_launch() {  # kafka_launch CONFIG LOG PIDFILE: start the broker in the background (no wait)
   # setsid: the broker outlives the script and is not hit by a Ctrl-C sent to it.
   setsid java "${KAFKA_JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$1" >>"$2" 2>&1 </dev/null &
-  echo $! >"$3"
+  local pid=$! i
+  echo "$pid" >"$3"
+  # Until the forked shell has exec'd java its command line is this script's, and broker_alive would call a
+  # broker that is starting dead (seen on a loaded machine): wait for the exec, or for the process to go.
+  for ((i = 0; i < 100; i++)); do
+    broker_alive "$3" || ! pid_alive "$pid" && break
+    sleep 0.1
+  done
 }
