@@ -13,6 +13,7 @@ all by position) builds, applies and appends the event as `Aggregate.trigger_eve
 """
 import dataclasses
 import inspect
+from datetime import datetime
 from types import MethodType
 from typing import Any, Callable
 from uuid import UUID
@@ -42,9 +43,25 @@ class Triggering(CommandMethodDecorator):
                 plan = None
         if plan is None:
             return super().__get__(aggregate, type(aggregate))(*args, **kwargs)
+        if type(aggregate) in _BARE_STATE:  # the library's properties over its own attributes: read them directly
+            state = {"originator_id": aggregate._id, "originator_version": aggregate._version + 1,
+                     "timestamp": (datetime.now(tz=library.TZINFO) if event_class.create_timestamp is _LIBRARY_TIMESTAMP
+                                   and library.datetime_now_with_tzinfo is _LIBRARY_NOW
+                                   else event_class.create_timestamp()), **kwargs}
+            if _FIELD_COUNTS.get(event_class) == len(state) and type(state["originator_id"]) is UUID:
+                new_event = object.__new__(event_class)  # `instantiate`'s own path: the event's fields are these values
+                new_event.__dict__.update(state)
+                self.decorated_func(aggregate, **kwargs)
+            else:
+                new_event = instantiate(event_class, state)
+                self.decorated_func(aggregate, **{name: getattr(new_event, name) for name in names})
+            aggregate._version = new_event.originator_version
+            aggregate._modified_on = new_event.timestamp
+            aggregate._pending_events.append(new_event)
+            return
         new_event = instantiate(event_class, {"originator_id": aggregate.id,
                                               "originator_version": aggregate.version + 1,
-                                              "timestamp": event_class.create_timestamp(), **kwargs})
+                                              "timestamp": now(event_class), **kwargs})
         self.decorated_func(aggregate, **{name: getattr(new_event, name) for name in names})
         aggregate.version = new_event.originator_version
         aggregate.modified_on = new_event.timestamp
@@ -64,7 +81,44 @@ class Triggering(CommandMethodDecorator):
                 and super(DecoratedFuncCaller, event_class).apply is CanMutateAggregate.apply
                 and library.decorated_funcs.get(event_class) is self.decorated_func)
         self.plan = (names, frozenset(names), event_class) if fits else None
+        if fits:
+            bare_state(owner)
+            instantiate_plan(event_class)
         return self.plan
+
+
+_BASE = library.BaseAggregate
+_BARE_STATE: set[type] = set()  # aggregate classes whose id, version, modified_on and pending_events are the library's
+
+
+def bare_state(cls: type) -> bool:
+    """Whether `cls`'s id, version, modified_on and pending_events are the library's properties over `_id` etc."""
+    if cls not in _BARE_STATE and (cls.id is _BASE.id and cls.version is _BASE.version
+                                   and cls.modified_on is _BASE.modified_on
+                                   and cls.pending_events is _BASE.pending_events
+                                   and type(cls).__setattr__ is type.__setattr__ and cls.__setattr__ is object.__setattr__
+                                   and cls.__getattribute__ is object.__getattribute__):
+        _BARE_STATE.add(cls)
+    return cls in _BARE_STATE
+
+
+def instantiate_plan(event_class: type) -> int:
+    """The field count `instantiate` works with for the class (0: the class builds its own instances)."""
+    count = _FIELD_COUNTS.get(event_class)
+    if count is None:
+        count = _FIELD_COUNTS[event_class] = _field_count(event_class)
+    return count
+
+
+_LIBRARY_NOW = library.datetime_now_with_tzinfo
+_LIBRARY_TIMESTAMP = library.CanCreateTimestamp.create_timestamp
+
+
+def now(event_class: type) -> datetime:
+    """`event_class.create_timestamp()`: where both are the library's, its `datetime.now(tz=TZINFO)` directly."""
+    if event_class.create_timestamp is _LIBRARY_TIMESTAMP and library.datetime_now_with_tzinfo is _LIBRARY_NOW:
+        return datetime.now(tz=library.TZINFO)
+    return event_class.create_timestamp()
 
 
 def event(event_class: type) -> Callable[[Callable[..., None]], Triggering]:
@@ -77,10 +131,11 @@ def event(event_class: type) -> Callable[[Callable[..., None]], Triggering]:
 class _Creation:
     """How `create` builds one aggregate class from one created-event class: worked out once, or None."""
 
-    __slots__ = ("names", "name_set", "init", "topic")
+    __slots__ = ("names", "name_set", "init", "topic", "bare")
 
-    def __init__(self, names: tuple[str, ...], init: Callable[..., None], topic: str):
+    def __init__(self, names: tuple[str, ...], init: Callable[..., None], topic: str, bare: bool = False):
         self.names, self.name_set, self.init, self.topic = names, frozenset(names), init, topic
+        self.bare = bare  # the library's attributes behind id, version, ... (`bare_state`): set directly
 
 
 _CREATIONS: dict[tuple[type, type], _Creation | None] = {}
@@ -101,14 +156,30 @@ def create(cls: type, event_class: type, id: Any = None, **kwargs: Any) -> Any: 
     if plan is None or type(id) is not UUID or kwargs.keys() != plan.name_set:
         return cls._create(event_class, id=id, **kwargs)
     created = instantiate(event_class, {"originator_id": id, "originator_version": cls.INITIAL_VERSION,
-                                        "timestamp": event_class.create_timestamp(), **kwargs,
-                                        "originator_topic": plan.topic})
+                                        "timestamp": (datetime.now(tz=library.TZINFO)  # `now(event_class)`
+                                                      if event_class.create_timestamp is _LIBRARY_TIMESTAMP
+                                                      and library.datetime_now_with_tzinfo is _LIBRARY_NOW
+                                                      else event_class.create_timestamp()),
+                                        **kwargs, "originator_topic": plan.topic})
     aggregate = cls.__new__(cls)
+    if plan.bare and type(created) is event_class and _FIELD_COUNTS[event_class] == 4 + len(kwargs):
+        # `instantiate`'s own path, so the event's fields are these values; `__base_init__` is the library's
+        at = created.timestamp
+        aggregate._id, aggregate._version, aggregate._created_on, aggregate._modified_on = id, cls.INITIAL_VERSION, at, at
+        aggregate._pending_events = []
+        plan.init(aggregate, **kwargs)
+        if event_class.apply is not _NO_APPLY:
+            created.apply(aggregate)
+        aggregate._pending_events.append(created)
+        return aggregate
     aggregate.__base_init__(created.originator_id, created.originator_version, created.timestamp)
     plan.init(aggregate, **{name: getattr(created, name) for name in plan.names})
     created.apply(aggregate)
     aggregate.pending_events.append(created)
     return aggregate
+
+
+_NO_APPLY = library.CanMutateAggregate.apply  # the library's apply, which does nothing
 
 
 def _plan_creation(cls: type, event_class: type) -> _Creation | None:
@@ -125,7 +196,7 @@ def _plan_creation(cls: type, event_class: type) -> _Creation | None:
         fields = set(inspect.signature(event_class).parameters) - BASE_FIELDS
         if (library.resolve_topic(topic) is cls and set(names) == fields
                 and all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)):
-            plan = _Creation(names, init, topic)
+            plan = _Creation(names, init, topic, bare_state(cls) and instantiate_plan(event_class) > 0)
     _CREATIONS[(cls, event_class)] = plan
     return plan
 
@@ -143,7 +214,7 @@ def instantiate(event_class: type, state: dict[str, Any]) -> Any:
     """
     count = _FIELD_COUNTS.get(event_class)
     if count is None:
-        count = _FIELD_COUNTS[event_class] = _field_count(event_class)
+        count = instantiate_plan(event_class)
     if count != len(state) or type(state["originator_id"]) is not UUID:
         return event_class(**state)
     new_event = object.__new__(event_class)

@@ -6,7 +6,7 @@ from uuid import UUID
 from domain import commands as c
 from domain.approval import Approval
 from domain.budget import Budget, budget_id, check_run_cap
-from domain.context import Context
+from domain.context import Context, made_id
 from domain.errors import InvalidCommand, InvalidState
 from domain.evidence import fail_export, record_export, request_export, sign_checkpoint
 from domain.evidence import record_verification
@@ -53,7 +53,7 @@ def start_step(cmd: c.StartStep, ctx: Context) -> UUID:
     run = ctx.get(Run, cmd.run_id)
     step_id = ctx.new_step_id(cmd.step_id)
     run.start_step(step_id, cmd.kind, cmd.name)
-    return UUID(step_id)
+    return made_id(step_id)
 
 
 def finish_step(cmd: c.FinishStep, ctx: Context) -> UUID:
@@ -123,7 +123,7 @@ def request_approval(cmd: c.RequestApproval, ctx: Context) -> UUID:
     ctx.add(Approval.request(approval_id, str(cmd.run_id), ctx.str_or_none(cmd.tool_call_id),
                              action, cmd.risk_tier, role, count, ctx.actor.subject, expires_at))
     run.wait_for_approval(approval_id)
-    return UUID(approval_id)
+    return made_id(approval_id)
 
 
 def check_tool_call_awaits_approval(tool_call: ToolCall, run_id: str) -> None:
@@ -185,7 +185,7 @@ def record_cost(cmd: c.RecordCost, ctx: Context) -> UUID:
     budget.record_cost(cost_id, ctx.str_or_none(cmd.run_id), cmd.provider, cmd.model,
                        cmd.tokens_in, cmd.tokens_out, cmd.amount_micros, cmd.currency,
                        run_cap, ctx.now_iso)
-    return UUID(cost_id)
+    return made_id(cost_id)
 
 
 def open_budget(project: str, ctx: Context) -> Budget:

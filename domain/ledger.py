@@ -11,6 +11,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import SchemaValidator
 from uuid_utils import uuid7
 
 from domain.commands import AnyCommand, ExpireApproval
@@ -21,7 +22,8 @@ from domain.context import Context, id_text
 from domain.errors import DomainError, Forbidden, InvalidCommand
 from domain.governance import retention_id, stores_content
 from domain.handlers import HANDLERS
-from domain.policy_reply import policy_outcome
+from domain.appending import append
+from domain.policy_reply import POLICY_TYPES, policy_outcome
 from domain.retention import Families, Rules
 from domain.registry import (AGGREGATE_TYPES, EVENT_TYPES, payload_of, schema_version_of,
                              to_domain_event)
@@ -29,9 +31,12 @@ from schemas.chain import ChainVerifier
 from schemas.merkle import leaf_hash
 from schemas.merkle_trees import CompactTree
 from schemas.envelope import Actor, instant, iso
-from schemas.sealing import Stamp, accepted_reply, seal_event
+from schemas.sealing import Stamp, accepted, accepted_reply, seal_event
 
 COMMAND = TypeAdapter(AnyCommand)
+# COMMAND.validate_python without pydantic's Python wrapper (every option at its default), once the adapter is built
+_VALIDATE = (COMMAND.validator.validate_python if isinstance(COMMAND.validator, SchemaValidator)
+             else COMMAND.validate_python)
 SYSTEM_ACTOR = Actor(subject="runledger:timer", roles=["system"])
 
 
@@ -140,16 +145,23 @@ class TenantLedger:
         if prior is not None:
             return self.replay(prior, command), []
         try:
-            aggregate_id, version, envelopes = self.decide(command, now, ring)
+            aggregate_id, version, envelopes, stamp = self.decide(command, now, ring)
         except DomainError as error:
             envelopes = []
             reply = self.reply(command, "rejected", code=error.code, reason=error.reason)
         except Exception as error:  # Inconsistent included: after a rebuild it would happen again
             raise Undecidable(command["command_id"], error) from error
         else:
-            reply = accepted_reply(self.reply(command, "accepted", aggregate_id=id_text(aggregate_id),
-                                              aggregate_version=version, events=[summary(e) for e in envelopes],
-                                              **policy_outcome(envelopes)), envelopes)
+            outcome = (policy_outcome(envelopes) if len(envelopes) != 1 or envelopes[0]["type"] in POLICY_TYPES
+                       else None)  # `bears_on_policy`, for one event
+            if outcome:
+                reply = accepted_reply(self.reply(command, "accepted", aggregate_id=id_text(aggregate_id),
+                                                  aggregate_version=version, events=[summary(e) for e in envelopes],
+                                                  **outcome), envelopes)
+            else:
+                reply = accepted(command["command_id"], self.tenant_id, key, command["request_digest"],
+                                 id_text(aggregate_id), version, [summary(envelopes[0])] if len(envelopes) == 1
+                                 else [summary(e) for e in envelopes], envelopes, stamp)
         if key:
             self.replies[key] = reply
         return reply, envelopes
@@ -164,28 +176,32 @@ class TenantLedger:
         return reply
 
     def decide(self, command: dict[str, Any], now: datetime,
-               ring: KeyRing | None = None) -> tuple[UUID, int, list[dict[str, Any]]]:
+               ring: KeyRing | None = None) -> tuple[UUID, int, list[dict[str, Any]], Stamp | None]:
+        """The aggregate the command addressed, its version, the sealed envelopes, and their `Stamp` (None if none)."""
         if command.get("occurred_at") is not None:
             self.clock.check(command["occurred_at"], now)
         cmd = parse_command(command["body"])
         actor = actor_of(command["actor"])
         handler, roles = HANDLERS[type(cmd)]
-        if roles and not roles.intersection(actor.roles):
+        if roles and roles.isdisjoint(actor.roles):
             raise Forbidden(f"{cmd.type} needs one of the roles {sorted(roles)}", "missing_role")
-        ctx = Context(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"),
-                      step_runs=self.step_runs, families=self.families, rules=self.rules, sealer=ring,
-                      tree=self.tree, signer=self.signer, unsigned=self.unsigned, calls=self.calls)
+        ctx = Context.of(self.tenant_id, self.aggregates, actor, now, command.get("expected_version"), self.step_runs,
+                         self.families, self.rules, ring, self.tree, self.signer,
+                         self.chain.head_seq - self.checkpoint_seq, self.calls)  # `unsigned` as the property
         try:
             aggregate_id = handler(cmd, ctx)
         except DomainError:
             if ctx.has_pending_events():
                 raise Inconsistent(f"{cmd.type} changed state before it was rejected")
             raise
-        events = ctx.collect_events()
-        stamp = Stamp(self.tenant_id, stamp_of(command, actor, iso(now))) if events else None
-        envelopes = [self.append(e, stamp) for e in events]
+        pairs = ctx.collect_pairs()
+        envelopes, stamp = [], None
+        if pairs:
+            recorded_at = iso(now)
+            stamp = Stamp.of_command(self.tenant_id, command, actor.subject, actor.roles, recorded_at)
+            envelopes = [append(self, event, aggregate, stamp, recorded_at, actor.subject) for event, aggregate in pairs]
         subject = self.aggregates.get(aggregate_id)
-        return aggregate_id, subject.version if subject else 0, envelopes
+        return aggregate_id, subject.version if subject else 0, envelopes, stamp
 
     def append(self, event: Any, stamp: Stamp) -> dict[str, Any]:
         """Seal one new event onto the chain; stamp holds the fields shared by a command's events."""
@@ -243,14 +259,14 @@ def _actor(subject: Any, roles: tuple[Any, ...]) -> Actor:
 
 def parse_command(body: dict[str, Any]):
     try:
-        return COMMAND.validate_python(body)
+        return _VALIDATE(body)
     except ValidationError as error:
         raise InvalidCommand(f"invalid command: {error.errors(include_url=False)}") from None
 
 
 def summary(env: dict[str, Any]) -> dict[str, Any]:
-    return {k: env[k] for k in ("chain_seq", "hash", "type", "event_id", "aggregate_id",
-                                "aggregate_version")}
+    return {"chain_seq": env["chain_seq"], "hash": env["hash"], "type": env["type"], "event_id": env["event_id"],
+            "aggregate_id": env["aggregate_id"], "aggregate_version": env["aggregate_version"]}
 
 
 def expire_command(tenant_id: str, approval_id: str, now: datetime) -> dict[str, Any]:

@@ -9,6 +9,18 @@ DECISION_FIELDS = ("decision", "policy_id", "policy_version", "digest", "determi
                    "obligations", "source", "evaluated_at", "bundle_revision")
 
 
+POLICY_TYPES = frozenset({"tool_call.policy_decided", "tool_call.violation_recorded", "policy.published",
+                          "policy.activated"})  # the event types `policy_outcome` reads; any other gives {}
+
+
+def bears_on_policy(envelopes: list[dict[str, Any]]) -> bool:
+    """Whether `policy_outcome(envelopes)` says anything (is not {})."""
+    for env in envelopes:
+        if env["type"] in POLICY_TYPES:
+            return True
+    return False
+
+
 def policy_outcome(envelopes: list[dict[str, Any]]) -> dict[str, Any]:
     outcome: dict[str, Any] = {}
     for env in envelopes:

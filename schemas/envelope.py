@@ -160,6 +160,14 @@ def compact_json(sort_keys: bool = False) -> Callable[[Any], str]:
     return lambda value: "".join(encode_with(value, 0))
 
 
+def compact_chunks(sort_keys: bool = False) -> Callable[[Any, int], list[str]] | None:
+    """The C encoder `compact_json` joins the chunks of (None without the C accelerator)."""
+    if c_make_encoder is None:
+        return None
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=sort_keys, check_circular=False)
+    return c_make_encoder(None, encoder.default, encode_basestring, None, ":", ",", sort_keys, False, True)
+
+
 _COMPACT = compact_json()
 
 
@@ -197,10 +205,23 @@ def iso(at: datetime) -> str:
     return instant(at)
 
 
+_SECONDS: dict[tuple[int, ...], str] = {}  # "YYYY-MM-DDTHH:MM:SS." of the seconds events were recently stamped in
+
+
 def instant(at: datetime) -> str:
-    """`iso` without its cache, for a time formatted once (an event's own)."""
+    """`iso` without its cache, for a time formatted once (an event's own).
+
+    A UTC time's text up to its second is remembered (`isoformat` costs more than the rest together): the events
+    of one second share it, and only the microseconds are written per call.
+    """
     if at.tzinfo is timezone.utc and at.year >= 1000:  # strftime's %Y pads no year below 1000
-        return at.isoformat("T", "microseconds")[:-6] + "Z"
+        second = (at.year, at.month, at.day, at.hour, at.minute, at.second)
+        prefix = _SECONDS.get(second)
+        if prefix is None:
+            if len(_SECONDS) >= 256:
+                _SECONDS.clear()
+            prefix = _SECONDS[second] = at.isoformat("T", "seconds")[:-6] + "."
+        return prefix + str(1000000 + at.microsecond)[1:] + "Z"
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -210,11 +231,14 @@ def parse_iso(text: str) -> datetime:
 
 def cloudevents_headers(envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
     """Return CloudEvents 1.0 Kafka binary-mode headers for an envelope."""
+    tenant_id, event_type = envelope["tenant_id"], envelope["type"]
+    source = _SOURCES.get(tenant_id) if type(tenant_id) is str else None
+    ce_type = _TYPES.get(event_type) if type(event_type) is str else None
     headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", envelope["event_id"].encode()),
-        ("ce_source", _source(envelope["tenant_id"])),  # the cached bytes of the f-string before them
-        ("ce_type", _ce_type(envelope["type"])),
+        ("ce_source", source or _source(tenant_id)),  # the cached bytes of the f-string before them
+        ("ce_type", ce_type or _ce_type(event_type)),
         ("ce_time", envelope["recorded_at"].encode()),
         ("ce_subject", f"{envelope['aggregate_type']}/{envelope['aggregate_id']}".encode()),
         ("content-type", b"application/json"),
@@ -224,19 +248,22 @@ def cloudevents_headers(envelope: dict[str, Any]) -> list[tuple[str, bytes]]:
     return headers
 
 
-@lru_cache(maxsize=4096)  # a processor appends for a few tenants
-def _cached_source(tenant_id: str) -> bytes:
-    return f"/runledger/tenants/{tenant_id}".encode()
+_SOURCES: dict[str, bytes] = {}  # a processor appends for a few tenants (bounded all the same)
+_TYPES: dict[str, bytes] = {}  # the event types of the catalogue
 
 
 def _source(tenant_id: Any) -> bytes:
-    return _cached_source(tenant_id) if type(tenant_id) is str else f"/runledger/tenants/{tenant_id}".encode()
-
-
-@lru_cache(maxsize=256)  # the event types of the catalogue
-def _cached_type(event_type: str) -> bytes:
-    return f"dev.runledger.{event_type}".encode()
+    return _kept(_SOURCES, 4096, tenant_id, f"/runledger/tenants/{tenant_id}".encode())
 
 
 def _ce_type(event_type: Any) -> bytes:
-    return _cached_type(event_type) if type(event_type) is str else f"dev.runledger.{event_type}".encode()
+    return _kept(_TYPES, 1024, event_type, f"dev.runledger.{event_type}".encode())
+
+
+def _kept(cache: dict[str, bytes], most: int, key: Any, value: bytes) -> bytes:
+    """Remember value under a text key (the cache emptied when full); return it."""
+    if type(key) is str:
+        if len(cache) >= most:
+            cache.clear()
+        cache[key] = value
+    return value
