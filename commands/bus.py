@@ -113,13 +113,6 @@ class CommandBus:
                 log.warning("reading replies failed: %r; reading on", error)
                 await asyncio.sleep(0.5)
 
-    def answer(self, replies: list[tuple[str, bytes]]) -> None:
-        """Replies a processor in this process committed (its Worker.on_committed, on this loop): each command still
-        waited for is answered now, as its reply read back from the log would answer it (that one finds none)."""
-        for command_id, value in replies:
-            if command_id in self.pending:
-                self.resolve(value)
-
     def resolve(self, value: bytes | None) -> None:
         try:
             reply = json.loads(value)

@@ -47,9 +47,6 @@ class Worker:
         # Commands whose deciding raised a defect: after the rebuild they are refused, not retried
         # forever. Lost with the process, which is safe: a successor meets the defect once more.
         self.undecidable: dict[str, str] = {}
-        # Told each committed transaction's replies, (command id, record value), once the commit returned: an API in
-        # this process answers from them without waiting to read them back from the log (CommandBus.answer).
-        self.on_committed: list[Callable[[list[tuple[str, bytes]]], None]] = []
 
     def enqueue(self, tp: TopicPartition, records: list[Record]) -> None:
         """Hand records to the partition's worker; pause the partition while its backlog is full."""
@@ -116,29 +113,20 @@ class Worker:
         tally = tally or self.meters.tally(len(records), len(commands))
         with tracing.consumed(self.tracer, s, owner.partition, records) as batch:
             rings = await self.content.rings(owner.tenant, commands)
-            replies: list[tuple[str, bytes]] = []
             async with batch.transaction(writer.transaction()):
                 with batch.sending(s.events_topic) as sending:
-                    appended = await self.decide_and_send(owner, commands, rings, replies if reply else None, batch,
-                                                          tally)
+                    appended = await self.decide_and_send(owner, commands, rings, reply, batch, tally)
                     sending.sent(len(appended), len(commands) if reply else 0)
                 if offsets:
                     await writer.send_offsets(offsets, self.ownership.consumer)
             self.stats["transactions"] += 1
             self.stats["commands"] += len(commands)
             self.meters.committed(tally)
-            for told in self.on_committed if replies else ():
-                try:
-                    told(replies)
-                except Exception:  # noqa: BLE001 - committed is committed: the API reads the replies back instead
-                    log.exception("partition %s: handing over the committed replies failed", owner.partition)
             await self.content.destroy(appended)
 
-    async def decide_and_send(self, owner: PartitionOwner, commands: list[dict[str, Any]], rings: dict,
-                              replies: list[tuple[str, bytes]] | None, batch: tracing.Untraced,
-                              tally: Tally) -> list[dict[str, Any]]:
-        """Decide the commands in order, queueing their events (and replies, also kept in `replies` unless None);
-        return the events (the commit confirms them)."""
+    async def decide_and_send(self, owner: PartitionOwner, commands: list[dict[str, Any]], rings: dict, reply: bool,
+                              batch: tracing.Untraced, tally: Tally) -> list[dict[str, Any]]:
+        """Decide the commands in order, queueing their events (and replies); return the events (the commit confirms them)."""
         writer, s = owner.writer, self.settings
         appended = []
         now = self.clock()
@@ -152,10 +140,8 @@ class Worker:
             key = command["tenant_id"].encode()
             for env in envelopes:
                 await writer.send(s.events_topic, encode(env), key, owner.partition, cloudevents_headers(env))
-            if replies is not None:
-                value = encode_json(outcome)
-                await writer.send(s.replies_topic, value, key, owner.partition)
-                replies.append((command["command_id"], value))
+            if reply:
+                await writer.send(s.replies_topic, encode_json(outcome), key, owner.partition)
             self.stats["events"] += len(envelopes)
         return appended
 

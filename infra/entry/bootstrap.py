@@ -189,18 +189,10 @@ async def start_roles(settings: Settings, pool, ch, meter, stop: asyncio.Event, 
         tasks.append(asyncio.create_task(hub.run(stop), name="sse-hub"))
         app = build_app(settings, pool, projections, hub, health_, content)
         app.state.exposition = exposition
-        if health_.roles.processor is not None:  # answer from the commit, not from reading the reply back
-            answered_here(health_.roles.processor, app.state.bus, asyncio.get_running_loop())
         RebuildProgress(app.state.rebuilds).register(meter)
         await deferred.ready(app)
         health_.roles.api_building = False
     return tasks
-
-
-def answered_here(processor: CommandProcessor, bus: CommandBus, loop: asyncio.AbstractEventLoop) -> None:
-    """The processor (on a loop of its own) hands each committed transaction's replies to this process's API,
-    which answers the commands it waits for then, a marker write and a fetch sooner than the reply tail."""
-    processor.worker.on_committed.append(lambda replies: loop.call_soon_threadsafe(bus.answer, replies))
 
 
 def key_store_opener(settings: Settings):
