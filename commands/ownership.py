@@ -6,8 +6,10 @@ rebalance), so `acquire` notes the consumer's generation when it starts and give
 trace, if the assignment changed by the time it would register ownership; seek, registration and
 resume then happen with no await between them. Partitions assigned together are acquired together,
 so one that was just lost by a killed member does not wait behind the survivor's own (an eager
-rebalance revokes and reassigns them all). The rebuild starts from the partition's derived fold
-snapshot when one checks out against the log (commands/snapshots_log.py), else from offset 0.
+rebalance revokes and reassigns them all). The rebuild starts from this member's follower fold of
+the partition when it has one that caught up (commands/following.py: only the last transactions are
+left to read), else from the partition's derived fold snapshot when one checks out against the log
+(commands/snapshots_log.py), else from offset 0.
 `heal` restores the one invariant a lost race could still break: an owned partition is never left
 paused unless its backlog is full.
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 from commands import heap
 from commands.content import ContentKeys
+from commands.following import Follower
 from commands.snapshots import SnapshotStore
 from commands.snapshots_log import Snapshotter, safely
 from domain.client_time import ClockBounds
@@ -54,6 +57,7 @@ class PartitionOwner:
     signer: CheckpointSigner | None = None
     clock: ClockBounds = field(default_factory=ClockBounds)
     snapshot_events: int = 0  # events the latest snapshot of this partition holds (taken or restored)
+    followed: int | None = None  # events its follower folded before the takeover (commands/following.py); None: rebuilt
     snapshotting: asyncio.Task | None = None
 
     def tenant(self, tenant_id: str) -> TenantLedger:
@@ -80,6 +84,22 @@ class Ownership:
         self.not_before: dict[int, float] = {}
         self.fenced_backoff_s = 5.0
         self.consumer: GroupConsumer = None  # type: ignore[assignment]  # set by the processor before start
+        self.joined = False  # the group has assigned this member its partitions (none is an answer too)
+        self.follower = Follower(log_, self.snapshotter, settings.events_topic, settings.replies_topic, self.terms,
+                                 self.others) if settings.follow else None
+
+    def terms(self) -> dict:
+        """How every tenant ledger of this processor is made (an owned partition's and a followed one's alike)."""
+        return {"rules": dataclasses.replace(self.settings.retention_rules, content_keys=self.content.store is not None),
+                "signer": self.signer,
+                "clock": ClockBounds(self.settings.clock_skew_s, self.settings.client_time_horizon_s)}
+
+    def others(self) -> set[int] | None:
+        """The command partitions assigned to other members (what the follower folds); None before joining."""
+        if not self.joined or self.consumer is None:
+            return None
+        mine = {tp.partition for tp in self.consumer.assignment()} | set(self.owners)
+        return set(range(self.settings.partitions)) - mine - set(self.broken)
 
     def tp(self, partition: int) -> TopicPartition:
         return TopicPartition(self.settings.commands_topic, partition)
@@ -87,12 +107,14 @@ class Ownership:
     # -- the group's callbacks ---------------------------------------------------------------
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """Hold every new partition until it is acquired (fenced, rebuilt, positioned)."""
+        self.joined = True
         if assigned:
             self.consumer.pause(*assigned)
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned),
                  extra={"assigned": sorted(tp.partition for tp in assigned), "monotonic": time.monotonic()})
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.joined = False  # until the new assignment: which partitions are others' is not known meanwhile
         for tp in revoked:
             await self.release(tp.partition)
 
@@ -109,10 +131,7 @@ class Ownership:
         """Fence the previous owner, rebuild the partition's state, then resume its commands."""
         generation = self.consumer.generation
         owner = PartitionOwner(tp.partition, self.log.transactional_writer(self.settings.transactional_id(tp.partition)),
-                               rules=dataclasses.replace(self.settings.retention_rules,
-                                                         content_keys=self.content.store is not None),
-                               signer=self.signer,
-                               clock=ClockBounds(self.settings.clock_skew_s, self.settings.client_time_horizon_s))
+                               **self.terms())
         began = time.perf_counter()
         try:
             await owner.writer.start()
@@ -151,28 +170,36 @@ class Ownership:
         log.info("owning partition %s (%s tenants, from offset %s)", tp.partition, len(owner.tenants), committed or 0,
                  extra={"owning": tp.partition, "monotonic": time.monotonic(), "fencing_s": round(fenced - began, 4),
                         "rebuild_s": round(rebuilt - fenced, 4), "acquire_s": round(time.perf_counter() - began, 4),
-                        "replayed": replayed, "from_snapshot": owner.snapshot_events})
+                        "replayed": replayed, "from_snapshot": owner.snapshot_events,
+                        "from_follower": owner.followed is not None, "tail": replayed - (owner.followed or 0)})
 
     def still_assigned(self, tp: TopicPartition, generation: int) -> None:
         if self.consumer.generation != generation or tp not in self.consumer.assignment():
             raise MovedAway(tp)
 
     async def rebuild(self, owner: PartitionOwner) -> int:
-        """Rebuild the partition's tenant state: its snapshot, if one checks out, then the log after it.
+        """Rebuild the partition's tenant state: the follower's fold, if it has one that caught up; else its snapshot,
+        if one checks out; then the log after it.
 
-        Return how many events were replayed from the log."""
+        Return how many events were replayed from the log (by the follower beforehand too)."""
         self.stats["rebuilds"] += 1
         started = time.perf_counter()
         owner.tenants.clear()
+        followed = await self.follower.take(owner.partition) if self.follower else None
         reader = self.log.reader()
         await reader.start()
         replayed = 0
         try:
             with heap.bulk():  # the fold is built in bulk: no collection meanwhile, then frozen out of it
-                _, events_from, replies_from, owner.snapshot_events = await self.snapshotter.resume(
-                    reader, owner.partition, owner.tenant)
-                if not events_from and not replies_from:
-                    owner.tenants.clear()  # what a snapshot that did not check out left behind (or an empty one)
+                if followed is not None:  # folded beforehand (commands/following.py): only what is newer is left
+                    owner.tenants, owner.snapshot_events = followed.tenants, followed.snapshot_events
+                    events_from, replies_from, replayed = followed.events_from, followed.replies_from, followed.folded
+                    owner.followed = followed.folded
+                else:
+                    _, events_from, replies_from, owner.snapshot_events = await self.snapshotter.resume(
+                        reader, owner.partition, owner.tenant)
+                    if not events_from and not replies_from:
+                        owner.tenants.clear()  # what a snapshot that did not check out left (or an empty one)
                 events = TopicPartition(self.settings.events_topic, owner.partition)
                 async for record in reader.read(events, events_from):
                     env = decode(record.value)

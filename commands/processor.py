@@ -119,10 +119,15 @@ class CommandProcessor:
             heartbeat_interval_ms=min(self.settings.heartbeat_interval_ms, session_ms // 3),
             rebalance_timeout_ms=60000, max_poll_interval_ms=300000)
         await self.consumer.start()
+        follower = self.ownership.follower
+        following = asyncio.get_running_loop().create_task(follower.run(stop), name="follower") if follower else None
         try:
             while not stop.is_set():
                 await self.steady()
         finally:
+            if following is not None:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
             await self.ownership.release_all()
             await self.consumer.stop()
 

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
                                 "snapshot of a partition's fold once this many events were appended or replayed "
                                 "since its last one, so a successor replays only what follows (0: never; "
                                 "docs/adr/0012-fold-snapshots.md)")
+    follow: bool = Field(True, description="RUNLEDGER_FOLLOW: a processor keeps folding the command partitions it "
+                         "does not own, so that taking one over replays only the last few transactions (flat in the "
+                         "log's length), at the cost of holding every partition's fold and folding each event once "
+                         "more per processor (docs/adr/0015-follower-fold.md)")
 
     @field_validator("jwt_secret")
     @classmethod

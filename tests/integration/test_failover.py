@@ -1,6 +1,6 @@
 """Failover on the real broker and PostgreSQL: a successor of a SIGKILLed processor takes over from the fold
-snapshot the dead one left, folding exactly what a full replay folds; a snapshot save killed mid-transaction
-leaves the previous snapshot."""
+snapshot the dead one left, or from its own follower fold, folding exactly what a full replay folds; a snapshot
+save killed mid-transaction leaves the previous snapshot."""
 import asyncio
 import logging
 import signal
@@ -15,6 +15,7 @@ from commands.processor import CommandProcessor
 from commands.snapshots import Snapshot, code_digest, mac_key
 from commands.snapshots_pg import TABLE, PgSnapshots
 from infra.adapters.eventlog.kafka import KafkaLog
+from infra.adapters.kafka import partition_for
 from tests.support import (DATABASE_URL, REPO, Service, command, events, make_settings, produce_commands, replies,
                            unique, wait_until)
 from tests.unit.test_snapshot_takeover import fold
@@ -105,3 +106,55 @@ async def test_a_snapshot_save_killed_mid_transaction_leaves_the_previous_snapsh
         await admin.execute("SELECT pg_terminate_backend(%s)", (writer.info.backend_pid,))  # the writer dies
     loaded = await store.load(scope, 0)
     assert (loaded, loaded.verifies(key)) == (previous, True)
+
+
+def one_tenant_per_partition(partitions: int) -> list[str]:
+    found: dict[int, str] = {}
+    while len(found) < partitions:
+        tenant = unique("t")
+        found.setdefault(partition_for(tenant, partitions), tenant)
+    return [found[p] for p in range(partitions)]
+
+
+async def test_a_follower_takes_a_killed_processors_partition_over_replaying_nothing_it_had_folded(caplog):
+    # Given two processors each owning one of two partitions, one of them a process of its own, and the other
+    # (in this process) following its partition
+    settings = make_settings(partitions=2, snapshot_every=0)
+    tenants = one_tenant_per_partition(2)
+    caplog.set_level(logging.INFO, "runledger.processor")
+    survivor, stop = CommandProcessor(settings), asyncio.Event()
+    task = asyncio.create_task(survivor.run(stop))
+    dead = processor_process(settings, f"/tmp/runledger-test-{settings.topic_prefix}-follower.log")
+    try:
+        await wait_until(lambda: len(survivor.owners) == 1 and survivor.assigned == set(survivor.owners) or task.done(),
+                         90, "the two processors to own a partition each")
+        sent = [c for t in tenants for _ in range(4) for c in lifecycle(t)]
+        await produce_commands(settings, sent)
+        await answered(settings, sent)
+        (theirs,) = {0, 1} - set(survivor.owners)
+        followed = lambda: survivor.ownership.follower.followed.get(theirs)  # noqa: E731
+        await wait_until(lambda: followed() and followed().caught_up and
+                         followed().tenants.get(tenants[theirs]) is not None and
+                         followed().tenants[tenants[theirs]].chain.head_seq == 8, 60, "the follower to catch up")
+    finally:
+        dead.send_signal(signal.SIGKILL)  # When the other one is killed
+        dead.wait(30)
+    heads = {e["tenant_id"]: (e["chain_seq"], e["hash"]) for e in await events(settings)}
+    try:
+        # Then the survivor takes its partition over from the follower's fold, reading nothing more from the log
+        await wait_until(lambda: theirs in survivor.owners or task.done(), 90, "the survivor to own both")
+        owning = [r for r in caplog.records if getattr(r, "owning", None) == theirs][-1]  # (before the other joined, too)
+        assert (owning.from_follower, owning.tail, survivor.owners[theirs].followed) == (True, 0, 8)
+        # and its fold is what a full replay folds, and the next commands continue each chain
+        replayed = PartitionOwner(theirs, None)
+        await Ownership(settings, KafkaLog(settings), {"rebuilds": 0}).rebuild(replayed)
+        assert fold(survivor.owners[theirs]) == fold(replayed)
+        next_ = [lifecycle(t)[0] for t in tenants]
+        await produce_commands(settings, next_)
+        got = await answered(settings, next_)
+        assert [got[c["command_id"]]["events"][0]["chain_seq"] for c in next_] == [9, 9]
+        new = {e["tenant_id"]: e for e in await events(settings) if e["chain_seq"] == 9}
+        assert {t: e["prev_hash"] for t, e in new.items()} == {t: heads[t][1] for t in tenants}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
