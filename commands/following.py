@@ -30,7 +30,7 @@ from typing import Any, Callable
 from commands import heap
 from commands.snapshots_log import Snapshotter
 from domain.ledger import TenantLedger
-from infra.adapters.eventlog import EventLog, LogError, PartitionReader, TopicPartition
+from infra.adapters.eventlog import EventLog, LogError, PartitionReader, Record, TopicPartition
 from schemas.envelope import decode
 
 log = logging.getLogger("runledger.processor")
@@ -61,20 +61,28 @@ class Followed:
         return ledger
 
 
+def fold_event(tenant: Callable[[str], TenantLedger], record: Record) -> None:
+    """Fold one committed event into its tenant's ledger: the one way, for a rebuild and a follower alike."""
+    env = decode(record.value)
+    tenant(env["tenant_id"]).apply(env)
+
+
+def fold_reply(tenant: Callable[[str], TenantLedger], record: Record) -> None:
+    """Fold one committed reply into its tenant's ledger: the one way, for a rebuild and a follower alike."""
+    reply = json.loads(record.value)
+    tenant(reply["tenant_id"]).remember(reply)
+
+
 class Follower:
     """Folds, in the background, every command partition `others()` names; hands one over with `take`."""
 
-    def __init__(self, log_: EventLog, snapshotter: Snapshotter, events_topic: str, replies_topic: str,
-                 terms: Callable[[], dict[str, Any]], others: Callable[[], set[int] | None],
-                 interval_s: float = 0.25):
+    def __init__(self, log_: EventLog, snapshotter: Snapshotter, terms: Callable[[], dict[str, Any]],
+                 others: Callable[[], set[int] | None], interval_s: float = 0.25):
         self.log, self.snapshotter, self.terms, self.others = log_, snapshotter, terms, others
-        self.events_topic, self.replies_topic, self.interval_s = events_topic, replies_topic, interval_s
+        self.interval_s = interval_s
         self.followed: dict[int, Followed] = {}
         self.not_before: dict[int, float] = {}  # partitions whose fold went wrong, and when to try them again
         self.stats = {"handed_over": 0, "discarded": 0, "rounds": 0}
-
-    def tps(self, partition: int) -> tuple[TopicPartition, TopicPartition]:
-        return TopicPartition(self.events_topic, partition), TopicPartition(self.replies_topic, partition)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow until stopped; a failing round (the broker down) is tried again, never a reason to exit."""
@@ -122,16 +130,16 @@ class Follower:
                     await self.catch_up(reader, followed)
 
     async def catch_up(self, reader: PartitionReader, followed: Followed) -> None:
-        events, replies = self.tps(followed.partition)
+        events, replies = self.snapshotter.tps(followed.partition)
         started, first = time.perf_counter(), not followed.caught_up
         try:
             with heap.bulk() if first else contextlib.nullcontext():
                 if first and followed.events_from == 0 and followed.replies_from == 0 and not followed.tenants:
                     await self.start_from_snapshot(reader, followed)
                 ends = await reader.end_offsets([events, replies])
-                if not await self.fold(reader, followed, events, ends[events], self.event):
+                if not await self.fold(reader, followed, events, followed.events_from, ends[events], self.event):
                     return
-                if not await self.fold(reader, followed, replies, ends[replies], self.reply):
+                if not await self.fold(reader, followed, replies, followed.replies_from, ends[replies], self.reply):
                     return
         except LogError:
             raise  # the broker: the fold is good as far as it got, and the next round goes on from there
@@ -153,9 +161,10 @@ class Follower:
             followed.tenants.clear()  # what a snapshot that did not check out left behind (or an empty one)
         followed.events_from, followed.replies_from, followed.snapshot_events = events_from, replies_from, snapshot_events
 
-    async def fold(self, reader: PartitionReader, followed: Followed, tp: TopicPartition, end: int, one) -> bool:
-        """Fold tp's records from where the fold is up to end; False if the owner-to-be wanted it meanwhile."""
-        start = followed.events_from if tp.topic == self.events_topic else followed.replies_from
+    @staticmethod
+    async def fold(reader: PartitionReader, followed: Followed, tp: TopicPartition, start: int, end: int,
+                   one) -> bool:
+        """Fold tp's records from start up to end; False if the owner-to-be wanted the fold meanwhile."""
         if start >= end:
             return True
         count = 0
@@ -170,15 +179,13 @@ class Follower:
         return not followed.wanted
 
     @staticmethod
-    def event(followed: Followed, record) -> None:
-        env = decode(record.value)
-        followed.tenant(env["tenant_id"]).apply(env)
+    def event(followed: Followed, record: Record) -> None:
+        fold_event(followed.tenant, record)
         followed.events_from, followed.folded = record.offset + 1, followed.folded + 1
 
     @staticmethod
-    def reply(followed: Followed, record) -> None:
-        reply = json.loads(record.value)
-        followed.tenant(reply["tenant_id"]).remember(reply)
+    def reply(followed: Followed, record: Record) -> None:
+        fold_reply(followed.tenant, record)
         followed.replies_from = record.offset + 1
 
     async def take(self, partition: int) -> Followed | None:

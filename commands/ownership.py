@@ -15,14 +15,13 @@ paused unless its backlog is full.
 """
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 
 from commands import heap
 from commands.content import ContentKeys
-from commands.following import Follower
+from commands.following import Follower, fold_event, fold_reply
 from commands.snapshots import SnapshotStore
 from commands.snapshots_log import Snapshotter, safely
 from domain.client_time import ClockBounds
@@ -32,7 +31,6 @@ from domain.retention import Rules
 from infra.adapters.eventlog import EventLog, GroupConsumer, LogError, NotAssigned, TopicPartition, TransactionalWriter
 from infra.adapters.meters import ProcessorMeters, processor_meters
 from infra.adapters.settings import Settings
-from schemas.envelope import decode
 
 log = logging.getLogger("runledger.processor")
 
@@ -85,8 +83,7 @@ class Ownership:
         self.fenced_backoff_s = 5.0
         self.consumer: GroupConsumer = None  # type: ignore[assignment]  # set by the processor before start
         self.joined = False  # the group has assigned this member its partitions (none is an answer too)
-        self.follower = Follower(log_, self.snapshotter, settings.events_topic, settings.replies_topic, self.terms,
-                                 self.others) if settings.follow else None
+        self.follower = Follower(log_, self.snapshotter, self.terms, self.others) if settings.follow else None
 
     def terms(self) -> dict:
         """How every tenant ledger of this processor is made (an owned partition's and a followed one's alike)."""
@@ -200,15 +197,12 @@ class Ownership:
                         reader, owner.partition, owner.tenant)
                     if not events_from and not replies_from:
                         owner.tenants.clear()  # what a snapshot that did not check out left (or an empty one)
-                events = TopicPartition(self.settings.events_topic, owner.partition)
+                events, replies = self.snapshotter.tps(owner.partition)
                 async for record in reader.read(events, events_from):
-                    env = decode(record.value)
-                    owner.tenant(env["tenant_id"]).apply(env)
+                    fold_event(owner.tenant, record)
                     replayed += 1
-                replies = TopicPartition(self.settings.replies_topic, owner.partition)
                 async for record in reader.read(replies, replies_from):
-                    reply = json.loads(record.value)
-                    owner.tenant(reply["tenant_id"]).remember(reply)
+                    fold_reply(owner.tenant, record)
         finally:
             await reader.stop()
         self.meters.rebuilt(started)
