@@ -3,7 +3,8 @@
 For each size, a one-partition topic set is prefilled with that many events (and their replies),
 decided in this process by the domain's own TenantLedger and produced in bulk. Then the
 processor's own Ownership rebuilds the partition: from offset 0 (no snapshot store), then after a
-snapshot was taken and TAIL more events were appended, from that snapshot. Both folds must be equal.
+snapshot was taken and TAIL more events were appended, from that snapshot, and from a follower's fold
+(commands/following.py) that caught up before those TAIL. Every fold must equal the one from offset 0.
 While the snapshot is taken and while the partition is rebuilt from it, a ticker on the same loop records the
 longest the loop went without running it: what a group's heartbeat would have waited (session timeout 3 s).
 """
@@ -20,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from bench.lib.report import Report
 from bench.lib.topics import bench_settings, delete_topics
 from bench.write.workload import run_steps
+from commands.following import Follower
 from commands.ownership import Ownership, PartitionOwner
 from commands.snapshots_pg import PgSnapshots
 from domain.ledger import TenantLedger
@@ -96,12 +98,25 @@ def state_of(owner: PartitionOwner) -> dict:
             for t, l in sorted(owner.tenants.items())}
 
 
-async def rebuilt(settings, store) -> tuple[float, PartitionOwner, Ownership, int]:
+async def rebuilt(settings, store, follower: Follower | None = None) -> tuple[float, PartitionOwner, Ownership, int]:
     ownership = Ownership(settings, KafkaLog(settings), {"rebuilds": 0}, snapshots=store)
+    ownership.follower = follower  # None: the takeover of a member that followed nothing
     owner = PartitionOwner(0, None)  # type: ignore[arg-type]  # a rebuild never writes
     started = time.perf_counter()
     replayed = await ownership.rebuild(owner)
     return time.perf_counter() - started, owner, ownership, replayed
+
+
+async def caught_up(follower: Follower) -> float:
+    """Let the follower fold partition 0 up to the log's end (from the snapshot): the seconds it took."""
+    reader = follower.log.reader()
+    await reader.start()
+    started = time.perf_counter()
+    try:
+        await follower.round(reader)
+    finally:
+        await reader.stop()
+    return time.perf_counter() - started
 
 
 async def one_size(args, report: Report, size: int, log) -> None:
@@ -123,14 +138,19 @@ async def one_size(args, report: Report, size: int, log) -> None:
         async with Stalls() as taking:
             await ownership.snapshot(owner)
         taken_s = time.perf_counter() - started
+        follower = Follower(KafkaLog(settings), ownership.snapshotter, ownership.terms, lambda: {0})
+        follower_s = await caught_up(follower)
         await prefill.events(TAIL)
         async with Stalls() as restoring:
             snap_s, from_snapshot, _, tail = await rebuilt(settings, store)
+        async with Stalls() as taking_over:
+            follow_s, from_follower, _, _ = await rebuilt(settings, store, follower)
         check_s, from_zero, _, _ = await rebuilt(settings, None)
     finally:
         await prefill.producer.stop()
         await delete_topics(args.bootstrap, [prefix])
     same = state_of(from_snapshot) == state_of(from_zero)
+    same_followed = state_of(from_follower) == state_of(from_zero) and from_follower.followed is not None
     report.info("rebuild", f"{size:,} events: from offset 0", f"{full_s:.2f} s ({replayed:,} events replayed)")
     report.info("rebuild", f"{size:,} events: snapshot taken", f"{taken_s:.2f} s under the lock and saved "
                 f"({owner.snapshot_events:,} events)")
@@ -139,10 +159,18 @@ async def one_size(args, report: Report, size: int, log) -> None:
     report.check("rebuild", f"{size:,} + {TAIL:,} events: from its snapshot",
                  f"{snap_s:.2f} s ({tail:,} replayed; from 0 it takes {check_s:.2f} s)",
                  "same fold as from offset 0", same)
+    report.info("rebuild", f"{size:,} events: a follower catching up", f"{follower_s:.2f} s from the snapshot, "
+                "in the background before any takeover")
+    report.check("rebuild", f"{size:,} + {TAIL:,} events: from a follower's fold",
+                 f"{follow_s:.2f} s ({from_follower.followed or 0:,} folded beforehand; longest loop stall "
+                 f"{taking_over.longest_s * 1000:,.0f} ms)", "same fold as from offset 0", same_followed)
     report.data.setdefault("rebuild", []).append({"events": size, "from_zero_s": full_s, "snapshot_taken_s": taken_s,
                                                   "from_snapshot_s": snap_s, "tail": tail, "zero_with_tail_s": check_s,
                                                   "same_fold": same, "stall_taking_s": taking.longest_s,
-                                                  "stall_restoring_s": restoring.longest_s})
+                                                  "stall_restoring_s": restoring.longest_s,
+                                                  "follower_catch_up_s": follower_s, "from_follower_s": follow_s,
+                                                  "same_fold_followed": same_followed,
+                                                  "stall_following_s": taking_over.longest_s})
 
 
 async def rebuild_phase(args, report: Report, log) -> None:
