@@ -114,8 +114,8 @@ class Settings(BaseSettings):
     processor_kafka_client: Literal["aiokafka", "confluent"] = Field(
         "aiokafka", description="RUNLEDGER_PROCESSOR_KAFKA_CLIENT: the processor role's Kafka client, its group "
         "consumer, transactional writers and rebuild readers (docs/adr/0013-kafka-client.md); every other role "
-        "stays on aiokafka. `confluent` is faster but not the default yet: after a broker SIGKILL a partition "
-        "could stay untaken for minutes (its committed offset never read: the ADR's open defect)")
+        "stays on aiokafka. `confluent` is faster; not the default until the fix of the ADR's open defect (a "
+        "partition untaken for minutes after a broker SIGKILL) has passed the outage tests repeatedly")
     # failover
     heartbeat_interval_ms: int = Field(500, ge=100, description="RUNLEDGER_HEARTBEAT_INTERVAL_MS: how often a "
                                        "processor heartbeats its group (at most a third of the session timeout), so "

@@ -5,8 +5,8 @@ The fencing model is the aiokafka adapter's: one `transactional.id` per command 
 `init_transactions` fences the old one at the broker. Offsets go to a transaction with the consumer's group
 metadata (KIP-447: the broker also refuses them from a member of an older generation). `produce` only queues
 (a C call) and runs on the loop; every call that waits on the broker runs on the client's own single-thread
-executor (confluent_group.py: `Blocking`, the error mapping, the group consumer). No per-record delivery
-callback: `commit_transaction` fails if any queued record failed, which is what the port promises.
+executor (confluent_mapping.py: `Blocking` and the error mapping; confluent_group.py: the group consumer). No
+per-record delivery callback: `commit_transaction` fails if any queued record failed, which is what the port promises.
 
 The plain producer, the tail and topic admin are the API's and the CLI's business, still aiokafka's (the ADR
 measured only the transactional path): this log inherits them from KafkaLog.
@@ -19,8 +19,8 @@ import confluent_kafka as ck
 from confluent_kafka import KafkaException
 
 from infra.adapters.backoff import Backoff
-from infra.adapters.eventlog.confluent_group import (TIMEOUT_S, Blocking, ConfluentGroupConsumer, fenced, fetch,
-                                                     ported, records_of, theirs)
+from infra.adapters.eventlog.confluent_group import ConfluentGroupConsumer
+from infra.adapters.eventlog.confluent_mapping import TIMEOUT_S, Blocking, fenced, fetch, ported, records_of, theirs
 from infra.adapters.eventlog.kafka import KafkaLog
 from infra.adapters.eventlog.port import (Fenced, GroupConsumer, LogError, Moved, PartitionReader, Record,
                                          TopicPartition, TransactionalWriter)

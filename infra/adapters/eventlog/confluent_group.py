@@ -1,5 +1,5 @@
-"""The confluent-kafka (librdkafka) adapter's group consumer, and the mapping of its errors and types to the port's
-(infra/adapters/eventlog/confluent.py builds it; kafka_group.py is the aiokafka one, memory_group.py the twin).
+"""The confluent-kafka (librdkafka) adapter's group consumer (infra/adapters/eventlog/confluent.py builds it;
+kafka_group.py is the aiokafka one, memory_group.py the twin; confluent_mapping.py maps librdkafka's errors and types).
 
 librdkafka calls the rebalance callbacks inside `poll`, on the consumer's own thread (every blocking call of
 a client runs on a single-thread executor of that client's, never the event loop's). Each callback runs the
@@ -15,89 +15,33 @@ thread before its next poll, or inside the callback that made them, before it re
 paused before any of its records is returned). A seek librdkafka refuses because the partition's fetch has not
 started yet (`_STATE`, right after an assignment) is kept, with what follows it for that partition (the resume),
 for the next round: the partition stays paused meanwhile, so nothing is read from an offset nobody chose.
+
+Committed offsets are read with an admin client's OffsetFetch that does not require stable offsets, on a thread
+of their own, never librdkafka's consumer. With `isolation.level=read_committed` the consumer's own fetch (in
+`committed()`, and after `assign()` unless offsets are given) asks the broker for stable offsets, and retries
+without end while any producer has a transactional offset commit pending for the partition
+(UNSTABLE_OFFSET_COMMIT; librdkafka#3265): one such transaction stalled a partition's takeover for minutes, and
+every other call of the consumer behind it (docs/adr/0013, "Open defect"). A processor reads its partition's
+committed offset only after its writer's `init_transactions` has fenced the previous owner, which returns once
+that owner's last transaction is complete, markers in `__consumer_offsets` included; so what is still pending
+then is no transaction of the partition's own transactional id, and the last stable offset is the right one.
+The assignment is given explicit offsets read the same way, so librdkafka fetches none itself.
 """
 import asyncio
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import confluent_kafka as ck
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 
 from infra.adapters.backoff import Backoff
+from infra.adapters.eventlog.confluent_mapping import TIMEOUT_S, Blocking, fetch, ours, ported, records_of, theirs
 from infra.adapters.eventlog.kafka_group import starting
-from infra.adapters.eventlog.port import Fenced, GroupConsumer, LogError, Moved, OwnAssignment, Record, TopicPartition
+from infra.adapters.eventlog.port import GroupConsumer, LogError, Moved, OwnAssignment, Record, TopicPartition
 
 log = logging.getLogger("runledger.eventlog")
-
-TIMEOUT_S = 30.0  # the longest any one blocking call waits for the broker (then LogError)
-FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
-
-
-def fenced(error: KafkaError) -> bool:
-    return error.code() in FENCED
-
-
-@contextmanager
-def ported(doing: str) -> Iterator[None]:
-    """Raise librdkafka's errors as the port's: Fenced for a fencing (fatal: the writer never writes again), else
-    LogError saying what failed."""
-    try:
-        yield
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        if error is not None and fenced(error):
-            raise Fenced(f"{doing}: {error.str()}") from exc
-        raise LogError(f"{doing}: {error.str() if error is not None else exc!r}") from exc
-    except (BufferError, RuntimeError) as exc:  # a full local queue, a closed client
-        raise LogError(f"{doing}: {exc!r}") from exc
-
-
-class Blocking:
-    """Run one client's blocking calls, one at a time, on a thread of its own, awaited from the loop."""
-
-    def __init__(self, name: str):
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def __call__(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False)
-
-
-def ours(tp) -> TopicPartition:
-    return TopicPartition(tp.topic, tp.partition)
-
-
-def theirs(tp: TopicPartition, offset: int = ck.OFFSET_INVALID) -> ck.TopicPartition:
-    return ck.TopicPartition(tp.topic, tp.partition, offset)
-
-
-def record_of(m) -> Record:
-    return Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), tuple(m.headers() or ()))
-
-
-def fetch(consumer, max_records: int, timeout_s: float) -> list:
-    """Wait up to timeout_s for one message, then take what else is queued: `consume(n, t)` alone would wait
-    the whole timeout for n messages."""
-    first = consumer.poll(timeout_s)
-    if first is None:
-        return []
-    return [first] + (consumer.consume(max_records - 1, 0) if max_records > 1 else [])
-
-
-def records_of(messages: list, doing: str) -> list[Record]:
-    records, errors = [], []
-    for m in messages:
-        (errors if m.error() else records).append(m)
-    if errors and not records:
-        raise LogError(f"{doing}: {errors[0].error().str()}")
-    for m in errors:
-        log.warning("%s: %s", doing, m.error().str())
-    return [record_of(m) for m in records]
 
 
 class ConfluentGroupConsumer(OwnAssignment, GroupConsumer):
@@ -105,6 +49,8 @@ class ConfluentGroupConsumer(OwnAssignment, GroupConsumer):
                  patience: Backoff | None = None):
         self.topics, self.on_assigned, self.on_revoked, self.patience = topics, on_assigned, on_revoked, patience
         self.consumer = ck.Consumer(config)
+        self.group = config["group.id"]
+        self.admin = AdminClient({"bootstrap.servers": config["bootstrap.servers"], "logger": log})
         self.call = Blocking("rdkafka-consumer")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.assigned: frozenset[TopicPartition] = frozenset()
@@ -157,7 +103,12 @@ class ConfluentGroupConsumer(OwnAssignment, GroupConsumer):
             log.exception("a rebalance callback failed")
 
     def assign_cb(self, consumer, partitions) -> None:
-        consumer.assign(partitions)  # from the committed offsets (else the earliest), which librdkafka reads now
+        try:  # from the committed offsets, else the earliest; librdkafka would read them requiring stable ones
+            committed = self.committed_offsets([ours(tp) for tp in partitions])
+            consumer.assign([theirs(tp, committed.get(ours(tp), ck.OFFSET_BEGINNING)) for tp in partitions])
+        except LogError as error:
+            log.warning("reading the assignment's committed offsets failed (%s); librdkafka reads them", error)
+            consumer.assign(partitions)
         self.metadata = consumer.consumer_group_metadata()
         self.on_loop(self.assigned_now({ours(tp) for tp in partitions}))
         self.apply(consumer)
@@ -243,11 +194,27 @@ class ConfluentGroupConsumer(OwnAssignment, GroupConsumer):
 
     async def committed(self, tp: TopicPartition) -> int | None:
         self.check((tp,))
-        with ported(f"cannot read the committed offset of {tp}"):
-            (got,) = await self.call(self.consumer.committed, [theirs(tp)], timeout=TIMEOUT_S)
-        if got.error:
-            raise LogError(f"cannot read the committed offset of {tp}: {got.error.str()}")
-        return got.offset if got.offset >= 0 else None
+        return (await asyncio.to_thread(self.committed_offsets, [tp])).get(tp)
+
+    def committed_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The group's committed offsets of these partitions (none: not in the dict), not requiring stable ones
+        (see the module's docstring); blocking, on any thread but the consumer's."""
+        doing = f"cannot read the committed offsets of {sorted(tps)}"
+        request = [ck.ConsumerGroupTopicPartitions(self.group, [theirs(tp) for tp in tps])]
+        with ported(doing):
+            try:
+                futures = self.admin.list_consumer_group_offsets(request, require_stable=False,
+                                                                 request_timeout=TIMEOUT_S)
+                got = futures[self.group].result(TIMEOUT_S)
+            except FutureTimeout as exc:
+                raise LogError(f"{doing}: no answer in {TIMEOUT_S:.0f} s") from exc
+        offsets = {}
+        for tp in got.topic_partitions:
+            if tp.error:
+                raise LogError(f"{doing}: {tp.error.str()}")
+            if tp.offset >= 0:
+                offsets[TopicPartition(tp.topic, tp.partition)] = tp.offset
+        return offsets
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.check(offsets)
