@@ -12,13 +12,13 @@ and resume() replays them from the held record once the cause is fixed.
 The one record that can hold no tenant is one that names none (no key and no envelope): the caller
 stops the whole projector there (ProjectionHalted), as nothing can say whose chain it breaks.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AsyncIterable
 
 
 from domain.registry import EVENT_CLASSES, schema_version_of
 from infra.adapters.eventlog import Record
-from projectors.base import Batch, Envelope, Hold, Projection
+from projectors.base import Batch, CatchUp, Envelope, Hold, Projection
 from schemas.chain import ChainVerifier
 from schemas.envelope import decode
 
@@ -85,14 +85,15 @@ class Poll:
     holds: dict[str, Hold] = field(default_factory=dict)
     heads: dict[str, ChainVerifier] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    passed: dict[int, set[str]] = field(default_factory=dict)  # per partition, the held tenants passed over
+    resuming: str | None = None  # the held tenant this poll catches up, whose records are admitted
 
     def without(self, culprits: dict[str, Hold]) -> list[Batch]:
         """The batches minus each culprit tenant's events from its held chain_seq on."""
         def kept(env: Envelope) -> bool:
             hold = culprits.get(env["tenant_id"])
             return hold is None or env["chain_seq"] < hold.chain_seq
-        return [Batch(b.partition, [e for e in b.envelopes if kept(e)], b.next_offset, b.first_offset)
-                for b in self.batches]
+        return [replace(b, envelopes=[e for e in b.envelopes if kept(e)]) for b in self.batches]
 
 
 def releasing(tenant: str | None, poll: Poll) -> str | None:
@@ -100,9 +101,12 @@ def releasing(tenant: str | None, poll: Poll) -> str | None:
     return tenant if tenant not in poll.holds else None
 
 
-def resume_poll(hold: Hold) -> Poll:
-    """An empty poll for a held tenant's catch-up: its events are behind the partition's position."""
-    return Poll([Batch(hold.partition, [], None)])
+def resume_poll(hold: Hold, head_seq: int, until: int | None) -> Poll:
+    """An empty poll for a held tenant's catch-up: its events are behind the partition's position.
+
+    Its batch names what it stands on (CatchUp): a store shared by several processes refuses it if another
+    one resumed the tenant or stored its partition past `until` meanwhile."""
+    return Poll([Batch(hold.partition, [], None, catch_up=CatchUp(hold, head_seq, until))], resuming=hold.tenant_id)
 
 
 class Admission:
@@ -123,7 +127,8 @@ class Admission:
         poll = Poll([])
         for partition, records, next_offset in polled:
             envelopes = [env for r in records if (env := await self.admitted(partition, r, poll))]
-            poll.batches.append(Batch(partition, envelopes, next_offset, records[0].offset if records else None))
+            poll.batches.append(Batch(partition, envelopes, next_offset, records[0].offset if records else None,
+                                      frozenset(poll.passed.get(partition, ()))))
         return await self.settle(poll)
 
     async def settle(self, poll: Poll, released: str | None = None) -> int:
@@ -133,6 +138,8 @@ class Admission:
             poll.heads.pop(tenant, None)
         self.verifiers.update(poll.heads)
         self.held.update(poll.holds)
+        if released is not None and released not in poll.holds:
+            self.held.pop(released, None)
         return sum(len(b.envelopes) for b in batches)
 
     async def apply(self, poll: Poll, released: str | None) -> list[Batch]:
@@ -158,7 +165,10 @@ class Admission:
                     poll: Poll) -> Envelope | None:
         if tenant is None:
             raise ProjectionHalted(f"{place(partition, record)}: {problem}; the record names no tenant to hold")
-        if tenant in self.held or tenant in poll.holds:
+        if tenant in poll.holds:
+            return None
+        if tenant in self.held and tenant != poll.resuming:
+            poll.passed.setdefault(partition, set()).add(tenant)
             return None
         verifier = await self.verifier(tenant, poll.heads)
         if not problem and not (problem := problem_of(env, verifier)):
@@ -220,12 +230,16 @@ class Admission:
                 low = middle + 1
         return high, failure
 
-    async def resume(self, hold: Hold, records: AsyncIterable[Record]) -> Hold | None:
-        """Replay a held tenant's records from its held one; return None once released, or its new hold."""
+    async def resume(self, hold: Hold, records: AsyncIterable[Record], until: int | None = None) -> Hold | None:
+        """Replay a held tenant's records from its held one (up to offset `until`); return None once released,
+        or its new hold.
+
+        The tenant stays held here until the store has released it: if the store fails (or refuses the
+        catch-up, HoldMoved) part way, what is left is the hold as it was, and the request stands. The
+        chunks stored before are kept; a retry passes over them (they are behind the stored head)."""
         tenant = hold.tenant_id
-        self.held.pop(tenant, None)
-        self.verifiers.pop(tenant, None)
-        poll = resume_poll(hold)
+        self.verifiers.pop(tenant, None)  # a head cached before the hold may be behind the store's
+        poll = await self.resume_poll(hold, until)
         async for record in records:
             if env := await self.resumed(hold, record, poll):
                 poll.batches[0].envelopes.append(env)
@@ -233,11 +247,18 @@ class Admission:
                 break
             if len(poll.batches[0].envelopes) >= RESUME_CHUNK:
                 await self.settle(poll)
-                if tenant in self.held:
+                if tenant in poll.holds:
                     return self.held[tenant]
-                poll = resume_poll(hold)
+                poll = await self.resume_poll(hold, until)
         await self.settle(poll, released=tenant)
         return self.held.get(tenant)
+
+    async def resume_poll(self, hold: Hold, until: int | None) -> Poll:
+        heads: dict[str, ChainVerifier] = {}
+        verifier = await self.verifier(hold.tenant_id, heads)
+        poll = resume_poll(hold, verifier.head_seq, until)
+        poll.heads.update(heads)
+        return poll
 
     async def resumed(self, hold: Hold, record: Record, poll: Poll) -> Envelope | None:
         """The record's envelope if it is the held tenant's next event; events it already applied are passed over."""

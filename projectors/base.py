@@ -32,12 +32,24 @@ class Batch:
     envelopes: list[Envelope]
     next_offset: int | None
     first_offset: int | None = None
+    # The tenants whose records of this poll were passed over because this writer holds them: a store
+    # shared by several processes refuses the batch if one of those holds was released meanwhile (HoldMoved).
+    passed_over: frozenset[str] = frozenset()
+    # A held tenant's catch-up (next_offset None): what it stands on, which a shared store checks (HoldMoved).
+    catch_up: "CatchUp | None" = None
 
 
 class PositionMoved(Exception):
     """The stored position of a partition is past the poll's first record: another process (which the
     group gave the partition in a rebalance) stored those records first. Nothing was written; read
     again from the stored position."""
+
+
+class HoldMoved(PositionMoved):
+    """A hold this writer relies on was released or changed by another process, or a held tenant's catch-up
+    finds its head or its partition's position moved since it began: another process resumed the tenant, or
+    stored the partition's records past the catch-up's end. Nothing was written; read the holds and positions
+    again."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,20 @@ class Hold:
     reason: str
     held_at: datetime | None = None
     resume_requested: bool = False
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What one chunk of a held tenant's catch-up stands on, for a shared store to check in its transaction.
+
+    The hold is still the one in the store (partition, offset, chain_seq), the tenant's stored head is still
+    `head_seq` (the chunk follows it: no other process replayed these events), and the partition's stored
+    position is not past `until`, the offset the replay reads up to (no other process passed over the
+    tenant's events beyond it). None: not checked (a caller that does not know where the replay ends).
+    """
+    hold: Hold
+    head_seq: int
+    until: int | None = None
 
 
 class Projection(ABC):

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from projectors.base import DATA_ERRORS, Batch, Envelope, Hold, Position, PositionMoved
+from projectors.base import DATA_ERRORS, Batch, CatchUp, Envelope, Hold, HoldMoved, Position, PositionMoved
 from projectors.generations import Generational, PostgresGenerations
 from projectors.removals import Removal, Sweep
 
@@ -113,10 +113,20 @@ class PostgresProjection(Generational):
 
         Processes in one group split the partitions, but in a rebalance the old owner may still be storing
         a poll when the new one has read the position: under a lock per partition, whichever stores second
-        finds the position past its first record."""
+        finds the position past its first record. A partition with no stored position yet is no exception:
+        the second store waits on the lock until the first has committed, and then reads the position the
+        first wrote (READ COMMITTED: each statement reads what was committed before it began).
+
+        The same lock covers what the position cannot: a batch that passed over held tenants' records is
+        refused if one of those holds is gone (another process released it: the records would be skipped for
+        good), and a held tenant's catch-up (which moves no position) is refused unless its hold, its head and
+        its partition's position are still what it began from (HoldMoved): so two processes never both replay
+        a tenant, and a release never leaves behind records another process passed over meanwhile."""
         firsts = {b.partition: b.first_offset for b in batches
                   if b.next_offset is not None and b.first_offset is not None}
-        for partition in sorted(firsts):
+        catch_ups = [b.catch_up for b in batches if b.catch_up is not None]
+        passed_over = sorted({t for b in batches for t in b.passed_over})
+        for partition in sorted(set(firsts) | {c.hold.partition for c in catch_ups}):
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)",
                                (f"{self.schema}.positions", partition))
         if firsts:
@@ -126,6 +136,39 @@ class PostgresProjection(Generational):
             if moved:
                 raise PositionMoved(f"{self.name}: partitions stored past this poll by another process "
                                     f"(partition, stored position): {moved}")
+        if passed_over:
+            rows = await (await conn.execute(f"SELECT tenant_id FROM {self.schema}.held WHERE tenant_id = ANY(%s)",
+                                             (passed_over,))).fetchall()
+            if released := sorted(set(passed_over) - {row[0] for row in rows}):
+                raise HoldMoved(f"{self.name}: tenants this poll passed over as held were released by another "
+                                f"process: {released}")
+        for catch_up in catch_ups:
+            await self.fence_catch_up(conn, catch_up)
+
+    async def fence_catch_up(self, conn: AsyncConnection, catch_up: CatchUp) -> None:
+        """Lock the hold a catch-up stands on (FOR UPDATE: a second catch-up of the tenant waits here until the
+        first commits), then refuse the catch-up if the hold, the tenant's head or the position moved."""
+        hold = catch_up.hold
+        row = await (await conn.execute(
+            f"SELECT partition, record_offset, chain_seq FROM {self.schema}.held WHERE tenant_id = %s FOR UPDATE",
+            (hold.tenant_id,))).fetchone()
+        if row is None or tuple(row) != (hold.partition, hold.offset, hold.chain_seq):
+            now = "released" if row is None else "held at (partition, offset, chain_seq) " + str(tuple(row))
+            raise HoldMoved(f"{self.name}: tenant {hold.tenant_id}'s hold at (partition, offset, chain_seq) "
+                            f"{(hold.partition, hold.offset, hold.chain_seq)} was changed by another process: "
+                            f"it is now {now}")
+        head = await (await conn.execute(f"SELECT chain_seq FROM {self.schema}.heads WHERE tenant_id = %s",
+                                         (hold.tenant_id,))).fetchone()
+        if (head[0] if head else 0) != catch_up.head_seq:
+            raise HoldMoved(f"{self.name}: tenant {hold.tenant_id}'s head moved to chain_seq "
+                            f"{head[0] if head else 0} since this catch-up read {catch_up.head_seq}: another "
+                            "process is replaying it")
+        if catch_up.until is not None:
+            position = await (await conn.execute(
+                f"SELECT next_offset FROM {self.schema}.positions WHERE partition = %s", (hold.partition,))).fetchone()
+            if position is not None and position[0] > catch_up.until:
+                raise HoldMoved(f"{self.name}: partition {hold.partition} was stored up to {position[0]} by another "
+                                f"process, past offset {catch_up.until} where tenant {hold.tenant_id}'s catch-up ends")
 
     async def probe(self, envelopes: list[Envelope]) -> None:
         async with self.pool.connection() as conn:

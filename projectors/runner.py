@@ -204,6 +204,9 @@ class ProjectorRunner:
             for hold in (await self.projection.holds()).values():
                 if hold.resume_requested and hold.partition in owned:
                     await self.resume(hold)
+        except PositionMoved as moved:  # another process resumed the tenant, or stored the partition past it
+            log.info("projector %s: %s; reading the holds and positions again", self.projection.name, moved)
+            self.reposition_all()
         except Exception as error:  # the store or the broker: the request stands, and is tried again
             self.last_error = f"resuming a held tenant failed: {error!r}"
             log.error("projector %s: %s; trying again", self.projection.name, self.last_error)
@@ -214,8 +217,8 @@ class ProjectorRunner:
         reader = self.log.reader()
         await reader.start()
         try:
-            records = reader.read(tp, hold.offset, position.next_offset if position else hold.offset)
-            again = await self.admission.resume(hold, records)
+            until = position.next_offset if position else hold.offset
+            again = await self.admission.resume(hold, reader.read(tp, hold.offset, until), until)
         finally:
             await reader.stop()
         if again:
