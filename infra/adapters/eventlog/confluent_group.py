@@ -49,8 +49,7 @@ class ConfluentGroupConsumer(OwnAssignment, GroupConsumer):
                  patience: Backoff | None = None):
         self.topics, self.on_assigned, self.on_revoked, self.patience = topics, on_assigned, on_revoked, patience
         self.consumer = ck.Consumer(config)
-        self.group = config["group.id"]
-        self.admin = AdminClient({"bootstrap.servers": config["bootstrap.servers"], "logger": log})
+        self.group, self.bootstrap = config["group.id"], config["bootstrap.servers"]
         self.call = Blocking("rdkafka-consumer")
         self.loop: asyncio.AbstractEventLoop | None = None
         self.assigned: frozenset[TopicPartition] = frozenset()
@@ -203,7 +202,10 @@ class ConfluentGroupConsumer(OwnAssignment, GroupConsumer):
         request = [ck.ConsumerGroupTopicPartitions(self.group, [theirs(tp) for tp in tps])]
         with ported(doing):
             try:
-                futures = self.admin.list_consumer_group_offsets(request, require_stable=False,
+                # a client of its own each time: one kept from before a broker restart was seen never to be
+                # answered again (every read timed out for minutes), and a takeover is rare enough to pay a connect
+                admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": log})
+                futures = admin.list_consumer_group_offsets(request, require_stable=False,
                                                                  request_timeout=TIMEOUT_S)
                 got = futures[self.group].result(TIMEOUT_S)
             except FutureTimeout as exc:
